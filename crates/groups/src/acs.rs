@@ -1,0 +1,189 @@
+//! The kernel's "is ACS enabled on this function" test, answered with the reason.
+
+use iommu_pci::{acs, AcsState, PortType};
+use serde::Serialize;
+
+use crate::model::{Device, Pcie, Platform};
+use crate::quirks::{acs_quirks_for, AcsQuirkKind};
+
+/// The flags grouping requires: SV, RR, CR, UF.
+pub const REQUIRED: u16 = acs::REQUIRED_FOR_GROUPS;
+
+/// The answer to "does this function isolate with ACS", and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "verdict")]
+pub enum AcsVerdict {
+    /// A quirk decided.
+    Quirk {
+        /// Quirk name.
+        name: &'static str,
+        /// Its answer.
+        enabled: bool,
+    },
+    /// Conventional PCI: never isolated.
+    NotPcie,
+    /// The config space needed to decide was not readable.
+    Unknown,
+    /// A bridge type that never counts as isolated (PCIe-to-PCI, PCI-to-PCIe, event collector).
+    BridgeType {
+        /// The type.
+        port_type: PortType,
+    },
+    /// A single-function endpoint or upstream port: isolated without ACS.
+    SingleFunction,
+    /// A type the kernel does not test: counts as isolated.
+    Untested,
+    /// No ACS capability where one is needed.
+    NoCapability,
+    /// The flag check ran on the ACS capability.
+    Flags {
+        /// Required flags the function implements (or EC), which must all be enabled.
+        required: u16,
+        /// The control register (after the kernel's own enabling at boot, when modelled).
+        control: u16,
+        /// Required flags not enabled.
+        missing: u16,
+    },
+}
+
+impl AcsVerdict {
+    /// Whether the function counts as ACS-isolated. Unknown counts as not isolated.
+    pub fn enabled(&self) -> bool {
+        match *self {
+            AcsVerdict::Quirk { enabled, .. } => enabled,
+            AcsVerdict::SingleFunction | AcsVerdict::Untested => true,
+            AcsVerdict::Flags { missing, .. } => missing == 0,
+            AcsVerdict::NotPcie | AcsVerdict::Unknown | AcsVerdict::BridgeType { .. } | AcsVerdict::NoCapability => {
+                false
+            }
+        }
+    }
+
+    /// A short sentence fragment, e.g. `ACS control lacks RR CR`.
+    pub fn describe(&self) -> String {
+        match *self {
+            AcsVerdict::Quirk { name, enabled: true } => format!("isolated by the kernel's {name} ACS quirk"),
+            AcsVerdict::Quirk { name, enabled: false } => format!("not isolated: the kernel's {name} ACS quirk says so"),
+            AcsVerdict::NotPcie => "conventional PCI, which has no ACS".into(),
+            AcsVerdict::Unknown => "ACS unknown: extended config space not readable (run as root)".into(),
+            AcsVerdict::BridgeType { port_type } => format!("a {} never isolates", port_type.describe()),
+            AcsVerdict::SingleFunction => "single-function, needs no ACS".into(),
+            AcsVerdict::Untested => "a type the kernel does not test for ACS".into(),
+            AcsVerdict::NoCapability => "no ACS capability".into(),
+            AcsVerdict::Flags { missing: 0, required, .. } => {
+                format!("ACS enabled ({})", acs::names(required))
+            }
+            AcsVerdict::Flags { missing, control, .. } => {
+                format!("ACS lacks {} (control has {})", acs::names(missing), acs::names(control))
+            }
+        }
+    }
+}
+
+/// The flag check on an ACS capability with the kernel's boot-time enabling modelled.
+fn flag_check(cap: u16, ctl: u16, platform: &Platform) -> AcsVerdict {
+    let control = if platform.kernel_enables_acs { ctl | (cap & REQUIRED) } else { ctl };
+    let required = REQUIRED & (cap | acs::EC);
+    AcsVerdict::Flags { required, control, missing: required & !control }
+}
+
+/// Runs the kernel's test for one function. `port_type` is the corrected PCIe type, `on_root_bus` and
+/// `multifunction` as the kernel sees them.
+pub fn acs_verdict(dev: &Device, port_type: Option<PortType>, on_root_bus: bool, platform: &Platform) -> AcsVerdict {
+    for q in acs_quirks_for(dev.vendor, dev.device) {
+        if let Some(v) = quirk_answer(q.kind, q.name, dev, port_type, on_root_bus, platform) {
+            return v;
+        }
+    }
+    let pt = match dev.pcie {
+        Pcie::Unknown => return AcsVerdict::Unknown,
+        Pcie::No => return AcsVerdict::NotPcie,
+        Pcie::Yes(_) => port_type.unwrap_or(PortType::Endpoint),
+    };
+    let check = || match dev.acs {
+        AcsState::Unknown => AcsVerdict::Unknown,
+        AcsState::Absent => AcsVerdict::NoCapability,
+        AcsState::Present(c) => flag_check(c.capability, c.control, platform),
+    };
+    match pt {
+        PortType::PcieToPciBridge | PortType::PciToPcieBridge | PortType::RcEventCollector => {
+            AcsVerdict::BridgeType { port_type: pt }
+        }
+        PortType::RootPort | PortType::DownstreamPort => check(),
+        PortType::Endpoint | PortType::LegacyEndpoint | PortType::UpstreamPort | PortType::RcIntegratedEndpoint => {
+            if multifunction(dev) {
+                check()
+            } else {
+                AcsVerdict::SingleFunction
+            }
+        }
+        PortType::Reserved(_) => AcsVerdict::Untested,
+    }
+}
+
+/// The kernel treats SR-IOV virtual functions as single-function.
+pub(crate) fn multifunction(dev: &Device) -> bool {
+    dev.multifunction && !dev.is_virtfn
+}
+
+fn quirk_answer(
+    kind: AcsQuirkKind,
+    name: &'static str,
+    dev: &Device,
+    port_type: Option<PortType>,
+    on_root_bus: bool,
+    platform: &Platform,
+) -> Option<AcsVerdict> {
+    let yes = Some(AcsVerdict::Quirk { name, enabled: true });
+    let no = Some(AcsVerdict::Quirk { name, enabled: false });
+    let in_ranges = |r: &[(u16, u16)]| r.iter().any(|&(a, b)| (a..=b).contains(&dev.device));
+    match kind {
+        AcsQuirkKind::AmdSouthbridge => {
+            if multifunction(dev) && on_root_bus && platform.amd_ivrs {
+                yes
+            } else {
+                None
+            }
+        }
+        AcsQuirkKind::MultifunctionEndpoint | AcsQuirkKind::Asserts => yes,
+        AcsQuirkKind::RcIntegratedEndpoint => (port_type == Some(PortType::RcIntegratedEndpoint)).then_some(yes)?,
+        AcsQuirkKind::IntelPch => {
+            if platform.intel_pch_acs_enabled {
+                yes
+            } else {
+                no
+            }
+        }
+        AcsQuirkKind::IntelSpt => match dev.acs {
+            AcsState::Present(c) => {
+                let v = flag_check(c.capability, c.dword8_low, platform);
+                Some(match v {
+                    AcsVerdict::Flags { missing, .. } => AcsVerdict::Quirk { name, enabled: missing == 0 },
+                    other => other,
+                })
+            }
+            AcsState::Unknown => Some(AcsVerdict::Unknown),
+            AcsState::Absent => None,
+        },
+        AcsQuirkKind::RootPortMasks | AcsQuirkKind::RootPortAsserts => {
+            (port_type == Some(PortType::RootPort)).then_some(yes)?
+        }
+        AcsQuirkKind::PortsListedOrNo(r) => match port_type {
+            Some(PortType::RootPort | PortType::DownstreamPort) => {
+                if in_ranges(r) {
+                    yes
+                } else {
+                    no
+                }
+            }
+            _ => None,
+        },
+        AcsQuirkKind::ListedOrNo(r) => {
+            if in_ranges(r) {
+                yes
+            } else {
+                no
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The topology model: PCI functions, their upstream bridges, and the platform facts grouping depends on.
+
+use iommu_pci::{AcsState, ConfigInfo, HeaderKind, PciAddress, PortType};
+use serde::{Deserialize, Serialize};
+
+/// Whether a function is PCI Express, and of which type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "type")]
+pub enum Pcie {
+    /// Not readable: only the 64-byte header was visible.
+    Unknown,
+    /// Conventional PCI.
+    No,
+    /// PCI Express, with the port type as read from config space.
+    Yes(PortType),
+}
+
+/// One PCI function as the grouping algorithm sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Its address.
+    pub address: PciAddress,
+    /// The bridge whose secondary bus this function sits on; `None` on a root bus.
+    pub parent: Option<PciAddress>,
+    /// Vendor ID.
+    pub vendor: u16,
+    /// Device ID.
+    pub device: u16,
+    /// Subsystem vendor and device, if the header has them.
+    pub subsystem: Option<(u16, u16)>,
+    /// Class code (base << 16 | sub << 8 | prog-if).
+    pub class: u32,
+    /// Header layout.
+    pub header: HeaderKind,
+    /// Multifunction bit as read from the header.
+    pub multifunction: bool,
+    /// An SR-IOV virtual function (never treated as multifunction).
+    pub is_virtfn: bool,
+    /// PCI Express type.
+    pub pcie: Pcie,
+    /// ACS capability state.
+    pub acs: AcsState,
+}
+
+impl Device {
+    /// Builds a device from decoded config space.
+    pub fn from_config(address: PciAddress, parent: Option<PciAddress>, cfg: &ConfigInfo, is_virtfn: bool) -> Self {
+        let pcie = match (cfg.pcie, cfg.is_pcie()) {
+            (Some(p), _) => Pcie::Yes(p.port_type),
+            (None, None) => Pcie::Unknown,
+            (None, Some(_)) => Pcie::No,
+        };
+        Self {
+            address,
+            parent,
+            vendor: cfg.vendor_id,
+            device: cfg.device_id,
+            subsystem: cfg.subsystem,
+            class: cfg.class,
+            header: cfg.header,
+            multifunction: cfg.multifunction,
+            is_virtfn,
+            pcie,
+            acs: cfg.acs,
+        }
+    }
+
+    /// Whether this function is a bridge (type 1 or CardBus header).
+    pub fn is_bridge(&self) -> bool {
+        matches!(self.header, HeaderKind::Bridge | HeaderKind::CardBus)
+    }
+}
+
+/// Platform facts that change how quirks answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    /// An AMD IOMMU (ACPI IVRS table) is present. Enables the AMD southbridge ACS quirk.
+    pub amd_ivrs: bool,
+    /// The Intel PCH root-port ACS enable quirk succeeded (IOMMU on and LPC RCBA enabled). Real hardware
+    /// almost always satisfies this when the Intel IOMMU is on; it cannot be read from config space.
+    pub intel_pch_acs_enabled: bool,
+    /// Model the kernel turning on ACS at boot: when an IOMMU driver requests ACS, Linux sets SV, RR, CR
+    /// and UF in the control register of every function whose ACS capability implements them. Leave on
+    /// for prediction; control registers read from a running kernel already include it.
+    pub kernel_enables_acs: bool,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Self { amd_ivrs: false, intel_pch_acs_enabled: true, kernel_enables_acs: true }
+    }
+}
+
+/// Why a topology is inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    /// Two functions share an address.
+    #[error("function {0} appears twice in the topology")]
+    Duplicate(PciAddress),
+    /// A parent bridge is not in the topology.
+    #[error("function {device} names parent bridge {parent}, which is not in the topology")]
+    MissingParent {
+        /// The child.
+        device: PciAddress,
+        /// The missing parent.
+        parent: PciAddress,
+    },
+    /// Parent links form a cycle.
+    #[error("parent links of {0} form a cycle")]
+    Cycle(PciAddress),
+}
+
+/// A set of PCI functions with their tree, indexed for the grouping algorithm.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// Devices sorted by address.
+    pub(crate) devices: Vec<Device>,
+    /// Index of each device's parent bridge.
+    pub(crate) parent: Vec<Option<u32>>,
+    /// Device indices in kernel probe order.
+    pub(crate) probe_order: Vec<u32>,
+}
+
+impl Topology {
+    /// Indexes devices, checking that every parent exists and that there are no cycles.
+    pub fn new(mut devices: Vec<Device>) -> Result<Self, TopologyError> {
+        devices.sort_unstable_by_key(|d| d.address);
+        if let Some(w) = devices.windows(2).find(|w| w[0].address == w[1].address) {
+            return Err(TopologyError::Duplicate(w[0].address));
+        }
+        let find = |a: &PciAddress| devices.binary_search_by_key(a, |d| d.address).ok();
+        let mut parent = Vec::with_capacity(devices.len());
+        for d in &devices {
+            parent.push(match d.parent {
+                None => None,
+                Some(p) => {
+                    let i = find(&p).ok_or(TopologyError::MissingParent { device: d.address, parent: p })?;
+                    Some(i as u32)
+                }
+            });
+        }
+        let probe_order = probe_order(&devices, &parent)?;
+        Ok(Self { devices, parent, probe_order })
+    }
+
+    /// All devices, sorted by address.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// Looks a device up by address.
+    pub fn get(&self, addr: PciAddress) -> Option<&Device> {
+        self.index_of(addr).map(|i| &self.devices[i])
+    }
+
+    pub(crate) fn index_of(&self, addr: PciAddress) -> Option<usize> {
+        self.devices.binary_search_by_key(&addr, |d| d.address).ok()
+    }
+
+    /// The parent bridge of a device.
+    pub fn parent_of(&self, addr: PciAddress) -> Option<&Device> {
+        let i = self.index_of(addr)?;
+        self.parent[i].map(|p| &self.devices[p as usize])
+    }
+
+    /// The chain of bridges from a device's parent up to the bridge on a root bus.
+    pub fn upstream_path(&self, addr: PciAddress) -> Vec<&Device> {
+        let mut out = Vec::new();
+        let Some(mut i) = self.index_of(addr) else { return out };
+        while let Some(p) = self.parent[i] {
+            i = p as usize;
+            out.push(&self.devices[i]);
+        }
+        out
+    }
+
+    /// Device indices in the order the kernel adds them: per bus, every function in devfn order, then
+    /// each bridge's subtree in turn (root buses in address order, virtual functions last).
+    pub fn probe_order(&self) -> impl Iterator<Item = &Device> + '_ {
+        self.probe_order.iter().map(|&i| &self.devices[i as usize])
+    }
+
+    /// The same-bus range of device indices containing `i` (devices are sorted by address).
+    pub(crate) fn bus_range(&self, i: usize) -> std::ops::Range<usize> {
+        let a = self.devices[i].address;
+        let key = |d: &Device| (d.address.domain, d.address.bus);
+        let k = (a.domain, a.bus);
+        let start = self.devices[..i].partition_point(|d| key(d) < k);
+        let end = i + self.devices[i..].partition_point(|d| key(d) <= k);
+        start..end
+    }
+}
+
+/// Computes probe order with an explicit stack (no recursion: trees can be deep and large).
+fn probe_order(devices: &[Device], parent: &[Option<u32>]) -> Result<Vec<u32>, TopologyError> {
+    let n = devices.len();
+    // Children of each node, kept in address order because devices are sorted.
+    let mut child_count = vec![0u32; n + 1];
+    for p in parent.iter().flatten() {
+        child_count[*p as usize] += 1;
+    }
+    let mut start = vec![0u32; n + 1];
+    let mut acc = 0u32;
+    for i in 0..n {
+        start[i] = acc;
+        acc += child_count[i];
+    }
+    start[n] = acc;
+    let mut fill = start.clone();
+    let mut children = vec![0u32; acc as usize];
+    let mut roots = Vec::new();
+    let mut vfs = Vec::new();
+    for (i, p) in parent.iter().enumerate() {
+        if devices[i].is_virtfn {
+            vfs.push(i as u32);
+            continue;
+        }
+        match p {
+            Some(p) => {
+                children[fill[*p as usize] as usize] = i as u32;
+                fill[*p as usize] += 1;
+            }
+            None => roots.push(i as u32),
+        }
+    }
+    let kids = |i: usize| &children[start[i] as usize..fill[i] as usize];
+    let mut order = Vec::with_capacity(n);
+    // Roots grouped by root bus, each bus: its functions, then the subtrees of its bridges.
+    let mut stack: Vec<Vec<u32>> = Vec::new();
+    let mut r = 0;
+    while r < roots.len() {
+        let a = devices[roots[r] as usize].address;
+        let mut e = r;
+        while e < roots.len() && {
+            let b = devices[roots[e] as usize].address;
+            (b.domain, b.bus) == (a.domain, a.bus)
+        } {
+            e += 1;
+        }
+        stack.push(roots[r..e].to_vec());
+        r = e;
+        // Depth-first over buses.
+        let mut frames: Vec<(Vec<u32>, usize)> = vec![(stack.pop().unwrap_or_default(), 0)];
+        for &d in &frames[0].0 {
+            order.push(d);
+        }
+        while let Some((bus, pos)) = frames.last_mut() {
+            if *pos >= bus.len() {
+                frames.pop();
+                continue;
+            }
+            let d = bus[*pos] as usize;
+            *pos += 1;
+            let ch = kids(d);
+            if !ch.is_empty() {
+                order.extend_from_slice(ch);
+                if frames.len() > n {
+                    return Err(TopologyError::Cycle(devices[d].address));
+                }
+                frames.push((ch.to_vec(), 0));
+            }
+        }
+    }
+    order.extend(vfs);
+    if order.len() != n {
+        // Some devices were never reached from a root: their parent links form a cycle.
+        let mut seen = vec![false; n];
+        for &i in &order {
+            seen[i as usize] = true;
+        }
+        let lost = seen.iter().position(|s| !s).unwrap_or(0);
+        return Err(TopologyError::Cycle(devices[lost].address));
+    }
+    Ok(order)
+}

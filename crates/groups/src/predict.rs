@@ -1,0 +1,452 @@
+//! Kernel-equivalent IOMMU group prediction, with the evidence for every decision.
+
+use std::collections::HashMap;
+
+use iommu_pci::{PciAddress, PortType};
+use serde::Serialize;
+
+use crate::acs::{acs_verdict, multifunction, AcsVerdict};
+use crate::model::{Pcie, Platform, Topology};
+use crate::quirks::{alias_quirks_for, AliasKind};
+
+/// Which kernel grouping rules to follow. Versioned so that a changed upstream algorithm can be added
+/// beside the current one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RuleSet {
+    /// `pci_device_group()` as in Linux v6.1 to v6.18.
+    #[default]
+    Linux6,
+}
+
+impl RuleSet {
+    /// A short name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuleSet::Linux6 => "linux-6.x",
+        }
+    }
+}
+
+/// How a device came to be in its group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "rule")]
+pub enum Join {
+    /// No reachable device had a group: a new group was created.
+    NewGroup,
+    /// A device on the requester-ID walk (a bridge that takes over the requester ID) already had a group.
+    RequesterId {
+        /// The bridge that forwards with its own or its secondary bus's requester ID.
+        via: PciAddress,
+    },
+    /// An upstream bridge is not ACS-isolated, so the device shares the bridge's group.
+    UpstreamBridge {
+        /// The bridge.
+        bridge: PciAddress,
+    },
+    /// A DMA alias (a quirk) ties the device to another function on its bus.
+    DmaAlias {
+        /// The aliasing function whose group was found.
+        with: PciAddress,
+        /// The function whose alias search found it (the device itself or its upstream bridge).
+        from: PciAddress,
+    },
+    /// A multifunction sibling without ACS isolation already had a group.
+    Multifunction {
+        /// The sibling whose group was found.
+        with: PciAddress,
+        /// The function whose search found it (the device itself or its upstream bridge).
+        from: PciAddress,
+    },
+}
+
+/// One upstream bridge examined while climbing toward the root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Hop {
+    /// The bridge.
+    pub bridge: PciAddress,
+    /// Whether the whole path from this bridge to the root bus is ACS-isolated (the climb stops there).
+    pub isolated: bool,
+    /// When not isolated: the first function on that path that failed, and why.
+    pub blocker: Option<(PciAddress, AcsVerdict)>,
+}
+
+/// Why one device is in its group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// The device.
+    pub device: PciAddress,
+    /// The group it went to.
+    pub group: u32,
+    /// The rule that placed it.
+    pub join: Join,
+    /// Devices the requester-ID walk reported after the device itself (bridges that take over its ID).
+    pub requester_id_walk: Vec<PciAddress>,
+    /// Bridges examined on the upstream climb, nearest first.
+    pub hops: Vec<Hop>,
+    /// The device's own ACS test, as used for the multifunction rule.
+    pub own_acs: AcsVerdict,
+    /// DMA-alias quirk that applies to the device, if any.
+    pub alias_quirk: Option<&'static str>,
+}
+
+/// One predicted group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PredictedGroup {
+    /// Group number the kernel would allocate at boot (lowest free integer in probe order).
+    pub id: u32,
+    /// Member functions, sorted by address.
+    pub devices: Vec<PciAddress>,
+}
+
+/// The prediction for a whole topology.
+#[derive(Clone, Debug, Serialize)]
+pub struct Prediction {
+    /// The rules followed.
+    pub rules: RuleSet,
+    /// The quirk table version.
+    pub quirks: &'static str,
+    /// Groups by id.
+    pub groups: Vec<PredictedGroup>,
+    /// Evidence per device, in probe order.
+    pub evidence: Vec<Evidence>,
+    /// Devices whose ACS or PCIe type could not be read but mattered: the prediction may be wrong there.
+    pub uncertain: Vec<PciAddress>,
+    /// Devices with aliases that only a driver sets up at run time: grouping may differ.
+    pub runtime_aliases: Vec<PciAddress>,
+    #[serde(skip)]
+    index: HashMap<PciAddress, usize>,
+}
+
+impl Prediction {
+    /// The evidence for one device.
+    pub fn evidence_for(&self, addr: PciAddress) -> Option<&Evidence> {
+        self.index.get(&addr).map(|&i| &self.evidence[i])
+    }
+
+    /// The group holding `addr`.
+    pub fn group_of(&self, addr: PciAddress) -> Option<&PredictedGroup> {
+        let e = self.evidence_for(addr)?;
+        self.groups.get(e.group as usize)
+    }
+}
+
+const NONE: u32 = u32::MAX;
+const FLAG_PCIE_BRIDGE_ALIAS: u8 = 1;
+const FLAG_XLATE_ROOT: u8 = 2;
+const FLAG_RUNTIME_ALIAS: u8 = 4;
+
+struct Engine<'a> {
+    t: &'a Topology,
+    port_type: Vec<Option<PortType>>,
+    verdict: Vec<AcsVerdict>,
+    /// 0 = not computed, 1 = isolated, 2 = not isolated; with the blocker index.
+    path: Vec<(u8, u32)>,
+    flags: Vec<u8>,
+    alias_mask: HashMap<u32, [u64; 4]>,
+    alias_name: HashMap<u32, &'static str>,
+    bus_has_alias: HashMap<(u32, u8), ()>,
+    group: Vec<u32>,
+    uncertain: Vec<u32>,
+}
+
+/// Predicts the kernel's IOMMU groups for a topology.
+pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction {
+    let RuleSet::Linux6 = rules;
+    let mut e = Engine::new(t, platform);
+    let n = t.devices.len();
+    let mut evidence = Vec::with_capacity(n);
+    let mut next_id = 0u32;
+    let mut members: Vec<Vec<PciAddress>> = Vec::new();
+    for &d in &t.probe_order {
+        let mut ev = e.place(d as usize);
+        if ev.join == Join::NewGroup {
+            ev.group = next_id;
+            next_id += 1;
+            members.push(Vec::new());
+        }
+        e.group[d as usize] = ev.group;
+        members[ev.group as usize].push(ev.device);
+        evidence.push(ev);
+    }
+    let groups = members
+        .into_iter()
+        .enumerate()
+        .map(|(id, mut devices)| {
+            devices.sort_unstable();
+            PredictedGroup { id: id as u32, devices }
+        })
+        .collect();
+    let index = evidence.iter().enumerate().map(|(i, ev): (usize, &Evidence)| (ev.device, i)).collect();
+    let mut uncertain: Vec<PciAddress> = e.uncertain.iter().map(|&i| t.devices[i as usize].address).collect();
+    uncertain.sort_unstable();
+    uncertain.dedup();
+    let runtime_aliases = (0..n).filter(|&i| e.flags[i] & FLAG_RUNTIME_ALIAS != 0).map(|i| t.devices[i].address).collect();
+    Prediction {
+        rules,
+        quirks: crate::quirks::QUIRKS_FOLLOW,
+        groups,
+        evidence,
+        uncertain,
+        runtime_aliases,
+        index,
+    }
+}
+
+impl<'a> Engine<'a> {
+    fn new(t: &'a Topology, platform: &Platform) -> Self {
+        let n = t.devices.len();
+        // Corrected in probe order, so that each parent is corrected before its children.
+        let mut port_type: Vec<Option<PortType>> = vec![None; n];
+        for &i in &t.probe_order {
+            port_type[i as usize] = corrected_type(t, i as usize, &port_type);
+        }
+        let verdict = (0..n)
+            .map(|i| acs_verdict(&t.devices[i], port_type[i], t.parent[i].is_none(), platform))
+            .collect();
+        let mut e = Engine {
+            t,
+            port_type,
+            verdict,
+            path: vec![(0, 0); n],
+            flags: vec![0; n],
+            alias_mask: HashMap::new(),
+            alias_name: HashMap::new(),
+            bus_has_alias: HashMap::new(),
+            group: vec![NONE; n],
+            uncertain: Vec::new(),
+        };
+        for i in 0..n {
+            e.apply_alias_quirks(i);
+        }
+        e
+    }
+
+    fn apply_alias_quirks(&mut self, i: usize) {
+        let d = &self.t.devices[i];
+        for q in alias_quirks_for(d.vendor, d.device) {
+            let devfn = d.address.devfn();
+            let slot = devfn & !7;
+            let mut mask = [0u64; 4];
+            let mut set = |f: u8| mask[usize::from(f >> 6)] |= 1 << (f & 63);
+            match q.kind {
+                AliasKind::Function0 => set(slot),
+                AliasKind::Function1 => set(slot | 1),
+                AliasKind::FixedDevfn { devfn, subsystems } => {
+                    if d.subsystem.is_some_and(|s| subsystems.contains(&s)) {
+                        set(devfn)
+                    }
+                }
+                AliasKind::Devfns(l) => l.iter().for_each(|&f| set(f)),
+                AliasKind::Functions0To4OfAllSlots => {
+                    (0..32u8).flat_map(|s| (0..5u8).map(move |f| s << 3 | f)).for_each(&mut set)
+                }
+                AliasKind::AllDevfns => (0..=255u8).for_each(&mut set),
+                AliasKind::PcieBridgeAlias => {
+                    // Only a conventional bridge directly below a PCIe port that is not itself a
+                    // PCIe-to-PCI bridge.
+                    let parent_ok = self.t.parent[i].is_some_and(|p| {
+                        let p = p as usize;
+                        matches!(self.t.devices[p].pcie, Pcie::Yes(_))
+                            && self.port_type[p] != Some(PortType::PcieToPciBridge)
+                    });
+                    if d.is_bridge() && d.pcie == Pcie::No && parent_ok {
+                        self.flags[i] |= FLAG_PCIE_BRIDGE_ALIAS;
+                    }
+                }
+                AliasKind::TranslationRoot => self.flags[i] |= FLAG_XLATE_ROOT,
+                AliasKind::RuntimeOnly => self.flags[i] |= FLAG_RUNTIME_ALIAS,
+            }
+            if mask != [0; 4] {
+                let m = self.alias_mask.entry(i as u32).or_insert([0; 4]);
+                for k in 0..4 {
+                    m[k] |= mask[k];
+                }
+                self.alias_name.insert(i as u32, q.name);
+                self.bus_has_alias.insert((d.address.domain, d.address.bus), ());
+            }
+        }
+    }
+
+    fn addr(&self, i: usize) -> PciAddress {
+        self.t.devices[i].address
+    }
+
+    fn note_verdict(&mut self, i: usize) -> bool {
+        let v = self.verdict[i];
+        if v == AcsVerdict::Unknown {
+            self.uncertain.push(i as u32);
+        }
+        v.enabled()
+    }
+
+    /// "ACS path enabled" from bridge `b` to the root bus, memoized; returns (isolated, blocker).
+    fn path_enabled(&mut self, b: usize) -> (bool, usize) {
+        if self.path[b].0 == 0 {
+            let r = if !self.note_verdict(b) {
+                (false, b)
+            } else {
+                match self.t.parent[b] {
+                    None => (true, b),
+                    Some(p) => self.path_enabled(p as usize),
+                }
+            };
+            self.path[b] = (if r.0 { 1 } else { 2 }, r.1 as u32);
+        }
+        (self.path[b].0 == 1, self.path[b].1 as usize)
+    }
+
+    /// Requester-ID walk: the bridges that report the device's DMA under their own ID.
+    fn alias_walk(&self, d: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut cur = d;
+        while let Some(b) = self.t.parent[cur] {
+            let b = b as usize;
+            cur = b;
+            if self.flags[b] & FLAG_XLATE_ROOT != 0 {
+                break;
+            }
+            match self.t.devices[b].pcie {
+                Pcie::Yes(_) => match self.port_type[b] {
+                    Some(PortType::PcieToPciBridge | PortType::PciToPcieBridge) => out.push(b),
+                    _ => {}
+                },
+                Pcie::No | Pcie::Unknown => out.push(b),
+            }
+        }
+        out
+    }
+
+    fn are_dma_aliases(&self, a: usize, b: usize) -> bool {
+        let has = |x: usize, y: usize| {
+            self.alias_mask.get(&(x as u32)).is_some_and(|m| {
+                let f = self.t.devices[y].address.devfn();
+                m[usize::from(f >> 6)] & (1 << (f & 63)) != 0
+            })
+        };
+        has(a, b) || has(b, a)
+    }
+
+    /// Closure search over DMA aliases (and their multifunction siblings) on one bus.
+    fn alias_search(&mut self, x: usize, visited: &mut [u64; 4], from: usize) -> Option<(usize, Join)> {
+        let f = self.addr(x).devfn();
+        let (w, bit) = (usize::from(f >> 6), 1u64 << (f & 63));
+        if visited[w] & bit != 0 {
+            return None;
+        }
+        visited[w] |= bit;
+        if self.group[x] != NONE {
+            return Some((x, Join::DmaAlias { with: self.addr(x), from: self.addr(from) }));
+        }
+        let a = self.addr(x);
+        if !self.bus_has_alias.contains_key(&(a.domain, a.bus)) {
+            return None;
+        }
+        for t in self.t.bus_range(x) {
+            if t == x || !self.are_dma_aliases(x, t) {
+                continue;
+            }
+            if let Some(r) = self.alias_search(t, visited, from) {
+                return Some(r);
+            }
+            if let Some(r) = self.function_search(t, visited, from) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// Closure search over multifunction siblings without ACS.
+    fn function_search(&mut self, x: usize, visited: &mut [u64; 4], from: usize) -> Option<(usize, Join)> {
+        if !multifunction(&self.t.devices[x]) || self.note_verdict(x) {
+            return None;
+        }
+        let slot = self.addr(x).device;
+        for t in self.t.bus_range(x) {
+            let ta = self.addr(t);
+            if t == x || ta.device != slot || self.note_verdict(t) {
+                continue;
+            }
+            if let Some((g, join)) = self.alias_search(t, visited, from) {
+                let join = match join {
+                    Join::DmaAlias { with, from } if with == ta => Join::Multifunction { with, from },
+                    other => other,
+                };
+                return Some((g, join));
+            }
+        }
+        None
+    }
+
+    fn place(&mut self, d: usize) -> Evidence {
+        let walk = self.alias_walk(d);
+        let mut ev = Evidence {
+            device: self.addr(d),
+            group: NONE,
+            join: Join::NewGroup,
+            requester_id_walk: walk.iter().map(|&i| self.addr(i)).collect(),
+            hops: Vec::new(),
+            own_acs: self.verdict[d],
+            alias_quirk: self.alias_name.get(&(d as u32)).copied(),
+        };
+        // A. A device on the requester-ID walk that already has a group.
+        for &r in &walk {
+            if self.group[r] != NONE {
+                ev.group = self.group[r];
+                ev.join = Join::RequesterId { via: self.addr(r) };
+                return ev;
+            }
+        }
+        let mut p = walk.last().copied().unwrap_or(d);
+        // B. Climb while the path to the root is not ACS-isolated.
+        let mut cur = p;
+        while let Some(b) = self.t.parent[cur] {
+            let b = b as usize;
+            let (isolated, blocker) = self.path_enabled(b);
+            ev.hops.push(Hop {
+                bridge: self.addr(b),
+                isolated,
+                blocker: (!isolated).then(|| (self.addr(blocker), self.verdict[blocker])),
+            });
+            if isolated {
+                break;
+            }
+            p = b;
+            if self.group[b] != NONE {
+                ev.group = self.group[b];
+                ev.join = Join::UpstreamBridge { bridge: self.addr(b) };
+                return ev;
+            }
+            cur = b;
+        }
+        // C. Aliases and multifunction siblings of p.
+        let mut visited = [0u64; 4];
+        let found = match self.alias_search(p, &mut visited, p) {
+            Some(r) => Some(r),
+            None => self.function_search(p, &mut visited, p),
+        };
+        if let Some((g, join)) = found {
+            ev.group = self.group[g];
+            ev.join = join;
+        }
+        ev
+    }
+}
+
+/// The PCIe type after the kernel's corrections for mislabelled switch ports.
+fn corrected_type(t: &Topology, i: usize, corrected: &[Option<PortType>]) -> Option<PortType> {
+    let Pcie::Yes(pt) = t.devices[i].pcie else { return None };
+    let Some(p) = t.parent[i] else { return Some(pt) };
+    let Some(parent) = corrected[p as usize] else { return Some(pt) };
+    Some(match pt {
+        PortType::DownstreamPort
+            if matches!(parent, PortType::RootPort | PortType::DownstreamPort | PortType::PciToPcieBridge) =>
+        {
+            PortType::UpstreamPort
+        }
+        PortType::UpstreamPort if parent == PortType::UpstreamPort => PortType::DownstreamPort,
+        other => other,
+    })
+}
+
