@@ -1,0 +1,410 @@
+//! The commands: load the host, ask the libraries, print.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use iommu_groups::{acs_verdict, explain, kind_of, predict, Pcie, Prediction, RuleSet, Topology};
+use iommu_host::{read_host, Snapshot};
+use iommu_pci::{ConfigInfo, PciAddress, PciIds};
+use serde_json::{json, Value};
+
+use crate::exit::{fail, Exit};
+use crate::render::{names, sanitize};
+use crate::{Cli, Command};
+
+const IOMMU_OFF_HINT: &str = "no IOMMU groups: the IOMMU is off or absent. Turn it on in the firmware (Intel VT-d / \
+AMD-Vi, sometimes called IOMMU or \"SVM\" settings) and on the kernel command line (intel_iommu=on on Intel; \
+amd_iommu is on by default on AMD, amd_iommu=on where it was turned off), then reboot. To try iommuctl without \
+one: iommuctl --from snapshots/lab-everything.json list";
+
+/// Where the host comes from.
+struct Source {
+    root: PathBuf,
+    snapshot: Snapshot,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Source> {
+    if let Some(f) = &cli.from {
+        let snapshot = Snapshot::load(f)?;
+        return Ok(Source { root: PathBuf::from("/"), snapshot });
+    }
+    let root = cli.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let snapshot = read_host(&root).with_context(|| format!("reading the host below {}", root.display()))?;
+    Ok(Source { root, snapshot })
+}
+
+fn pci_ids(root: &Path) -> PciIds {
+    PciIds::load_system(root).or_else(|| PciIds::load_system(Path::new("/"))).unwrap_or_else(PciIds::empty)
+}
+
+fn parse_addr(s: &str) -> anyhow::Result<PciAddress> {
+    Ok(PciAddress::parse(s)?)
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let command = cli.command.as_ref().unwrap_or(&Command::List);
+    if let Command::Snapshot { output } = command {
+        return snapshot(&cli, output);
+    }
+    let src = load(&cli)?;
+    match command {
+        Command::List => list(&cli, &src),
+        Command::Show { address } => show(&cli, &src, parse_addr(address)?),
+        Command::Explain { address } => explain_cmd(&cli, &src, parse_addr(address)?),
+        Command::Predict { diff } => predict_cmd(&cli, &src, *diff),
+        Command::Snapshot { .. } => unreachable!("handled above"),
+    }
+}
+
+fn snapshot(cli: &Cli, output: &Path) -> anyhow::Result<Exit> {
+    let src = load(cli)?;
+    let text = src.snapshot.to_json();
+    if output == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        writeln!(out)?;
+        return Ok(Exit::Ok);
+    }
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, output)
+    };
+    write().map_err(|e| fail(Exit::Failed, format!("cannot write snapshot {}: {e}", output.display())))?;
+    eprintln!(
+        "wrote {} ({} functions, {} groups)",
+        output.display(),
+        src.snapshot.devices.len(),
+        src.snapshot.groups.len()
+    );
+    Ok(Exit::Ok)
+}
+
+fn configs(snap: &Snapshot) -> BTreeMap<PciAddress, ConfigInfo> {
+    snap.devices.iter().filter_map(|d| Some((d.address, ConfigInfo::parse(&d.config).ok()?))).collect()
+}
+
+fn device_json(src: &Source, ids: &PciIds, cfgs: &BTreeMap<PciAddress, ConfigInfo>, a: PciAddress) -> Value {
+    let d = src.snapshot.device(a);
+    let mut v = names(ids, cfgs.get(&a)).json();
+    let o = v.as_object_mut().expect("names are an object");
+    o.insert("address".into(), json!(a));
+    o.insert("driver".into(), json!(d.and_then(|d| d.driver.clone())));
+    if let Some(c) = cfgs.get(&a) {
+        o.insert("kind".into(), json!(pcie_kind(c)));
+    }
+    v
+}
+
+fn pcie_kind(c: &ConfigInfo) -> &'static str {
+    match c.pcie {
+        Some(p) => p.port_type.describe(),
+        None if c.is_bridge() => "conventional PCI bridge",
+        None => "conventional PCI function",
+    }
+}
+
+fn list(cli: &Cli, src: &Source) -> anyhow::Result<Exit> {
+    let snap = &src.snapshot;
+    if snap.groups.is_empty() {
+        if cli.json {
+            print_json(&json!({ "groups": [], "iommu_enabled": false, "message": IOMMU_OFF_HINT }))?;
+        }
+        return Err(fail(Exit::Negative, IOMMU_OFF_HINT));
+    }
+    let ids = pci_ids(&src.root);
+    let cfgs = configs(snap);
+    if cli.json {
+        let groups: Vec<Value> = snap
+            .groups
+            .iter()
+            .map(|g| {
+                json!({
+                    "id": g.id,
+                    "type": g.kind,
+                    "reserved_regions": g.reserved_regions,
+                    "devices": g.devices.iter().map(|&a| device_json(src, &ids, &cfgs, a)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        print_json(&json!({ "groups": groups }))?;
+        return Ok(Exit::Ok);
+    }
+    let mut out = String::new();
+    for g in &snap.groups {
+        out.push_str(&format!("IOMMU group {}", g.id));
+        if let Some(k) = &g.kind {
+            out.push_str(&format!(" ({})", sanitize(k)));
+        }
+        out.push('\n');
+        for &a in &g.devices {
+            let n = names(&ids, cfgs.get(&a));
+            let drv = snap.device(a).and_then(|d| d.driver.clone()).map(|d| format!("  [{}]", sanitize(&d)));
+            out.push_str(&format!("  {a}  {}: {}{}\n", n.class_text(), n.text(), drv.unwrap_or_default()));
+        }
+    }
+    let grouped: BTreeSet<PciAddress> = snap.groups.iter().flat_map(|g| g.devices.iter().copied()).collect();
+    let loose: Vec<String> =
+        snap.devices.iter().filter(|d| !grouped.contains(&d.address)).map(|d| d.address.to_string()).collect();
+    if !loose.is_empty() {
+        out.push_str(&format!("Not in any IOMMU group: {}\n", loose.join(", ")));
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(Exit::Ok)
+}
+
+struct Predicted {
+    topology: Topology,
+    prediction: Prediction,
+}
+
+fn run_prediction(snap: &Snapshot) -> anyhow::Result<Predicted> {
+    let (topology, bad) = snap.topology().context("building the PCI tree")?;
+    for (a, e) in bad {
+        eprintln!("warning: config space of {a} does not decode ({e}); treated as unknown");
+    }
+    let prediction = predict(&topology, &snap.platform(), RuleSet::Linux6);
+    if !prediction.uncertain.is_empty() {
+        let l: Vec<String> = prediction.uncertain.iter().map(|a| a.to_string()).collect();
+        eprintln!(
+            "warning: ACS or PCIe type of {} could not be read (extended config space needs root); the prediction may be wrong there",
+            l.join(", ")
+        );
+    }
+    Ok(Predicted { topology, prediction })
+}
+
+fn device_or_fail(snap: &Snapshot, a: PciAddress) -> anyhow::Result<&iommu_host::HostDevice> {
+    snap.device(a).ok_or_else(|| fail(Exit::Negative, format!("no PCI function {a} on this host")))
+}
+
+fn show(cli: &Cli, src: &Source, a: PciAddress) -> anyhow::Result<Exit> {
+    let snap = &src.snapshot;
+    let d = device_or_fail(snap, a)?;
+    let ids = pci_ids(&src.root);
+    let cfgs = configs(snap);
+    let p = run_prediction(snap)?;
+    let platform = snap.platform();
+    let path: Vec<Value> = p
+        .topology
+        .upstream_path(a)
+        .into_iter()
+        .map(|b| {
+            let pt = match b.pcie {
+                Pcie::Yes(pt) => Some(pt),
+                _ => None,
+            };
+            let on_root = p.topology.parent_of(b.address).is_none();
+            let v = acs_verdict(b, pt, on_root, &platform);
+            json!({
+                "address": b.address,
+                "kind": kind_of(&p.topology, b.address),
+                "acs_isolated": v.enabled(),
+                "acs": v.describe(),
+            })
+        })
+        .collect();
+    let group = d.iommu_group.and_then(|g| snap.group(g));
+    let v = json!({
+        "address": a,
+        "names": names(&ids, cfgs.get(&a)).json(),
+        "kind": kind_of(&p.topology, a),
+        "driver": d.driver,
+        "driver_override": d.driver_override,
+        "iommu_group": d.iommu_group,
+        "group_type": group.and_then(|g| g.kind.clone()),
+        "group_members": group.map(|g| g.devices.clone()).unwrap_or_default(),
+        "reserved_regions": group.map(|g| g.reserved_regions.clone()).unwrap_or_default(),
+        "path_to_root": path,
+        "reset_methods": d.reset_methods,
+        "boot_vga": d.boot_vga,
+        "numa_node": d.numa_node,
+        "iommu": d.iommu,
+        "physfn": d.physfn,
+        "sriov_totalvfs": d.sriov_totalvfs,
+        "sriov_numvfs": d.sriov_numvfs,
+        "net": d.net,
+    });
+    if cli.json {
+        print_json(&v)?;
+        return Ok(Exit::Ok);
+    }
+    let n = names(&ids, cfgs.get(&a));
+    let mut o = String::new();
+    o.push_str(&format!("{a}  {}: {}\n", n.class_text(), n.text()));
+    o.push_str(&format!("  kind:            {}\n", kind_of(&p.topology, a)));
+    let opt = |x: &Option<String>| x.as_deref().map(sanitize).unwrap_or_else(|| "none".into());
+    o.push_str(&format!("  driver:          {}\n", opt(&d.driver)));
+    if d.driver_override.is_some() {
+        o.push_str(&format!("  driver_override: {}\n", opt(&d.driver_override)));
+    }
+    match group {
+        Some(g) => {
+            let m: Vec<String> = g.devices.iter().map(|x| x.to_string()).collect();
+            o.push_str(&format!(
+                "  IOMMU group:     {} ({}): {}\n",
+                g.id,
+                g.kind.as_deref().map(sanitize).unwrap_or_else(|| "type unknown".into()),
+                m.join(", ")
+            ));
+            for r in &g.reserved_regions {
+                o.push_str(&format!("  reserved region: {:#018x}-{:#018x} {}\n", r.start, r.end, sanitize(&r.kind)));
+            }
+        }
+        None => o.push_str("  IOMMU group:     none\n"),
+    }
+    o.push_str("  path to root:\n");
+    if path.is_empty() {
+        o.push_str("    (on a root bus)\n");
+    }
+    for h in &path {
+        o.push_str(&format!(
+            "    {} {}: {}\n",
+            h["address"].as_str().unwrap_or_default(),
+            h["kind"].as_str().unwrap_or_default(),
+            h["acs"].as_str().unwrap_or_default()
+        ));
+    }
+    let list = |x: &Option<Vec<String>>| x.as_ref().map(|v| sanitize(&v.join(" "))).unwrap_or_else(|| "none".into());
+    o.push_str(&format!("  reset methods:   {}\n", list(&d.reset_methods)));
+    if let Some(b) = d.boot_vga {
+        o.push_str(&format!("  boot VGA:        {}\n", if b { "yes" } else { "no" }));
+    }
+    if let Some(nn) = d.numa_node {
+        o.push_str(&format!("  NUMA node:       {nn}\n"));
+    }
+    if !d.net.is_empty() {
+        o.push_str(&format!("  network:         {}\n", sanitize(&d.net.join(" "))));
+    }
+    std::io::stdout().lock().write_all(o.as_bytes())?;
+    Ok(Exit::Ok)
+}
+
+fn explain_cmd(cli: &Cli, src: &Source, a: PciAddress) -> anyhow::Result<Exit> {
+    let snap = &src.snapshot;
+    let d = device_or_fail(snap, a)?;
+    let p = run_prediction(snap)?;
+    let e =
+        explain(&p.topology, &p.prediction, a).ok_or_else(|| fail(Exit::Negative, format!("no prediction for {a}")))?;
+    let kernel = d.iommu_group.and_then(|g| snap.group(g));
+    let agrees = kernel.map(|g| g.devices == e.members);
+    let mut notes = Vec::new();
+    match (kernel, agrees) {
+        (Some(g), Some(false)) => {
+            let m: Vec<String> = g.devices.iter().map(|x| x.to_string()).collect();
+            notes.push(format!(
+                "The running kernel put it in group {} with {}; the prediction differs. Please report this with a snapshot.",
+                g.id,
+                m.join(", ")
+            ));
+        }
+        (Some(g), Some(true)) => {
+            notes.push(format!("The running kernel agrees: its group {} has the same members.", g.id))
+        }
+        _ => notes.push("The running kernel has no IOMMU group for it (IOMMU off?): this is a prediction.".into()),
+    }
+    if cli.json {
+        let mut v = serde_json::to_value(&e)?;
+        v["kernel_group"] = json!(kernel.map(|g| g.id));
+        v["kernel_agrees"] = json!(agrees);
+        v["evidence"] =
+            serde_json::to_value(p.prediction.evidence.iter().filter(|x| x.group == e.group).collect::<Vec<_>>())?;
+        print_json(&v)?;
+        return Ok(Exit::Ok);
+    }
+    let mut o = String::new();
+    for s in e.sentences.iter().chain(&notes) {
+        o.push_str(s);
+        o.push('\n');
+    }
+    if !e.to_isolate.is_empty() {
+        o.push_str("To give it a group of its own:\n");
+        for f in &e.to_isolate {
+            o.push_str(&format!("  - {f}\n"));
+        }
+    }
+    std::io::stdout().lock().write_all(o.as_bytes())?;
+    Ok(Exit::Ok)
+}
+
+fn predict_cmd(cli: &Cli, src: &Source, diff: bool) -> anyhow::Result<Exit> {
+    let snap = &src.snapshot;
+    let p = run_prediction(snap)?;
+    let pred = &p.prediction;
+    let groups: Vec<Value> = pred
+        .groups
+        .iter()
+        .map(|g| {
+            json!({
+                "id": g.id,
+                "devices": g.devices.iter().map(|a| json!({ "address": a, "kind": kind_of(&p.topology, *a) })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut differences = Vec::new();
+    if diff {
+        if snap.groups.is_empty() {
+            return Err(fail(Exit::Negative, format!("cannot compare: {IOMMU_OFF_HINT}")));
+        }
+        let kernel: BTreeSet<Vec<PciAddress>> = snap.groups.iter().map(|g| g.devices.clone()).collect();
+        let predicted: BTreeSet<Vec<PciAddress>> = pred.groups.iter().map(|g| g.devices.clone()).collect();
+        let show = |v: &Vec<PciAddress>| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
+        for k in kernel.difference(&predicted) {
+            differences.push(format!("kernel has    {{{}}}", show(k)));
+        }
+        for k in predicted.difference(&kernel) {
+            differences.push(format!("predicted has {{{}}}", show(k)));
+        }
+    }
+    if cli.json {
+        let mut v = json!({
+            "rules": pred.rules.name(),
+            "quirks": pred.quirks,
+            "groups": groups,
+            "uncertain": pred.uncertain,
+            "runtime_aliases": pred.runtime_aliases,
+        });
+        if diff {
+            v["differences"] = json!(differences);
+            v["matches_kernel"] = json!(differences.is_empty());
+        }
+        print_json(&v)?;
+    } else {
+        let mut o = String::new();
+        if diff {
+            if differences.is_empty() {
+                o.push_str(&format!(
+                    "prediction matches the kernel: {} groups ({} rules)\n",
+                    pred.groups.len(),
+                    pred.rules.name()
+                ));
+            } else {
+                o.push_str("prediction differs from the kernel:\n");
+                for d in &differences {
+                    o.push_str(&format!("  {d}\n"));
+                }
+            }
+        } else {
+            for g in &pred.groups {
+                let m: Vec<String> = g.devices.iter().map(|a| a.to_string()).collect();
+                o.push_str(&format!("group {}: {}\n", g.id, m.join(" ")));
+            }
+        }
+        std::io::stdout().lock().write_all(o.as_bytes())?;
+    }
+    Ok(if differences.is_empty() { Exit::Ok } else { Exit::Negative })
+}

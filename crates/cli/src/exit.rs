@@ -1,0 +1,57 @@
+//! Exit codes, one meaning each.
+
+use std::process::ExitCode;
+
+/// What a run ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done, and the answer is positive.
+    Ok,
+    /// 1: done, the answer is negative (no IOMMU groups, unknown device, prediction differs).
+    Negative,
+    /// 2: bad input (address, snapshot file, arguments).
+    BadInput,
+    /// 4: the operation failed (the host could not be read, a write failed).
+    Failed,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(match e {
+            Exit::Ok => 0,
+            Exit::Negative => 1,
+            Exit::BadInput => 2,
+            Exit::Failed => 4,
+        })
+    }
+}
+
+/// A failure that already knows its exit code.
+#[derive(Debug)]
+pub struct Coded(pub Exit, pub String);
+
+impl std::fmt::Display for Coded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+/// Builds an error with an exit code.
+pub fn fail(code: Exit, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Coded(code, msg.into()))
+}
+
+/// The exit code for an error chain.
+pub fn code_for(e: &anyhow::Error) -> Exit {
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<Coded>() {
+            return c.0;
+        }
+        if cause.is::<iommu_pci::AddressError>() || cause.is::<iommu_host::SnapshotError>() {
+            return Exit::BadInput;
+        }
+    }
+    Exit::Failed
+}

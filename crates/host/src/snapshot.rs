@@ -1,0 +1,233 @@
+//! The snapshot: everything the read-only commands need about a host, in one versioned JSON document.
+
+use std::path::PathBuf;
+
+use iommu_groups::{Device, Pcie, Platform, Topology, TopologyError};
+use iommu_pci::{AcsState, ConfigError, ConfigInfo, HeaderKind, PciAddress};
+use serde::{Deserialize, Serialize};
+
+/// The format name written into every snapshot.
+pub const FORMAT: &str = "iommuctl-snapshot";
+/// The snapshot format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// A host as read from sysfs and procfs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`VERSION`] when written by this build.
+    pub version: u32,
+    /// Kernel facts.
+    pub kernel: KernelInfo,
+    /// IOMMU hardware units (`/sys/class/iommu`).
+    pub iommu_units: Vec<String>,
+    /// ACPI tables that announce an IOMMU (`DMAR`, `IVRS`), when the firmware directory was readable.
+    pub acpi_tables: Vec<String>,
+    /// The kernel's IOMMU groups.
+    pub groups: Vec<KernelGroup>,
+    /// Every PCI function.
+    pub devices: Vec<HostDevice>,
+}
+
+/// Kernel facts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: Option<String>,
+    /// The kernel command line.
+    pub cmdline: Option<String>,
+}
+
+/// One kernel IOMMU group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelGroup {
+    /// Group number.
+    pub id: u32,
+    /// Default domain type (`DMA`, `DMA-FQ`, `identity`, `blocked`, `unmanaged`, `unknown`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Reserved regions.
+    pub reserved_regions: Vec<ReservedRegion>,
+    /// Member functions, sorted.
+    pub devices: Vec<PciAddress>,
+}
+
+/// One line of a group's `reserved_regions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservedRegion {
+    /// First address.
+    pub start: u64,
+    /// Last address (inclusive).
+    pub end: u64,
+    /// `direct`, `direct-relaxable`, `reserved` or `msi`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl ReservedRegion {
+    /// Parses one line: `0x%016x 0x%016x <type>`.
+    pub fn parse_line(line: &str) -> Option<Self> {
+        let mut it = line.split_whitespace();
+        let num = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
+        let start = num(it.next()?)?;
+        let end = num(it.next()?)?;
+        let kind = it.next()?.to_string();
+        Some(Self { start, end, kind })
+    }
+}
+
+/// One PCI function on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDevice {
+    /// Address.
+    pub address: PciAddress,
+    /// The bridge above it in the sysfs device tree (`None` on a root bus).
+    pub parent: Option<PciAddress>,
+    /// Raw config-space bytes as read (64 bytes unprivileged, 256 or 4096 as root), hex encoded.
+    #[serde(with = "hex_bytes")]
+    pub config: Vec<u8>,
+    /// Bound driver.
+    pub driver: Option<String>,
+    /// `driver_override`, when set.
+    pub driver_override: Option<String>,
+    /// Reset methods the kernel offers (`reset_method`), when the attribute exists.
+    pub reset_methods: Option<Vec<String>>,
+    /// `boot_vga`, for VGA devices.
+    pub boot_vga: Option<bool>,
+    /// NUMA node (`-1` when none).
+    pub numa_node: Option<i32>,
+    /// The kernel's IOMMU group number.
+    pub iommu_group: Option<u32>,
+    /// The IOMMU unit (e.g. `dmar0`).
+    pub iommu: Option<String>,
+    /// For an SR-IOV virtual function, its physical function.
+    pub physfn: Option<PciAddress>,
+    /// `sriov_totalvfs`, for a physical function.
+    pub sriov_totalvfs: Option<u32>,
+    /// `sriov_numvfs`, for a physical function.
+    pub sriov_numvfs: Option<u32>,
+    /// Network interfaces this function owns (`net/`).
+    pub net: Vec<String>,
+}
+
+/// Why a snapshot could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading the file failed.
+    #[error("cannot read snapshot {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The JSON did not parse.
+    #[error("snapshot is not valid JSON for format {FORMAT} v{VERSION}")]
+    Json(#[source] serde_json::Error),
+    /// Another format or version.
+    #[error("snapshot has format {format:?} version {version}; this build reads {FORMAT:?} version {VERSION}")]
+    Version {
+        /// Format found.
+        format: String,
+        /// Version found.
+        version: u32,
+    },
+}
+
+impl Snapshot {
+    /// Parses a snapshot from JSON bytes, checking format and version.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let s: Snapshot = serde_json::from_slice(bytes).map_err(SnapshotError::Json)?;
+        if s.format != FORMAT || s.version != VERSION {
+            return Err(SnapshotError::Version { format: s.format, version: s.version });
+        }
+        Ok(s)
+    }
+
+    /// Loads a snapshot file.
+    pub fn load(path: &std::path::Path) -> Result<Self, SnapshotError> {
+        let bytes = std::fs::read(path).map_err(|source| SnapshotError::Read { path: path.to_path_buf(), source })?;
+        Self::from_json_slice(&bytes)
+    }
+
+    /// Serializes to pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Looks a device up.
+    pub fn device(&self, addr: PciAddress) -> Option<&HostDevice> {
+        self.devices.iter().find(|d| d.address == addr)
+    }
+
+    /// The kernel group with this number.
+    pub fn group(&self, id: u32) -> Option<&KernelGroup> {
+        self.groups.iter().find(|g| g.id == id)
+    }
+
+    /// Platform facts for prediction: an AMD IOMMU means IVRS is present.
+    pub fn platform(&self) -> Platform {
+        let amd =
+            self.acpi_tables.iter().any(|t| t == "IVRS") || self.iommu_units.iter().any(|u| u.starts_with("ivhd"));
+        Platform { amd_ivrs: amd, ..Platform::default() }
+    }
+
+    /// Builds the grouping model. Functions whose config space does not decode are kept with unknown
+    /// PCIe type and ACS (so predictions mark them uncertain) and reported alongside.
+    pub fn topology(&self) -> Result<(Topology, Vec<(PciAddress, ConfigError)>), TopologyError> {
+        let mut bad = Vec::new();
+        let mut devs = Vec::with_capacity(self.devices.len());
+        for d in &self.devices {
+            match ConfigInfo::parse(&d.config) {
+                Ok(cfg) => devs.push(Device::from_config(d.address, d.parent, &cfg, d.physfn.is_some())),
+                Err(e) => {
+                    bad.push((d.address, e));
+                    devs.push(Device {
+                        address: d.address,
+                        parent: d.parent,
+                        vendor: 0xffff,
+                        device: 0xffff,
+                        subsystem: None,
+                        class: 0,
+                        header: HeaderKind::Normal,
+                        multifunction: false,
+                        is_virtfn: d.physfn.is_some(),
+                        pcie: Pcie::Unknown,
+                        acs: AcsState::Unknown,
+                    })
+                }
+            }
+        }
+        Ok((Topology::new(devs)?, bad))
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(b.len() * 2);
+        for &x in b {
+            out.push(HEX[usize::from(x >> 4)] as char);
+            out.push(HEX[usize::from(x & 15)] as char);
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let s = s.as_bytes();
+        if s.len() % 2 != 0 || s.len() > 2 * 4096 {
+            return Err(serde::de::Error::custom("config must be an even number of hex digits, at most 4096 bytes"));
+        }
+        let val = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+        s.chunks(2)
+            .map(|p| match (val(p[0]), val(p[1])) {
+                (Some(h), Some(l)) => Ok(h << 4 | l),
+                _ => Err(serde::de::Error::custom("config holds a non-hex character")),
+            })
+            .collect()
+    }
+}
