@@ -218,14 +218,14 @@ fn show(cli: &Cli, src: &Source, a: PciAddress) -> anyhow::Result<Exit> {
             })
         })
         .collect();
-    let group = d.iommu_group.and_then(|g| snap.group(g));
+    let group = snap.group_of(a);
     let v = json!({
         "address": a,
         "names": names(&ids, cfgs.get(&a)).json(),
         "kind": kind_of(&p.topology, a),
         "driver": d.driver,
         "driver_override": d.driver_override,
-        "iommu_group": d.iommu_group,
+        "iommu_group": group.map(|g| g.id),
         "group_type": group.and_then(|g| g.kind.clone()),
         "group_members": group.map(|g| g.devices.clone()).unwrap_or_default(),
         "reserved_regions": group.map(|g| g.reserved_regions.clone()).unwrap_or_default(),
@@ -296,11 +296,11 @@ fn show(cli: &Cli, src: &Source, a: PciAddress) -> anyhow::Result<Exit> {
 
 fn explain_cmd(cli: &Cli, src: &Source, a: PciAddress) -> anyhow::Result<Exit> {
     let snap = &src.snapshot;
-    let d = device_or_fail(snap, a)?;
+    device_or_fail(snap, a)?;
     let p = run_prediction(snap)?;
     let e =
         explain(&p.topology, &p.prediction, a).ok_or_else(|| fail(Exit::Negative, format!("no prediction for {a}")))?;
-    let kernel = d.iommu_group.and_then(|g| snap.group(g));
+    let kernel = snap.group_of(a);
     let agrees = kernel.map(|g| g.devices == e.members);
     let mut notes = Vec::new();
     match (kernel, agrees) {

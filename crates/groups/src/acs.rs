@@ -63,7 +63,9 @@ impl AcsVerdict {
     pub fn describe(&self) -> String {
         match *self {
             AcsVerdict::Quirk { name, enabled: true } => format!("isolated by the kernel's {name} ACS quirk"),
-            AcsVerdict::Quirk { name, enabled: false } => format!("not isolated: the kernel's {name} ACS quirk says so"),
+            AcsVerdict::Quirk { name, enabled: false } => {
+                format!("not isolated: the kernel's {name} ACS quirk says so")
+            }
             AcsVerdict::NotPcie => "conventional PCI, which has no ACS".into(),
             AcsVerdict::Unknown => "ACS unknown: extended config space not readable (run as root)".into(),
             AcsVerdict::BridgeType { port_type } => format!("a {} never isolates", port_type.describe()),

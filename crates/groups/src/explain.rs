@@ -53,7 +53,11 @@ pub fn explain(t: &Topology, p: &Prediction, addr: PciAddress) -> Option<Explana
             "{addr} ({}) shares group {} with {}: {}.",
             kind_of(t, addr),
             group.id,
-            if others.len() == 1 { "1 other function".to_string() } else { format!("{} other functions", others.len()) },
+            if others.len() == 1 {
+                "1 other function".to_string()
+            } else {
+                format!("{} other functions", others.len())
+            },
             others.join(", ")
         ));
     }
@@ -148,7 +152,10 @@ pub fn explain(t: &Topology, p: &Prediction, addr: PciAddress) -> Option<Explana
             }
         }
         if !ev.requester_id_walk.is_empty() {
-            fixes.push("a device behind a PCIe-to-PCI or conventional bridge can only be isolated by moving it to a PCIe slot".into());
+            fixes.push(
+                "a device behind a PCIe-to-PCI or conventional bridge can only be isolated by moving it to a PCIe slot"
+                    .into(),
+            );
         }
     }
     Some(Explanation { device: addr, group: group.id, members: group.devices.clone(), sentences: s, to_isolate: fixes })

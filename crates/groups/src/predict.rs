@@ -182,16 +182,9 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
     let mut uncertain: Vec<PciAddress> = e.uncertain.iter().map(|&i| t.devices[i as usize].address).collect();
     uncertain.sort_unstable();
     uncertain.dedup();
-    let runtime_aliases = (0..n).filter(|&i| e.flags[i] & FLAG_RUNTIME_ALIAS != 0).map(|i| t.devices[i].address).collect();
-    Prediction {
-        rules,
-        quirks: crate::quirks::QUIRKS_FOLLOW,
-        groups,
-        evidence,
-        uncertain,
-        runtime_aliases,
-        index,
-    }
+    let runtime_aliases =
+        (0..n).filter(|&i| e.flags[i] & FLAG_RUNTIME_ALIAS != 0).map(|i| t.devices[i].address).collect();
+    Prediction { rules, quirks: crate::quirks::QUIRKS_FOLLOW, groups, evidence, uncertain, runtime_aliases, index }
 }
 
 impl<'a> Engine<'a> {
@@ -202,9 +195,8 @@ impl<'a> Engine<'a> {
         for &i in &t.probe_order {
             port_type[i as usize] = corrected_type(t, i as usize, &port_type);
         }
-        let verdict = (0..n)
-            .map(|i| acs_verdict(&t.devices[i], port_type[i], t.parent[i].is_none(), platform))
-            .collect();
+        let verdict =
+            (0..n).map(|i| acs_verdict(&t.devices[i], port_type[i], t.parent[i].is_none(), platform)).collect();
         let mut e = Engine {
             t,
             port_type,
@@ -308,10 +300,11 @@ impl<'a> Engine<'a> {
                 break;
             }
             match self.t.devices[b].pcie {
-                Pcie::Yes(_) => match self.port_type[b] {
-                    Some(PortType::PcieToPciBridge | PortType::PciToPcieBridge) => out.push(b),
-                    _ => {}
-                },
+                Pcie::Yes(_) => {
+                    if matches!(self.port_type[b], Some(PortType::PcieToPciBridge | PortType::PciToPcieBridge)) {
+                        out.push(b);
+                    }
+                }
                 Pcie::No | Pcie::Unknown => out.push(b),
             }
         }
@@ -449,4 +442,3 @@ fn corrected_type(t: &Topology, i: usize, corrected: &[Option<PortType>]) -> Opt
         other => other,
     })
 }
-

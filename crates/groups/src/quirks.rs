@@ -156,11 +156,21 @@ pub static ACS_QUIRKS: &[AcsQuirk] = &[
     q("HXT", 0x1dbf, Ids::List(&[0x0401]), K::Asserts),
     q("Emulex multifunction", 0x19a2, Ids::List(&[0x0710]), K::MultifunctionEndpoint),
     q("Emulex multifunction", 0x10df, Ids::List(&[0x0720]), K::MultifunctionEndpoint),
-    q("Cavium root port", 0x177d, Ids::Ranges(&[(0xa000, 0xa7ff), (0xaf84, 0xaf84), (0xb884, 0xb884)]), K::RootPortAsserts),
+    q(
+        "Cavium root port",
+        0x177d,
+        Ids::Ranges(&[(0xa000, 0xa7ff), (0xaf84, 0xaf84), (0xb884, 0xb884)]),
+        K::RootPortAsserts,
+    ),
     q("Cavium multifunction", 0x177d, Ids::List(&[0xa026, 0xa059, 0xa060]), K::MultifunctionEndpoint),
     q("AMCC", 0x10e8, Ids::List(&[0xe004]), K::Asserts),
     q("Ampere", 0x1def, Ids::Ranges(&[(0xe005, 0xe00c)]), K::Asserts),
-    q("Broadcom multifunction", 0x14e4, Ids::List(&[0x16d7, 0x1750, 0x1751, 0x1752, 0x1760, 0x1761, 0x1762, 0x1763]), K::MultifunctionEndpoint),
+    q(
+        "Broadcom multifunction",
+        0x14e4,
+        Ids::List(&[0x16d7, 0x1750, 0x1751, 0x1752, 0x1760, 0x1761, 0x1762, 0x1763]),
+        K::MultifunctionEndpoint,
+    ),
     q("Broadcom", 0x14e4, Ids::List(&[0xd714]), K::Asserts),
     q(
         "Loongson",

@@ -166,6 +166,11 @@ impl Snapshot {
         self.groups.iter().find(|g| g.id == id)
     }
 
+    /// The kernel group that lists `addr` among its devices.
+    pub fn group_of(&self, addr: PciAddress) -> Option<&KernelGroup> {
+        self.groups.iter().find(|g| g.devices.binary_search(&addr).is_ok())
+    }
+
     /// Platform facts for prediction: an AMD IOMMU means IVRS is present.
     pub fn platform(&self) -> Platform {
         let amd =
