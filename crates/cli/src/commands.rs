@@ -20,12 +20,12 @@ amd_iommu is on by default on AMD, amd_iommu=on where it was turned off), then r
 one: iommuctl --from snapshots/lab-everything.json list";
 
 /// Where the host comes from.
-struct Source {
-    root: PathBuf,
-    snapshot: Snapshot,
+pub(crate) struct Source {
+    pub(crate) root: PathBuf,
+    pub(crate) snapshot: Snapshot,
 }
 
-fn load(cli: &Cli) -> anyhow::Result<Source> {
+pub(crate) fn load(cli: &Cli) -> anyhow::Result<Source> {
     if let Some(f) = &cli.from {
         let snapshot = Snapshot::load(f)?;
         return Ok(Source { root: PathBuf::from("/"), snapshot });
@@ -43,7 +43,7 @@ fn parse_addr(s: &str) -> anyhow::Result<PciAddress> {
     Ok(PciAddress::parse(s)?)
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
@@ -56,13 +56,26 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     if let Command::Snapshot { output } = command {
         return snapshot(&cli, output);
     }
+    match command {
+        Command::Bind { target, driver, dry_run, force } => {
+            return crate::bind_cmd::bind(&cli, target, driver, *dry_run, *force)
+        }
+        Command::Restore { target, .. } => return crate::bind_cmd::restore(&cli, target.as_deref()),
+        Command::Persist { target, remove, dry_run, driver } => {
+            return crate::bind_cmd::persist(&cli, target.as_deref(), *remove, *dry_run, driver)
+        }
+        _ => {}
+    }
     let src = load(&cli)?;
     match command {
+        Command::Status => crate::bind_cmd::status(&cli, &src.snapshot),
         Command::List => list(&cli, &src),
         Command::Show { address } => show(&cli, &src, parse_addr(address)?),
         Command::Explain { address } => explain_cmd(&cli, &src, parse_addr(address)?),
         Command::Predict { diff } => predict_cmd(&cli, &src, *diff),
-        Command::Snapshot { .. } => unreachable!("handled above"),
+        Command::Snapshot { .. } | Command::Bind { .. } | Command::Restore { .. } | Command::Persist { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

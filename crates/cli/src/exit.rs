@@ -11,6 +11,8 @@ pub enum Exit {
     Negative,
     /// 2: bad input (address, snapshot file, arguments).
     BadInput,
+    /// 3: refused for safety (a mounted file system, swap, console or network interface holds a device).
+    Refused,
     /// 4: the operation failed (the host could not be read, a write failed).
     Failed,
 }
@@ -21,6 +23,7 @@ impl From<Exit> for ExitCode {
             Exit::Ok => 0,
             Exit::Negative => 1,
             Exit::BadInput => 2,
+            Exit::Refused => 3,
             Exit::Failed => 4,
         })
     }
@@ -48,6 +51,15 @@ pub fn code_for(e: &anyhow::Error) -> Exit {
     for cause in e.chain() {
         if let Some(c) = cause.downcast_ref::<Coded>() {
             return c.0;
+        }
+        if let Some(b) = cause.downcast_ref::<iommu_host::bind::BindError>() {
+            use iommu_host::bind::BindError as B;
+            return match b {
+                B::Refused { .. } => Exit::Refused,
+                B::Ambiguous { .. } => Exit::BadInput,
+                B::UnknownDevice(_) | B::NoGroup(_) => Exit::Negative,
+                _ => Exit::Failed,
+            };
         }
         if cause.is::<iommu_pci::AddressError>() || cause.is::<iommu_host::SnapshotError>() {
             return Exit::BadInput;

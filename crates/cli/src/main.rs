@@ -3,6 +3,7 @@
 //! Thin glue over the iommu-pci, iommu-groups and iommu-host libraries: parse arguments, load the host
 //! (live root or snapshot), call the library, print, and map failures to exit codes.
 
+mod bind_cmd;
 mod commands;
 mod exit;
 mod render;
@@ -22,6 +23,9 @@ pub struct Cli {
     /// Run read-only commands on a snapshot file written by `iommuctl snapshot`.
     #[arg(long, global = true, value_name = "FILE")]
     pub from: Option<PathBuf>,
+    /// Where bind keeps its journal and lock.
+    #[arg(long, global = true, value_name = "DIR", default_value = iommu_host::journal::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -50,6 +54,46 @@ pub enum Command {
         /// Compare with the kernel's groups; exit 1 when they differ.
         #[arg(long)]
         diff: bool,
+    },
+    /// Bind every endpoint of TARGET's IOMMU group to a driver (vfio-pci), journaled and rolled back on failure.
+    Bind {
+        /// A PCI address, or a vendor:device ID that matches exactly one device.
+        target: String,
+        /// The driver to bind to.
+        #[arg(long, default_value = "vfio-pci")]
+        driver: String,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Bind even when a mounted file system, swap, console or network interface holds a device.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put devices bound by iommuctl back on their original drivers (from the journal).
+    Restore {
+        /// Only this device's group (address or vendor:device).
+        #[arg(conflicts_with = "all", required_unless_present = "all")]
+        target: Option<String>,
+        /// Every journaled device.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Devices bound by iommuctl, and whether each group is viable for VFIO.
+    Status,
+    /// Make TARGET's group binding survive reboots (udev rule by address + modprobe softdep).
+    Persist {
+        /// A PCI address or vendor:device ID.
+        #[arg(required_unless_present = "remove")]
+        target: Option<String>,
+        /// Remove everything iommuctl persisted.
+        #[arg(long, conflicts_with = "target")]
+        remove: bool,
+        /// Show the files and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The driver to persist.
+        #[arg(long, default_value = "vfio-pci")]
+        driver: String,
     },
     /// Write a snapshot of everything the read-only commands need.
     Snapshot {

@@ -13,7 +13,12 @@
 //! }
 //! ```
 
+pub mod bind;
+pub mod driver;
+pub mod journal;
+pub mod persist;
 mod read;
+pub mod safety;
 mod snapshot;
 
 pub use read::{read_host, HostError};

@@ -1,0 +1,257 @@
+//! Claims about planning, binding, rollback and restore, against a simulated driver core that behaves
+//! like the kernel's: probe honours driver_override, otherwise picks the device's native driver.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use iommu_host::bind::{execute, group_status, plan, resolve_target, restore, Action, BindError, Plan};
+use iommu_host::driver::{DriverCore, DriverError};
+use iommu_host::journal::StateDir;
+use iommu_host::{HostDevice, KernelGroup, KernelInfo, Snapshot, FORMAT, VERSION};
+use iommu_pci::PciAddress;
+
+fn a(s: &str) -> PciAddress {
+    s.parse().unwrap()
+}
+
+#[derive(Default)]
+struct FakeKernel {
+    native: BTreeMap<PciAddress, String>,
+    bound: RefCell<BTreeMap<PciAddress, String>>,
+    overrides: RefCell<BTreeMap<PciAddress, String>>,
+    registered: RefCell<BTreeSet<String>>,
+    refuse_probe: BTreeSet<PciAddress>,
+    log: RefCell<Vec<String>>,
+}
+
+impl FakeKernel {
+    fn new(devs: &[(&str, &str)]) -> Self {
+        let k = FakeKernel::default();
+        let mut k = k;
+        for (addr, drv) in devs {
+            k.native.insert(a(addr), drv.to_string());
+            k.bound.borrow_mut().insert(a(addr), drv.to_string());
+            k.registered.borrow_mut().insert(drv.to_string());
+        }
+        k.registered.borrow_mut().insert("vfio-pci".into());
+        k
+    }
+}
+
+impl DriverCore for FakeKernel {
+    fn driver(&self, x: PciAddress) -> Option<String> {
+        self.bound.borrow().get(&x).cloned()
+    }
+    fn driver_override(&self, x: PciAddress) -> Option<String> {
+        self.overrides.borrow().get(&x).cloned()
+    }
+    fn set_driver_override(&self, x: PciAddress, d: Option<&str>) -> Result<(), DriverError> {
+        self.log.borrow_mut().push(format!("override {x} {d:?}"));
+        match d {
+            Some(d) => self.overrides.borrow_mut().insert(x, d.to_string()),
+            None => self.overrides.borrow_mut().remove(&x),
+        };
+        Ok(())
+    }
+    fn unbind(&self, x: PciAddress, _d: &str) -> Result<(), DriverError> {
+        self.log.borrow_mut().push(format!("unbind {x}"));
+        self.bound.borrow_mut().remove(&x);
+        Ok(())
+    }
+    fn probe(&self, x: PciAddress) -> Result<(), DriverError> {
+        self.log.borrow_mut().push(format!("probe {x}"));
+        if self.bound.borrow().contains_key(&x) {
+            return Ok(());
+        }
+        let want = self.overrides.borrow().get(&x).cloned().or_else(|| self.native.get(&x).cloned());
+        if let Some(w) = want {
+            let refused = w == "vfio-pci" && self.refuse_probe.contains(&x);
+            if self.registered.borrow().contains(&w) && !refused {
+                self.bound.borrow_mut().insert(x, w);
+            }
+        }
+        Ok(())
+    }
+    fn bind(&self, x: PciAddress, d: &str) -> Result<(), DriverError> {
+        self.bound.borrow_mut().insert(x, d.to_string());
+        Ok(())
+    }
+    fn driver_registered(&self, d: &str) -> bool {
+        self.registered.borrow().contains(d)
+    }
+    fn load_module(&self, d: &str) -> Result<(), DriverError> {
+        Err(DriverError::ModuleLoad { module: d.into(), detail: "not found in modules.dep".into() })
+    }
+}
+
+fn cfg(header: u8, vendor: u16, device: u16) -> Vec<u8> {
+    let mut c = vec![0u8; 64];
+    c[0..2].copy_from_slice(&vendor.to_le_bytes());
+    c[2..4].copy_from_slice(&device.to_le_bytes());
+    c[0x0e] = header;
+    c
+}
+
+fn host(k: &FakeKernel, groups: &[&[&str]], bridges: &[&str]) -> Snapshot {
+    let mut devices = Vec::new();
+    for (addr, _) in k.native.iter() {
+        let bridge = bridges.contains(&&addr.to_string()[5..]);
+        devices.push(HostDevice {
+            address: *addr,
+            parent: None,
+            config: cfg(if bridge { 1 } else { 0x80 }, 0x1234, if addr.function == 0 { 0x11e8 } else { 0x11e9 }),
+            driver: k.driver(*addr),
+            driver_override: None,
+            reset_methods: None,
+            boot_vga: None,
+            numa_node: None,
+            iommu_group: None,
+            iommu: None,
+            physfn: None,
+            sriov_totalvfs: None,
+            sriov_numvfs: None,
+            net: vec![],
+        });
+    }
+    Snapshot {
+        format: FORMAT.into(),
+        version: VERSION,
+        kernel: KernelInfo::default(),
+        iommu_units: vec![],
+        acpi_tables: vec![],
+        groups: groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| KernelGroup {
+                id: i as u32,
+                kind: None,
+                reserved_regions: vec![],
+                devices: g.iter().map(|s| a(s)).collect(),
+            })
+            .collect(),
+        devices,
+    }
+}
+
+fn pair() -> FakeKernel {
+    FakeKernel::new(&[
+        ("00:01.0", "pcieport"),
+        ("01:00.0", "snd_hda_intel"),
+        ("01:00.1", "xhci_hcd"),
+        ("02:00.0", "nvme"),
+    ])
+}
+
+const GROUPS: &[&[&str]] = &[&["00:01.0", "01:00.0", "01:00.1"], &["02:00.0"]];
+
+fn planned(k: &FakeKernel) -> Plan {
+    let root = tempfile::tempdir().unwrap();
+    plan(root.path(), &host(k, GROUPS, &["00:01.0"]), a("01:00.0"), "vfio-pci").unwrap()
+}
+
+#[test]
+fn plan_covers_every_endpoint_of_the_group_and_leaves_bridges() {
+    let p = planned(&pair());
+    let acts: Vec<(String, Action)> = p.devices.iter().map(|d| (d.address.to_string(), d.action)).collect();
+    assert_eq!(
+        acts,
+        vec![
+            ("0000:00:01.0".into(), Action::SkipBridge),
+            ("0000:01:00.0".into(), Action::Rebind),
+            ("0000:01:00.1".into(), Action::Rebind)
+        ]
+    );
+}
+
+#[test]
+fn bind_moves_every_endpoint_to_vfio_and_journals_the_originals() {
+    let k = pair();
+    let st = tempfile::tempdir().unwrap();
+    let state = StateDir::new(st.path());
+    execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
+    assert_eq!(k.driver(a("01:00.0")).as_deref(), Some("vfio-pci"));
+    assert_eq!(k.driver(a("01:00.1")).as_deref(), Some("vfio-pci"));
+    assert_eq!(k.driver(a("00:01.0")).as_deref(), Some("pcieport"));
+    let j = state.load().unwrap();
+    assert_eq!(j.get(a("01:00.1")).unwrap().original_driver.as_deref(), Some("xhci_hcd"));
+}
+
+#[test]
+fn failed_probe_of_the_second_device_rolls_back_the_first() {
+    let mut k = pair();
+    k.refuse_probe.insert(a("01:00.1"));
+    let st = tempfile::tempdir().unwrap();
+    let state = StateDir::new(st.path());
+    let err = execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap_err();
+    match &err {
+        BindError::Failed { device, restored, not_restored, .. } => {
+            assert_eq!(*device, a("01:00.1"));
+            assert_eq!(restored, &vec![a("01:00.0"), a("01:00.1")]);
+            assert!(not_restored.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("back on their original drivers"), "{err}");
+    assert_eq!(k.driver(a("01:00.0")).as_deref(), Some("snd_hda_intel"));
+    assert_eq!(k.driver(a("01:00.1")).as_deref(), Some("xhci_hcd"));
+    assert!(k.overrides.borrow().is_empty());
+    assert!(state.load().unwrap().entries.is_empty());
+}
+
+#[test]
+fn restore_brings_back_original_drivers_and_is_idempotent() {
+    let k = pair();
+    let st = tempfile::tempdir().unwrap();
+    let state = StateDir::new(st.path());
+    execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
+    let r = restore(&k, &state, None).unwrap();
+    assert_eq!(r.restored, vec![a("01:00.0"), a("01:00.1")]);
+    assert_eq!(k.driver(a("01:00.0")).as_deref(), Some("snd_hda_intel"));
+    assert!(state.load().unwrap().entries.is_empty());
+    let again = restore(&k, &state, None).unwrap();
+    assert!(again.restored.is_empty() && again.failed.is_empty());
+}
+
+#[test]
+fn missing_driver_that_cannot_be_loaded_changes_nothing() {
+    let k = pair();
+    k.registered.borrow_mut().remove("vfio-pci");
+    let st = tempfile::tempdir().unwrap();
+    let err = execute(&k, &StateDir::new(st.path()), &planned(&k), &mut |_: &str| {}).unwrap_err();
+    assert!(matches!(err, BindError::DriverUnavailable { .. }), "{err:?}");
+    assert!(k.log.borrow().is_empty());
+}
+
+#[test]
+fn vendor_device_id_must_match_exactly_one_device() {
+    let k = pair();
+    let s = host(&k, GROUPS, &["00:01.0"]);
+    match resolve_target(&s, "1234:11e8") {
+        Err(BindError::Ambiguous { candidates, .. }) => assert_eq!(candidates.len(), 3),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(resolve_target(&s, "1234:11e9").unwrap(), a("01:00.1"));
+    assert_eq!(resolve_target(&s, "02:00.0").unwrap(), a("02:00.0"));
+}
+
+#[test]
+fn group_with_a_host_driver_is_not_viable_and_names_it() {
+    let k = pair();
+    let st = group_status(&host(&k, GROUPS, &["00:01.0"]));
+    assert!(!st[0].viable);
+    assert_eq!(st[0].blockers.len(), 2);
+    assert_eq!(st[0].blockers[0], (a("01:00.0"), "snd_hda_intel".to_string()));
+}
+
+#[test]
+fn a_second_bind_keeps_the_first_recorded_original() {
+    let k = pair();
+    let st = tempfile::tempdir().unwrap();
+    let state = StateDir::new(st.path());
+    execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
+    // Someone moves the device to another driver by hand; a new bind must not record that as original.
+    k.bound.borrow_mut().insert(a("01:00.0"), "pci-stub".into());
+    k.registered.borrow_mut().insert("pci-stub".into());
+    execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
+    assert_eq!(state.load().unwrap().get(a("01:00.0")).unwrap().original_driver.as_deref(), Some("snd_hda_intel"));
+}
