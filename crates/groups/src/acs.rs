@@ -123,9 +123,12 @@ pub fn acs_verdict(dev: &Device, port_type: Option<PortType>, on_root_bus: bool,
     }
 }
 
-/// The kernel treats SR-IOV virtual functions as single-function.
+/// Whether the kernel treats the function as part of a multifunction device: the header's multifunction
+/// bit, or any function other than 0 found by the slot scan (Linux marks those multifunction whatever
+/// their own header says; QEMU, like much real hardware, sets the bit on function 0 only). SR-IOV virtual
+/// functions are never multifunction.
 pub(crate) fn multifunction(dev: &Device) -> bool {
-    dev.multifunction && !dev.is_virtfn
+    (dev.multifunction || dev.address.function > 0) && !dev.is_virtfn
 }
 
 fn quirk_answer(

@@ -115,6 +115,8 @@ pub struct Prediction {
     pub uncertain: Vec<PciAddress>,
     /// Devices with aliases that only a driver sets up at run time: grouping may differ.
     pub runtime_aliases: Vec<PciAddress>,
+    /// Functions the IOMMU does not translate and so puts in no group, with the reason.
+    pub excluded: Vec<(PciAddress, &'static str)>,
     #[serde(skip)]
     index: HashMap<PciAddress, usize>,
 }
@@ -159,7 +161,12 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
     let mut evidence = Vec::with_capacity(n);
     let mut next_id = 0u32;
     let mut members: Vec<Vec<PciAddress>> = Vec::new();
+    let mut excluded = Vec::new();
     for &d in &t.probe_order {
+        if let Some(why) = not_translated(&t.devices[d as usize], platform) {
+            excluded.push((t.devices[d as usize].address, why));
+            continue;
+        }
         let mut ev = e.place(d as usize);
         if ev.join == Join::NewGroup {
             ev.group = next_id;
@@ -184,7 +191,22 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
     uncertain.dedup();
     let runtime_aliases =
         (0..n).filter(|&i| e.flags[i] & FLAG_RUNTIME_ALIAS != 0).map(|i| t.devices[i].address).collect();
-    Prediction { rules, quirks: crate::quirks::QUIRKS_FOLLOW, groups, evidence, uncertain, runtime_aliases, index }
+    Prediction {
+        rules,
+        quirks: crate::quirks::QUIRKS_FOLLOW,
+        groups,
+        evidence,
+        uncertain,
+        runtime_aliases,
+        excluded,
+        index,
+    }
+}
+
+/// Functions the IOMMU leaves out of every group. On AMD the IOMMU is itself a PCI function (class
+/// 0806); the kernel does not put it in a group (seen on 6.1 and 6.12 with QEMU's amd-iommu).
+fn not_translated(d: &crate::model::Device, platform: &Platform) -> Option<&'static str> {
+    (platform.amd_ivrs && d.vendor == 0x1022 && d.class >> 8 == 0x0806).then_some("the AMD IOMMU's own PCI function")
 }
 
 impl<'a> Engine<'a> {

@@ -275,3 +275,26 @@ fn explanation_names_the_bridge_and_the_missing_acs_flags() {
     assert!(text.contains("lacks UF"), "{text}");
     assert!(!e.to_isolate.is_empty());
 }
+
+#[test]
+fn functions_above_zero_count_as_multifunction_even_without_the_header_bit() {
+    // QEMU sets the multifunction bit on function 0 only; Linux marks every function the slot scan finds.
+    let mut b = B::new();
+    b.add("00:10.0", None, 0x1234, 0x11e8, HeaderKind::Normal, Pcie::No, AcsState::Absent, true);
+    b.add("00:10.1", None, 0x1234, 0x11e8, HeaderKind::Normal, Pcie::No, AcsState::Absent, false);
+    assert_eq!(b.groups(), parts(&[&["00:00.0"], &["00:10.0", "00:10.1"]]));
+}
+
+#[test]
+fn amd_iommu_function_gets_no_group() {
+    let mut b = B::new();
+    b.add("00:02.0", None, 0x1022, 0x0010, HeaderKind::Normal, Pcie::No, AcsState::Absent, false);
+    b.0.last_mut().unwrap().class = 0x080600;
+    let t = Topology::new(b.0.clone()).unwrap();
+    let amd = Platform { amd_ivrs: true, ..Platform::default() };
+    let p = predict(&t, &amd, RuleSet::Linux6);
+    assert_eq!(p.groups.len(), 1);
+    assert_eq!(p.excluded[0].0, addr("00:02.0"));
+    // Without IVRS the same function is an ordinary device.
+    assert_eq!(predict(&t, &Platform::default(), RuleSet::Linux6).groups.len(), 2);
+}

@@ -1,0 +1,70 @@
+//! Every lab snapshot under `snapshots/` (captured inside real kernels) must be predicted exactly:
+//! the same partition and the same group numbers as the kernel made.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn snapshots() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../snapshots");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 5, "expected the lab snapshots in {}", dir.display());
+    v
+}
+
+fn run_json(snap: &PathBuf, args: &[&str]) -> (Option<i32>, Value) {
+    let o = Command::new(env!("CARGO_BIN_EXE_iommuctl")).arg("--from").arg(snap).args(args).output().unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("{} {args:?}: not JSON ({e}): {}", snap.display(), String::from_utf8_lossy(&o.stderr))
+    });
+    (o.status.code(), v)
+}
+
+fn id_partition(v: &Value) -> Vec<(u64, Vec<String>)> {
+    let mut out: Vec<(u64, Vec<String>)> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let mut d: Vec<String> =
+                g["devices"].as_array().unwrap().iter().map(|d| d["address"].as_str().unwrap().to_string()).collect();
+            d.sort();
+            (g["id"].as_u64().unwrap(), d)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn predictions_from_lab_snapshots_match_the_kernel_groups_and_numbers() {
+    for s in snapshots() {
+        let (code, diff) = run_json(&s, &["predict", "--diff", "--json"]);
+        assert_eq!(code, Some(0), "{}: {}", s.display(), diff["differences"]);
+        let (_, list) = run_json(&s, &["list", "--json"]);
+        let (_, pred) = run_json(&s, &["predict", "--json"]);
+        assert_eq!(id_partition(&pred), id_partition(&list), "{}", s.display());
+    }
+}
+
+#[test]
+fn explain_works_for_every_device_of_every_lab_snapshot() {
+    for s in snapshots() {
+        let (_, list) = run_json(&s, &["list", "--json"]);
+        for g in list["groups"].as_array().unwrap() {
+            for d in g["devices"].as_array().unwrap() {
+                let a = d["address"].as_str().unwrap();
+                let (code, e) = run_json(&s, &["explain", a, "--json"]);
+                assert_eq!(code, Some(0), "{} {a}", s.display());
+                assert_eq!(e["kernel_agrees"], true, "{} {a}: {e}", s.display());
+                assert!(!e["sentences"].as_array().unwrap().is_empty());
+            }
+        }
+    }
+}
