@@ -41,7 +41,7 @@ pub fn names(ids: &PciIds, cfg: Option<&ConfigInfo>) -> Names {
             class_id: format!("{:04x}", c.class >> 8),
             vendor: ids.vendor(c.vendor_id).map(str::to_string),
             device: ids.device(c.vendor_id, c.device_id).map(str::to_string),
-            class: ids.class(c.class).map(str::to_string),
+            class: ids.subclass(c.class).map(str::to_string),
         },
     }
 }

@@ -320,6 +320,13 @@ impl PciIds {
         prog.or(sub).or(base)
     }
 
+    /// The subclass name for `class` (else the base class's), ignoring the programming interface, as
+    /// lspci prints it (`PCI bridge`, not `Normal decode`).
+    pub fn subclass(&self, class: u32) -> Option<&str> {
+        let (base, sub, _) = self.class_names(class);
+        sub.or(base)
+    }
+
     /// `Vendor Device [vvvv:dddd]`, e.g. `Intel Corporation 82574L Gigabit Network Connection [8086:10d3]`.
     ///
     /// An unknown device of a known vendor gives `Intel Corporation Device [8086:ffff]`; an unknown
