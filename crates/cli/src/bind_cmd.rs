@@ -66,8 +66,7 @@ pub fn bind(cli: &Cli, target: &str, driver: &str, dry_run: bool, force: bool) -
         print_plan(&plan);
     }
     if !plan.holders.is_empty() && !force {
-        return Err(BindError::Refused { group: plan.group, holders: plan.holders.clone() })
-            .context("use --force to bind anyway");
+        return Err(BindError::Refused { group: plan.group, holders: plan.holders.clone() }.into());
     }
     if dry_run {
         return Ok(Exit::Ok);

@@ -26,6 +26,8 @@ pub const GUEST_MODULES: &[(&str, bool)] = &[
     ("vfio-pci", true),
     ("nvme-core", false),
     ("nvme", false),
+    ("crc32c_generic", false),
+    ("ext4", false),
 ];
 
 /// Size of each raw disk image made for [`Topology::images`].

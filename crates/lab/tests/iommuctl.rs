@@ -112,6 +112,7 @@ fn check_predict(t: &Topology, run: &GuestRun, problems: &mut Vec<String>, notes
         Ok(g) => g,
         Err(e) => return problems.push(format!("predict --json: {e}")),
     };
+    let numbered: Groups = groups.iter().filter_map(|(id, d)| Some((u32::try_from((*id)?).ok()?, d.clone()))).collect();
     let got: Partition = groups.into_iter().map(|(_, d)| d).collect();
     if !t.iommu.makes_groups() {
         notes.push(format!(
@@ -130,6 +131,20 @@ fn check_predict(t: &Topology, run: &GuestRun, problems: &mut Vec<String>, notes
             diff.push_str(&format!("\n      only in predict: [{}]", show(g)));
         }
         problems.push(diff);
+    } else if numbered != run.kernel_groups {
+        // Same partition: the group numbers (probe order) must agree too.
+        let wrong: Vec<String> = run
+            .kernel_groups
+            .iter()
+            .filter(|(id, d)| numbered.get(id) != Some(d))
+            .map(|(id, d)| format!("kernel group {id} [{}]", show(d)))
+            .collect();
+        problems.push(format!("predict --json numbers groups differently: {}", wrong.join("; ")));
+    }
+    if let Some(d) = run.section("predict-diff") {
+        if d.rc != 0 {
+            problems.push(format!("predict --diff exited {} in the guest: {}", d.rc, d.stdout.trim()));
+        }
     }
 }
 
@@ -162,6 +177,7 @@ fn iommuctl_matches_kernel_groups() {
         ". /lab/lib.sh\n\
          section list {b} list --json\n\
          section predict {b} predict --json\n\
+         [ -n \"$(ls /sys/kernel/iommu_groups)\" ] && section predict-diff {b} predict --diff\n\
          section snapshot {b} snapshot -o -\n"
     );
     let topologies = selected_topologies();
