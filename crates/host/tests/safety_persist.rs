@@ -1,0 +1,158 @@
+//! Claims about what holds a device and about persistence files. The trees model sysfs/procfs as Linux
+//! 6.1 lays them out (mountinfo fields, /sys/dev/block links, vtconsole, net operstate).
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use iommu_host::persist::{apply, persisted, plan_persist, plan_remove, MODPROBE_CONF, UDEV_RULE};
+use iommu_host::safety::holders;
+use iommu_host::HostDevice;
+use iommu_pci::PciAddress;
+
+fn a(s: &str) -> PciAddress {
+    s.parse().unwrap()
+}
+
+fn dev(addr: &str) -> HostDevice {
+    HostDevice {
+        address: a(addr),
+        parent: None,
+        config: vec![],
+        driver: None,
+        driver_override: None,
+        reset_methods: None,
+        boot_vga: None,
+        numa_node: None,
+        iommu_group: None,
+        iommu: None,
+        physfn: None,
+        sriov_totalvfs: None,
+        sriov_numvfs: None,
+        net: vec![],
+    }
+}
+
+/// An NVMe at 01:00.0 with a partition nvme0n1p1 (259:1) and a dm device on top of it.
+fn nvme_tree(root: &Path) {
+    let disk = root.join("sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/nvme/nvme0/nvme0n1");
+    fs::create_dir_all(disk.join("nvme0n1p1")).unwrap();
+    fs::write(disk.join("nvme0n1p1/partition"), "1\n").unwrap();
+    fs::create_dir_all(root.join("sys/devices/virtual/block/dm-0/slaves")).unwrap();
+    fs::create_dir_all(root.join("sys/dev/block")).unwrap();
+    fs::create_dir_all(root.join("sys/class/block")).unwrap();
+    symlink(
+        "../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/nvme/nvme0/nvme0n1/nvme0n1p1",
+        root.join("sys/dev/block/259:1"),
+    )
+    .unwrap();
+    symlink(
+        "../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/nvme/nvme0/nvme0n1/nvme0n1p1",
+        root.join("sys/class/block/nvme0n1p1"),
+    )
+    .unwrap();
+    symlink("../../devices/virtual/block/dm-0", root.join("sys/class/block/dm-0")).unwrap();
+    symlink("../../devices/virtual/block/dm-0", root.join("sys/dev/block/254:0")).unwrap();
+    symlink(
+        "../../../../pci0000:00/0000:00:01.0/0000:01:00.0/nvme/nvme0/nvme0n1/nvme0n1p1",
+        root.join("sys/devices/virtual/block/dm-0/slaves/nvme0n1p1"),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("proc/self")).unwrap();
+}
+
+#[test]
+fn a_mounted_partition_holds_its_nvme_function() {
+    let t = tempfile::tempdir().unwrap();
+    nvme_tree(t.path());
+    fs::write(
+        t.path().join("proc/self/mountinfo"),
+        "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw\n25 22 0:5 / /dev rw - devtmpfs udev rw\n",
+    )
+    .unwrap();
+    let d = dev("01:00.0");
+    let h = holders(t.path(), &[&d]);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0].device, a("01:00.0"));
+    assert!(h[0].what.contains("mounted file system / (from /dev/nvme0n1p1)"), "{}", h[0].what);
+    // Another device is not held.
+    assert!(holders(t.path(), &[&dev("02:00.0")]).is_empty());
+}
+
+#[test]
+fn a_mount_on_device_mapper_is_followed_to_the_disk_below() {
+    let t = tempfile::tempdir().unwrap();
+    nvme_tree(t.path());
+    fs::write(t.path().join("proc/self/mountinfo"), "30 1 254:0 / /home rw - xfs /dev/mapper/home rw\n").unwrap();
+    let h = holders(t.path(), &[&dev("01:00.0")]);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert!(h[0].what.contains("/home"));
+}
+
+#[test]
+fn active_swap_holds_its_device() {
+    let t = tempfile::tempdir().unwrap();
+    nvme_tree(t.path());
+    fs::write(
+        t.path().join("proc/swaps"),
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/nvme0n1p1                          partition\t1048572\t\t0\t\t-2\n",
+    )
+    .unwrap();
+    let h = holders(t.path(), &[&dev("01:00.0")]);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].what, "active swap on /dev/nvme0n1p1");
+}
+
+#[test]
+fn boot_gpu_is_held_only_while_a_framebuffer_console_is_bound() {
+    let t = tempfile::tempdir().unwrap();
+    let vt = t.path().join("sys/class/vtconsole/vtcon1");
+    fs::create_dir_all(&vt).unwrap();
+    fs::write(vt.join("name"), "(M) frame buffer device\n").unwrap();
+    fs::write(vt.join("bind"), "1\n").unwrap();
+    let mut gpu = dev("03:00.0");
+    gpu.boot_vga = Some(true);
+    assert_eq!(holders(t.path(), &[&gpu]).len(), 1);
+    fs::write(vt.join("bind"), "0\n").unwrap();
+    assert!(holders(t.path(), &[&gpu]).is_empty());
+}
+
+#[test]
+fn a_network_interface_that_is_up_holds_its_nic() {
+    let t = tempfile::tempdir().unwrap();
+    for (i, state) in [("enp4s0", "up"), ("enp5s0", "down")] {
+        let d = t.path().join("sys/class/net").join(i);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("operstate"), format!("{state}\n")).unwrap();
+        fs::write(d.join("flags"), if state == "up" { "0x1003\n" } else { "0x1002\n" }).unwrap();
+    }
+    let mut up = dev("04:00.0");
+    up.net = vec!["enp4s0".into()];
+    let mut down = dev("05:00.0");
+    down.net = vec!["enp5s0".into()];
+    let h = holders(t.path(), &[&up, &down]);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].what, "network interface enp4s0 is up");
+}
+
+#[test]
+fn persist_writes_a_rule_per_address_and_a_softdep_and_remove_deletes_them() {
+    let t = tempfile::tempdir().unwrap();
+    let changes = plan_persist(
+        t.path(),
+        &[(a("01:00.0"), "vfio-pci".into()), (a("01:00.1"), "vfio-pci".into())],
+        &["nvidia".into(), "snd_hda_intel".into()],
+    );
+    apply(t.path(), &changes).unwrap();
+    let rule = fs::read_to_string(t.path().join(UDEV_RULE)).unwrap();
+    assert!(rule.contains(r#"KERNEL=="0000:01:00.1", ATTR{driver_override}="vfio-pci""#), "{rule}");
+    let conf = fs::read_to_string(t.path().join(MODPROBE_CONF)).unwrap();
+    assert!(conf.contains("softdep snd_hda_intel pre: vfio-pci"), "{conf}");
+    assert_eq!(persisted(t.path()).len(), 2);
+    // A second persist keeps the first devices.
+    let more = plan_persist(t.path(), &[(a("02:00.0"), "vfio-pci".into())], &[]);
+    apply(t.path(), &more).unwrap();
+    assert_eq!(persisted(t.path()).len(), 3);
+    apply(t.path(), &plan_remove()).unwrap();
+    assert!(!t.path().join(UDEV_RULE).exists() && !t.path().join(MODPROBE_CONF).exists());
+}
