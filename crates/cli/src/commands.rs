@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use iommu_groups::{acs_verdict, explain, kind_of, predict, Pcie, Prediction, RuleSet, Topology};
-use iommu_host::{read_host, Snapshot};
+use iommu_host::{read_host_with, Detail, ReservedRegion, Snapshot};
 use iommu_pci::{ConfigInfo, PciAddress, PciIds};
 use serde_json::{json, Value};
 
@@ -25,13 +25,14 @@ pub(crate) struct Source {
     pub(crate) snapshot: Snapshot,
 }
 
-pub(crate) fn load(cli: &Cli) -> anyhow::Result<Source> {
+pub(crate) fn load(cli: &Cli, detail: Detail) -> anyhow::Result<Source> {
     if let Some(f) = &cli.from {
         let snapshot = Snapshot::load(f)?;
         return Ok(Source { root: PathBuf::from("/"), snapshot });
     }
     let root = cli.root.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let snapshot = read_host(&root).with_context(|| format!("reading the host below {}", root.display()))?;
+    let snapshot =
+        read_host_with(&root, detail).with_context(|| format!("reading the host below {}", root.display()))?;
     Ok(Source { root, snapshot })
 }
 
@@ -43,10 +44,11 @@ fn parse_addr(s: &str) -> anyhow::Result<PciAddress> {
     Ok(PciAddress::parse(s)?)
 }
 
-pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+pub(crate) fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }
 
@@ -66,7 +68,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         _ => {}
     }
-    let src = load(&cli)?;
+    let detail = if matches!(command, Command::List) { Detail::Listing } else { Detail::Full };
+    let src = load(&cli, detail)?;
     match command {
         Command::Status => crate::bind_cmd::status(&cli, &src.snapshot),
         Command::List => list(&cli, &src),
@@ -80,7 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
 }
 
 fn snapshot(cli: &Cli, output: &Path) -> anyhow::Result<Exit> {
-    let src = load(cli)?;
+    let src = load(cli, Detail::Full)?;
     let text = src.snapshot.to_json();
     if output == Path::new("-") {
         let mut out = std::io::stdout().lock();
@@ -111,16 +114,52 @@ fn configs(snap: &Snapshot) -> BTreeMap<PciAddress, ConfigInfo> {
     snap.devices.iter().filter_map(|d| Some((d.address, ConfigInfo::parse(&d.config).ok()?))).collect()
 }
 
-fn device_json(src: &Source, ids: &PciIds, cfgs: &BTreeMap<PciAddress, ConfigInfo>, a: PciAddress) -> Value {
-    let d = src.snapshot.device(a);
-    let mut v = names(ids, cfgs.get(&a)).json();
-    let o = v.as_object_mut().expect("names are an object");
-    o.insert("address".into(), json!(a));
-    o.insert("driver".into(), json!(d.and_then(|d| d.driver.clone())));
-    if let Some(c) = cfgs.get(&a) {
-        o.insert("kind".into(), json!(pcie_kind(c)));
+#[derive(serde::Serialize)]
+struct ListOut<'a> {
+    groups: Vec<ListGroup<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ListGroup<'a> {
+    id: u32,
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+    reserved_regions: &'a [ReservedRegion],
+    devices: Vec<ListDevice<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ListDevice<'a> {
+    address: PciAddress,
+    vendor_id: Option<String>,
+    device_id: Option<String>,
+    class_id: Option<String>,
+    vendor: Option<&'a str>,
+    device_name: Option<&'a str>,
+    class: Option<&'a str>,
+    driver: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+}
+
+fn list_device<'a>(
+    snap: &'a Snapshot,
+    ids: &'a PciIds,
+    cfgs: &BTreeMap<PciAddress, ConfigInfo>,
+    a: PciAddress,
+) -> ListDevice<'a> {
+    let c = cfgs.get(&a);
+    ListDevice {
+        address: a,
+        vendor_id: c.map(|c| format!("{:04x}", c.vendor_id)),
+        device_id: c.map(|c| format!("{:04x}", c.device_id)),
+        class_id: c.map(|c| format!("{:04x}", c.class >> 8)),
+        vendor: c.and_then(|c| ids.vendor(c.vendor_id)),
+        device_name: c.and_then(|c| ids.device(c.vendor_id, c.device_id)),
+        class: c.and_then(|c| ids.subclass(c.class)),
+        driver: snap.device(a).and_then(|d| d.driver.as_deref()),
+        kind: c.filter(|c| c.is_pcie().is_some()).map(pcie_kind),
     }
-    v
 }
 
 fn pcie_kind(c: &ConfigInfo) -> &'static str {
@@ -142,19 +181,17 @@ fn list(cli: &Cli, src: &Source) -> anyhow::Result<Exit> {
     let ids = pci_ids(&src.root);
     let cfgs = configs(snap);
     if cli.json {
-        let groups: Vec<Value> = snap
+        let groups: Vec<ListGroup> = snap
             .groups
             .iter()
-            .map(|g| {
-                json!({
-                    "id": g.id,
-                    "type": g.kind,
-                    "reserved_regions": g.reserved_regions,
-                    "devices": g.devices.iter().map(|&a| device_json(src, &ids, &cfgs, a)).collect::<Vec<_>>(),
-                })
+            .map(|g| ListGroup {
+                id: g.id,
+                kind: g.kind.as_deref(),
+                reserved_regions: &g.reserved_regions,
+                devices: g.devices.iter().map(|&a| list_device(snap, &ids, &cfgs, a)).collect(),
             })
             .collect();
-        print_json(&json!({ "groups": groups }))?;
+        print_json(&ListOut { groups })?;
         return Ok(Exit::Ok);
     }
     let mut out = String::new();

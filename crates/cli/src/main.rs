@@ -107,6 +107,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(code) => code.into(),
+        Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS, // the reader went away (`| head`)
         Err(e) => {
             let code = exit::code_for(&e);
             eprintln!("iommuctl: {}", render::sanitize(&format!("{e:#}")));

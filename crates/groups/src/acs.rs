@@ -83,8 +83,11 @@ impl AcsVerdict {
 }
 
 /// The flag check on an ACS capability with the kernel's boot-time enabling modelled.
-fn flag_check(cap: u16, ctl: u16, platform: &Platform) -> AcsVerdict {
-    let control = if platform.kernel_enables_acs { ctl | (cap & REQUIRED) } else { ctl };
+fn flag_check(dev: &Device, cap: u16, ctl: u16, platform: &Platform) -> AcsVerdict {
+    let mut control = if platform.kernel_enables_acs { ctl | (cap & REQUIRED) } else { ctl };
+    if platform.acs_redir_disabled.iter().any(|s| s.matches(dev)) {
+        control &= !(acs::RR | acs::CR | acs::EC);
+    }
     let required = REQUIRED & (cap | acs::EC);
     AcsVerdict::Flags { required, control, missing: required & !control }
 }
@@ -105,7 +108,7 @@ pub fn acs_verdict(dev: &Device, port_type: Option<PortType>, on_root_bus: bool,
     let check = || match dev.acs {
         AcsState::Unknown => AcsVerdict::Unknown,
         AcsState::Absent => AcsVerdict::NoCapability,
-        AcsState::Present(c) => flag_check(c.capability, c.control, platform),
+        AcsState::Present(c) => flag_check(dev, c.capability, c.control, platform),
     };
     match pt {
         PortType::PcieToPciBridge | PortType::PciToPcieBridge | PortType::RcEventCollector => {
@@ -161,7 +164,7 @@ fn quirk_answer(
         }
         AcsQuirkKind::IntelSpt => match dev.acs {
             AcsState::Present(c) => {
-                let v = flag_check(c.capability, c.dword8_low, platform);
+                let v = flag_check(dev, c.capability, c.dword8_low, platform);
                 Some(match v {
                     AcsVerdict::Flags { missing, .. } => AcsVerdict::Quirk { name, enabled: missing == 0 },
                     other => other,

@@ -71,8 +71,68 @@ impl Device {
     }
 }
 
+/// Names devices the way the kernel's `pci=` options do: an address, or `pci:VVVV:DDDD` (optionally with
+/// `:SSSS:SSSS` subsystem IDs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceSpec {
+    /// One function by address.
+    Address(PciAddress),
+    /// Every function with these IDs.
+    Id {
+        /// Vendor ID.
+        vendor: u16,
+        /// Device ID.
+        device: u16,
+        /// Subsystem vendor and device, when given.
+        subsystem: Option<(u16, u16)>,
+    },
+}
+
+impl DeviceSpec {
+    /// Parses one specifier; `None` for forms it does not understand (such as path notation).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if let Some(ids) = s.strip_prefix("pci:") {
+            let v: Vec<u16> = ids.split(':').map(|x| u16::from_str_radix(x, 16).ok()).collect::<Option<_>>()?;
+            return match v.as_slice() {
+                [vendor, device] => Some(Self::Id { vendor: *vendor, device: *device, subsystem: None }),
+                [vendor, device, sv, sd] => {
+                    Some(Self::Id { vendor: *vendor, device: *device, subsystem: Some((*sv, *sd)) })
+                }
+                _ => None,
+            };
+        }
+        s.parse().ok().map(Self::Address)
+    }
+
+    /// Whether it names `d`.
+    pub fn matches(&self, d: &Device) -> bool {
+        match self {
+            Self::Address(a) => *a == d.address,
+            Self::Id { vendor, device, subsystem } => {
+                *vendor == d.vendor && *device == d.device && subsystem.is_none_or(|s| d.subsystem == Some(s))
+            }
+        }
+    }
+
+    /// The devices named by `pci=disable_acs_redir=...` on a kernel command line.
+    pub fn disable_acs_redir_from_cmdline(cmdline: &str) -> Vec<Self> {
+        let mut out = Vec::new();
+        for word in cmdline.split_whitespace() {
+            let Some(opts) = word.strip_prefix("pci=") else { continue };
+            for opt in opts.split(',') {
+                if let Some(list) = opt.strip_prefix("disable_acs_redir=") {
+                    out.extend(list.split(';').filter_map(Self::parse));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Platform facts that change how quirks answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
     /// An AMD IOMMU (ACPI IVRS table) is present. Enables the AMD southbridge ACS quirk.
     pub amd_ivrs: bool,
@@ -83,11 +143,14 @@ pub struct Platform {
     /// and UF in the control register of every function whose ACS capability implements them. Leave on
     /// for prediction; control registers read from a running kernel already include it.
     pub kernel_enables_acs: bool,
+    /// Devices named by `pci=disable_acs_redir=`: the kernel clears RR, CR and EC in their ACS control
+    /// after enabling it.
+    pub acs_redir_disabled: Vec<DeviceSpec>,
 }
 
 impl Default for Platform {
     fn default() -> Self {
-        Self { amd_ivrs: false, intel_pch_acs_enabled: true, kernel_enables_acs: true }
+        Self { amd_ivrs: false, intel_pch_acs_enabled: true, kernel_enables_acs: true, acs_redir_disabled: Vec::new() }
     }
 }
 

@@ -117,14 +117,16 @@ pub struct Prediction {
     pub runtime_aliases: Vec<PciAddress>,
     /// Functions the IOMMU does not translate and so puts in no group, with the reason.
     pub excluded: Vec<(PciAddress, &'static str)>,
+    /// (address, evidence index), sorted by address.
     #[serde(skip)]
-    index: HashMap<PciAddress, usize>,
+    index: Vec<(PciAddress, u32)>,
 }
 
 impl Prediction {
     /// The evidence for one device.
     pub fn evidence_for(&self, addr: PciAddress) -> Option<&Evidence> {
-        self.index.get(&addr).map(|&i| &self.evidence[i])
+        let i = self.index.binary_search_by_key(&addr, |&(a, _)| a).ok()?;
+        Some(&self.evidence[self.index[i].1 as usize])
     }
 
     /// The group holding `addr`.
@@ -162,6 +164,7 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
     let mut next_id = 0u32;
     let mut members: Vec<Vec<PciAddress>> = Vec::new();
     let mut excluded = Vec::new();
+    let mut evidence_of = vec![NONE; n];
     for &d in &t.probe_order {
         if let Some(why) = not_translated(&t.devices[d as usize], platform) {
             excluded.push((t.devices[d as usize].address, why));
@@ -174,6 +177,7 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
             members.push(Vec::new());
         }
         e.group[d as usize] = ev.group;
+        evidence_of[d as usize] = evidence.len() as u32;
         members[ev.group as usize].push(ev.device);
         evidence.push(ev);
     }
@@ -185,7 +189,8 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
             PredictedGroup { id: id as u32, devices }
         })
         .collect();
-    let index = evidence.iter().enumerate().map(|(i, ev): (usize, &Evidence)| (ev.device, i)).collect();
+    // Devices are sorted by address, so this index is too.
+    let index = (0..n).filter(|&i| evidence_of[i] != NONE).map(|i| (t.devices[i].address, evidence_of[i])).collect();
     let mut uncertain: Vec<PciAddress> = e.uncertain.iter().map(|&i| t.devices[i as usize].address).collect();
     uncertain.sort_unstable();
     uncertain.dedup();

@@ -298,3 +298,19 @@ fn amd_iommu_function_gets_no_group() {
     // Without IVRS the same function is an ordinary device.
     assert_eq!(predict(&t, &Platform::default(), RuleSet::Linux6).groups.len(), 2);
 }
+
+#[test]
+fn disable_acs_redir_on_the_command_line_unisolates_the_named_port() {
+    let specs = iommu_groups::DeviceSpec::disable_acs_redir_from_cmdline(
+        "ro quiet pci=noats,disable_acs_redir=0000:00:01.0;pci:1b36:000d intel_iommu=on",
+    );
+    assert_eq!(specs.len(), 2);
+    let mut b = B::new();
+    b.port("00:01.0", None, PortType::RootPort, FULL_ACS, false).ep("01:00.0", Some("00:01.0"), false);
+    b.port("00:02.0", None, PortType::RootPort, FULL_ACS, false).ep("02:00.0", Some("00:02.0"), false);
+    let t = Topology::new(b.0.clone()).unwrap();
+    let plat = Platform { acs_redir_disabled: specs, ..Platform::default() };
+    let p = predict(&t, &plat, RuleSet::Linux6);
+    assert_eq!(p.group_of(addr("01:00.0")).unwrap().devices, vec![addr("00:01.0"), addr("01:00.0")]);
+    assert_eq!(p.group_of(addr("02:00.0")).unwrap().devices, vec![addr("02:00.0")]);
+}

@@ -21,5 +21,5 @@ mod read;
 pub mod safety;
 mod snapshot;
 
-pub use read::{read_host, HostError};
+pub use read::{read_host, read_host_with, Detail, HostError};
 pub use snapshot::{HostDevice, KernelGroup, KernelInfo, ReservedRegion, Snapshot, SnapshotError, FORMAT, VERSION};

@@ -138,9 +138,15 @@ pub enum SnapshotError {
 impl Snapshot {
     /// Parses a snapshot from JSON bytes, checking format and version.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let s: Snapshot = serde_json::from_slice(bytes).map_err(SnapshotError::Json)?;
+        let mut s: Snapshot = serde_json::from_slice(bytes).map_err(SnapshotError::Json)?;
         if s.format != FORMAT || s.version != VERSION {
             return Err(SnapshotError::Version { format: s.format, version: s.version });
+        }
+        // Lookups binary-search by address.
+        s.devices.sort_by_key(|d| d.address);
+        s.groups.sort_by_key(|g| g.id);
+        for g in &mut s.groups {
+            g.devices.sort_unstable();
         }
         Ok(s)
     }
@@ -158,12 +164,19 @@ impl Snapshot {
 
     /// Looks a device up.
     pub fn device(&self, addr: PciAddress) -> Option<&HostDevice> {
-        self.devices.iter().find(|d| d.address == addr)
+        match self.devices.binary_search_by_key(&addr, |d| d.address) {
+            Ok(i) => Some(&self.devices[i]),
+            // Not sorted (built by hand): fall back to a scan.
+            Err(_) => self.devices.iter().find(|d| d.address == addr),
+        }
     }
 
     /// The kernel group with this number.
     pub fn group(&self, id: u32) -> Option<&KernelGroup> {
-        self.groups.iter().find(|g| g.id == id)
+        match self.groups.binary_search_by_key(&id, |g| g.id) {
+            Ok(i) => Some(&self.groups[i]),
+            Err(_) => self.groups.iter().find(|g| g.id == id),
+        }
     }
 
     /// The kernel group that lists `addr` among its devices.
@@ -175,7 +188,13 @@ impl Snapshot {
     pub fn platform(&self) -> Platform {
         let amd =
             self.acpi_tables.iter().any(|t| t == "IVRS") || self.iommu_units.iter().any(|u| u.starts_with("ivhd"));
-        Platform { amd_ivrs: amd, ..Platform::default() }
+        let acs_redir_disabled = self
+            .kernel
+            .cmdline
+            .as_deref()
+            .map(iommu_groups::DeviceSpec::disable_acs_redir_from_cmdline)
+            .unwrap_or_default();
+        Platform { amd_ivrs: amd, acs_redir_disabled, ..Platform::default() }
     }
 
     /// Builds the grouping model. Functions whose config space does not decode are kept with unknown
