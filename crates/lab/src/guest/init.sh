@@ -7,8 +7,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /tmp /run /dev/pts
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
+# /tmp and /run stay on the initramfs (already RAM): a tmpfs there would hide binaries the host put
+# at their own paths, such as a checkout under /tmp.
 
 . /lab/env
 . /lab/lib.sh
