@@ -35,20 +35,14 @@ fn config(vendor: u16, device: u16, header: u8, pcie_type: Option<u8>, acs: bool
 
 fn dev(addr: &str, parent: Option<&str>, cfg: Vec<u8>, driver: Option<&str>, group: u32) -> HostDevice {
     HostDevice {
-        address: a(addr),
         parent: parent.map(a),
         config: cfg,
         driver: driver.map(str::to_string),
-        driver_override: None,
         reset_methods: Some(vec!["flr".into()]),
-        boot_vga: None,
         numa_node: Some(-1),
         iommu_group: Some(group),
         iommu: Some("dmar0".into()),
-        physfn: None,
-        sriov_totalvfs: None,
-        sriov_numvfs: None,
-        net: vec![],
+        ..HostDevice::new(a(addr))
     }
 }
 

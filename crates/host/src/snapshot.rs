@@ -111,6 +111,28 @@ pub struct HostDevice {
     pub net: Vec<String>,
 }
 
+impl HostDevice {
+    /// A function with only its address set: no config bytes, driver or attributes.
+    pub fn new(address: PciAddress) -> Self {
+        Self {
+            address,
+            parent: None,
+            config: Vec::new(),
+            driver: None,
+            driver_override: None,
+            reset_methods: None,
+            boot_vga: None,
+            numa_node: None,
+            iommu_group: None,
+            iommu: None,
+            physfn: None,
+            sriov_totalvfs: None,
+            sriov_numvfs: None,
+            net: Vec::new(),
+        }
+    }
+}
+
 /// Why a snapshot could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

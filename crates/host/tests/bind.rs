@@ -97,20 +97,9 @@ fn host(k: &FakeKernel, groups: &[&[&str]], bridges: &[&str]) -> Snapshot {
     for (addr, _) in k.native.iter() {
         let bridge = bridges.contains(&&addr.to_string()[5..]);
         devices.push(HostDevice {
-            address: *addr,
-            parent: None,
             config: cfg(if bridge { 1 } else { 0x80 }, 0x1234, if addr.function == 0 { 0x11e8 } else { 0x11e9 }),
             driver: k.driver(*addr),
-            driver_override: None,
-            reset_methods: None,
-            boot_vga: None,
-            numa_node: None,
-            iommu_group: None,
-            iommu: None,
-            physfn: None,
-            sriov_totalvfs: None,
-            sriov_numvfs: None,
-            net: vec![],
+            ..HostDevice::new(*addr)
         });
     }
     Snapshot {

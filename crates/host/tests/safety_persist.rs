@@ -15,22 +15,7 @@ fn a(s: &str) -> PciAddress {
 }
 
 fn dev(addr: &str) -> HostDevice {
-    HostDevice {
-        address: a(addr),
-        parent: None,
-        config: vec![],
-        driver: None,
-        driver_override: None,
-        reset_methods: None,
-        boot_vga: None,
-        numa_node: None,
-        iommu_group: None,
-        iommu: None,
-        physfn: None,
-        sriov_totalvfs: None,
-        sriov_numvfs: None,
-        net: vec![],
-    }
+    HostDevice::new(a(addr))
 }
 
 /// An NVMe at 01:00.0 with a partition nvme0n1p1 (259:1) and a dm device on top of it.
