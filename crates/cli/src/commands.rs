@@ -63,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             return crate::bind_cmd::bind(&cli, target, driver, *dry_run, *force)
         }
         Command::Restore { target, .. } => return crate::bind_cmd::restore(&cli, target.as_deref()),
+        Command::Probe { address } => return crate::probe_cmd::probe(&cli, address),
         Command::Persist { target, remove, dry_run, driver } => {
             return crate::bind_cmd::persist(&cli, target.as_deref(), *remove, *dry_run, driver)
         }
@@ -76,7 +77,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Show { address } => show(&cli, &src, parse_addr(address)?),
         Command::Explain { address } => explain_cmd(&cli, &src, parse_addr(address)?),
         Command::Predict { diff } => predict_cmd(&cli, &src, *diff),
-        Command::Snapshot { .. } | Command::Bind { .. } | Command::Restore { .. } | Command::Persist { .. } => {
+        Command::Snapshot { .. }
+        | Command::Bind { .. }
+        | Command::Restore { .. }
+        | Command::Persist { .. }
+        | Command::Probe { .. } => {
             unreachable!("handled above")
         }
     }

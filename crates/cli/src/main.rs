@@ -6,6 +6,7 @@
 mod bind_cmd;
 mod commands;
 mod exit;
+mod probe_cmd;
 mod render;
 
 use std::path::PathBuf;
@@ -94,6 +95,11 @@ pub enum Command {
         /// The driver to persist.
         #[arg(long, default_value = "vfio-pci")]
         driver: String,
+    },
+    /// Open a device through VFIO: regions, interrupts, reset support and the IOMMU's IOVA ranges.
+    Probe {
+        /// PCI address (DDDD:BB:DD.F or BB:DD.F); its group must be bound to vfio-pci.
+        address: String,
     },
     /// Write a snapshot of everything the read-only commands need.
     Snapshot {

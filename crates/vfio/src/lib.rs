@@ -1,82 +1,66 @@
-//! A safe user-space driver framework over Linux VFIO.
+//! # iommu-vfio: a safe user-space driver framework over Linux VFIO
 //!
-//! All raw ioctls live in the `sys` module, the only place in the crate where `unsafe` is allowed.
-//! This first part opens VFIO groups and reports their viability; containers, devices, DMA mapping and
-//! interrupts build on the same module.
+//! Open a PCI device through its IOMMU group, map memory for it at IOVAs the IOMMU will translate, drive
+//! its registers and take its interrupts, all without `unsafe` in your code:
+//!
+//! ```no_run
+//! use iommu_vfio::{DeviceAccess, DmaBuffer, DmaDir, Mmio, VfioDevice};
+//!
+//! let dev = VfioDevice::open("0000:01:00.0")?;        // group viable? container, type1v2, device fd
+//! let bar0 = dev.bar(0)?;                              // mmapped; volatile, checked accessors only
+//! println!("id {:#x}", bar0.read32(0)?);
+//! dev.enable_bus_master()?;
+//! let space = dev.dma_space()?.with_dma_mask(28);      // valid IOVA ranges − reserved regions, ≤ 2^28
+//! let buf = DmaBuffer::new(4096)?;
+//! buf.copy_in(0, b"hello")?;
+//! let m = space.map(&buf, DmaDir::ToDevice)?;          // borrows `buf`: cannot outlive it
+//! bar0.write64(0x80, m.iova())?;                       // tell the device where to read
+//! # Ok::<(), iommu_vfio::VfioError>(())
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`sys`]: every raw system call (ioctls, mmap, eventfd, poll) and every volatile access — the only
+//!   module with `unsafe`, one block per call, each with a `// SAFETY:` argument.
+//! - [`backend`]: the traits the logic and the drivers use — [`DmaBackend`] (map/unmap/info),
+//!   [`DeviceAccess`] (regions, config space, BARs, interrupts, reset) and [`Mmio`]. A software IOMMU
+//!   implements them to run the same drivers (see the module docs).
+//! - [`Container`], [`Group`], [`VfioDevice`], [`Bar`]: the kernel implementation.
+//! - [`DmaBuffer`], [`DmaSpace`], [`DmaMapping`], [`SgMapping`]: DMA memory and mappings.
+//! - [`iova`]: the IOVA allocator (pure; valid ranges, reserved regions, DMA mask, alignment, reuse).
+//! - [`fake`]: an in-memory IOMMU for tests, and the reference for simulators.
+//! - [`host`]: sysfs reads (group of a device, members and drivers, reserved regions).
+//! - [`drivers`]: the `edu` and NVMe example drivers, generic over the traits.
 #![deny(unsafe_code)]
 
+pub mod backend;
+mod container;
+mod device;
+pub mod dma;
+pub mod drivers;
+mod error;
+pub mod fake;
+pub mod host;
+pub mod info;
+pub mod iova;
 pub mod sys;
 
-use std::fs::File;
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+pub use backend::{DeviceAccess, DmaBackend, EventFd, Mmio};
+pub use container::{Container, Group, GroupStatus};
+pub use device::{Bar, VfioDevice};
+pub use dma::{DmaBuffer, DmaDir, DmaMapping, DmaMemory, DmaSpace, DmaStats, IovaReservation, MapOptions, SgMapping};
+pub use error::{Blocker, Result, VfioError};
+pub use host::Host;
+pub use info::{DeviceInfo, IommuInfo, IovaRange, IrqInfo, IrqKind, RegionInfo};
 
-/// A VFIO failure, naming the file it happened on.
-#[derive(Debug, thiserror::Error)]
-pub enum VfioError {
-    /// Opening a VFIO node failed.
-    #[error("cannot open {path}")]
-    Open {
-        /// The node.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// An ioctl failed.
-    #[error("{call} on {path} failed")]
-    Ioctl {
-        /// The ioctl's name.
-        call: &'static str,
-        /// The node.
-        path: PathBuf,
-        /// The cause (errno).
-        source: std::io::Error,
-    },
-}
-
-/// An open VFIO group (`/dev/vfio/N`).
-#[derive(Debug)]
-pub struct Group {
-    file: File,
-    path: PathBuf,
-}
-
-/// Group status flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GroupStatus {
-    /// Every device in the group is bound to a VFIO-safe driver or none.
-    pub viable: bool,
-    /// The group is attached to a container.
-    pub container_set: bool,
-}
-
-impl Group {
-    /// Opens group `n` below `dev` (normally `/dev/vfio`).
-    pub fn open_in(dev: &Path, n: u32) -> Result<Self, VfioError> {
-        let path = dev.join(n.to_string());
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|source| VfioError::Open { path: path.clone(), source })?;
-        Ok(Self { file, path })
+/// The error and its sources joined by `: `, for one-line reports.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
     }
-
-    /// Opens `/dev/vfio/N`.
-    pub fn open(n: u32) -> Result<Self, VfioError> {
-        Self::open_in(Path::new("/dev/vfio"), n)
-    }
-
-    /// `VFIO_GROUP_GET_STATUS`.
-    pub fn status(&self) -> Result<GroupStatus, VfioError> {
-        let flags = sys::group_get_status(self.file.as_fd()).map_err(|source| VfioError::Ioctl {
-            call: "VFIO_GROUP_GET_STATUS",
-            path: self.path.clone(),
-            source,
-        })?;
-        Ok(GroupStatus {
-            viable: flags & vfio_bindings::bindings::vfio::VFIO_GROUP_FLAGS_VIABLE != 0,
-            container_set: flags & vfio_bindings::bindings::vfio::VFIO_GROUP_FLAGS_CONTAINER_SET != 0,
-        })
-    }
+    s
 }

@@ -1,0 +1,394 @@
+//! A PCI device opened through VFIO, and its BARs.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use vfio_bindings::bindings::vfio as b;
+
+use crate::backend::{DeviceAccess, EventFd, Mmio};
+use crate::container::{Container, Group};
+use crate::dma::DmaSpace;
+use crate::error::{Result, VfioError};
+use crate::host::Host;
+use crate::info::{parse_region_info, region_name, DeviceInfo, IrqInfo, IrqKind, RegionInfo};
+use crate::sys::{self, MappedArea};
+
+/// A PCI device opened through VFIO: its group is viable and attached to a type1v2 container.
+#[derive(Debug)]
+pub struct VfioDevice {
+    address: String,
+    file: Arc<File>,
+    info: DeviceInfo,
+    regions: Vec<RegionInfo>,
+    irqs: Vec<IrqInfo>,
+    group: Group,
+    container: Arc<Container>,
+    host: Host,
+}
+
+impl VfioDevice {
+    /// Opens the device at PCI address `address` (`0000:01:00.0` or `01:00.0`) on the live system, in a
+    /// container of its own.
+    pub fn open(address: &str) -> Result<Self> {
+        Self::open_with(&Host::live(), None, address)
+    }
+
+    /// Opens `address` on `host`, joining `container` (or a new one at `<root>/dev/vfio/vfio`).
+    ///
+    /// Refuses a group that is not viable with [`VfioError::NotViable`], naming the members bound to
+    /// drivers that do their own DMA, and a group whose node is missing with [`VfioError::GroupNotBound`].
+    pub fn open_with(host: &Host, container: Option<Arc<Container>>, address: &str) -> Result<Self> {
+        let address = iommu_pci::PciAddress::parse(address).map_err(|e| VfioError::Invalid(e.to_string()))?.to_string();
+        let gid = host.group_of(&address)?;
+        let group = match Group::open_in(&host.dev_vfio(), gid) {
+            Ok(g) => g,
+            Err(VfioError::Open { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+                let blockers = host.blockers(gid).unwrap_or_default();
+                if host.driver_of(&address).as_deref() != Some("vfio-pci") && !blockers.is_empty() {
+                    return Err(VfioError::NotViable { group: gid, blockers });
+                }
+                return Err(VfioError::GroupNotBound { group: gid, path, device: address });
+            }
+            Err(e) => return Err(e),
+        };
+        if !group.status()?.viable {
+            return Err(VfioError::NotViable { group: gid, blockers: host.blockers(gid).unwrap_or_default() });
+        }
+        let container = match container {
+            Some(c) => c,
+            None => Arc::new(Container::open_at(&host.dev_vfio().join("vfio"))?),
+        };
+        container.attach(&group)?;
+        let file = File::from(group.device_fd(&address)?);
+        let dev_err = |call: &str, source| VfioError::Device { call: call.into(), device: address.clone(), source };
+        let raw = sys::device_get_info(file.as_fd()).map_err(|e| dev_err("VFIO_DEVICE_GET_INFO", e))?;
+        let info = DeviceInfo { flags: raw.flags, num_regions: raw.num_regions, num_irqs: raw.num_irqs };
+        let mut regions = Vec::new();
+        for index in 0..info.num_regions {
+            // VGA and other optional regions fail with EINVAL when absent: record them as empty.
+            let r = sys::device_get_region_info(file.as_fd(), index)
+                .ok()
+                .and_then(|buf| parse_region_info(&buf))
+                .unwrap_or(RegionInfo { index, size: 0, offset: 0, flags: 0, sparse_mmap: None });
+            regions.push(r);
+        }
+        let mut irqs = Vec::new();
+        for index in 0..info.num_irqs {
+            let i = sys::device_get_irq_info(file.as_fd(), index)
+                .map(|r| IrqInfo { index, count: r.count, flags: r.flags })
+                .unwrap_or(IrqInfo { index, count: 0, flags: 0 });
+            irqs.push(i);
+        }
+        Ok(Self { address, file: Arc::new(file), info, regions, irqs, group, container, host: host.clone() })
+    }
+
+    /// The canonical PCI address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The IOMMU group number.
+    pub fn group_id(&self) -> u32 {
+        self.group.id()
+    }
+
+    /// The container the device's group joined.
+    pub fn container(&self) -> &Arc<Container> {
+        &self.container
+    }
+
+    /// Every region (absent ones with size 0).
+    pub fn regions(&self) -> &[RegionInfo] {
+        &self.regions
+    }
+
+    /// Every interrupt index.
+    pub fn irqs(&self) -> &[IrqInfo] {
+        &self.irqs
+    }
+
+    /// A [`DmaSpace`] over this device's container that avoids the group's reserved regions.
+    pub fn dma_space(&self) -> Result<DmaSpace<Arc<Container>>> {
+        let reserved: Vec<_> = self.host.reserved_regions(self.group.id())?.into_iter().map(|r| r.range).collect();
+        DmaSpace::new(self.container.clone(), &reserved)
+    }
+
+    fn region(&self, index: u32) -> Result<&RegionInfo> {
+        match self.regions.get(index as usize) {
+            Some(r) if r.size > 0 => Ok(r),
+            _ => Err(VfioError::Region {
+                device: self.address.clone(),
+                region: region_name(index),
+                why: "the device has no such region",
+            }),
+        }
+    }
+
+    fn check_range(&self, r: &RegionInfo, offset: u64, len: usize) -> Result<()> {
+        if offset.checked_add(len as u64).is_none_or(|e| e > r.size) {
+            return Err(VfioError::OutOfBounds {
+                what: format!("{} {}", self.address, region_name(r.index)),
+                offset,
+                width: len as u64,
+                size: r.size,
+            });
+        }
+        Ok(())
+    }
+
+    fn set_irqs(&self, what: &str, flags: u32, kind: IrqKind, count: u32, data: &[u8]) -> Result<()> {
+        sys::device_set_irqs(self.file.as_fd(), flags, kind.index(), 0, count, data).map_err(|source| {
+            VfioError::Device {
+                call: format!("VFIO_DEVICE_SET_IRQS ({kind} {what})"),
+                device: self.address.clone(),
+                source,
+            }
+        })
+    }
+}
+
+impl DeviceAccess for VfioDevice {
+    type Bar<'a> = Bar;
+
+    fn name(&self) -> &str {
+        &self.address
+    }
+
+    fn device_info(&self) -> DeviceInfo {
+        self.info
+    }
+
+    fn region_info(&self, index: u32) -> Result<RegionInfo> {
+        self.region(index).cloned()
+    }
+
+    fn read_region(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let r = self.region(index)?;
+        if !r.read() {
+            return Err(VfioError::Region {
+                device: self.address.clone(),
+                region: region_name(index),
+                why: "not readable",
+            });
+        }
+        self.check_range(r, offset, buf.len())?;
+        self.file.read_exact_at(buf, r.offset + offset).map_err(|source| VfioError::Device {
+            call: format!("read of {} bytes of {} at {offset:#x}", buf.len(), region_name(index)),
+            device: self.address.clone(),
+            source,
+        })
+    }
+
+    fn write_region(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
+        let r = self.region(index)?;
+        if !r.write() {
+            return Err(VfioError::Region {
+                device: self.address.clone(),
+                region: region_name(index),
+                why: "not writable",
+            });
+        }
+        self.check_range(r, offset, data.len())?;
+        self.file.write_all_at(data, r.offset + offset).map_err(|source| VfioError::Device {
+            call: format!("write of {} bytes to {} at {offset:#x}", data.len(), region_name(index)),
+            device: self.address.clone(),
+            source,
+        })
+    }
+
+    fn bar(&self, index: u32) -> Result<Bar> {
+        if index > 5 {
+            return Err(VfioError::Invalid(format!("BAR index {index} (0-5)")));
+        }
+        let r = self.region(index)?.clone();
+        let mut areas = Vec::new();
+        for (off, len) in r.mappable_areas() {
+            let area =
+                MappedArea::device(self.file.as_fd(), r.offset + off, len as usize, r.write()).map_err(|source| {
+                    VfioError::Mmap {
+                        device: self.address.clone(),
+                        region: region_name(index),
+                        offset: off,
+                        len,
+                        source,
+                    }
+                })?;
+            areas.push((off, area));
+        }
+        Ok(Bar { name: format!("{} {}", self.address, region_name(index)), region: r, file: self.file.clone(), areas })
+    }
+
+    fn irq_info(&self, kind: IrqKind) -> Result<IrqInfo> {
+        Ok(self.irqs.get(kind.index() as usize).copied().unwrap_or(IrqInfo { index: kind.index(), count: 0, flags: 0 }))
+    }
+
+    fn enable_irqs(&self, kind: IrqKind, count: u32) -> Result<Vec<EventFd>> {
+        let info = self.irq_info(kind)?;
+        if count == 0 || info.count < count || !info.eventfd() {
+            return Err(VfioError::NoIrq { device: self.address.clone(), kind, wanted: count });
+        }
+        let fds = (0..count).map(|_| EventFd::new()).collect::<Result<Vec<_>>>()?;
+        let mut data = Vec::with_capacity(4 * count as usize);
+        for f in &fds {
+            data.extend_from_slice(&std::os::fd::AsRawFd::as_raw_fd(&f.as_fd()).to_ne_bytes());
+        }
+        let flags = b::VFIO_IRQ_SET_DATA_EVENTFD | b::VFIO_IRQ_SET_ACTION_TRIGGER;
+        self.set_irqs(&format!("{count} eventfd(s)"), flags, kind, count, &data)?;
+        Ok(fds)
+    }
+
+    fn unmask_intx(&self) -> Result<()> {
+        self.set_irqs("unmask", b::VFIO_IRQ_SET_DATA_NONE | b::VFIO_IRQ_SET_ACTION_UNMASK, IrqKind::Intx, 1, &[])
+    }
+
+    fn disable_irqs(&self, kind: IrqKind) -> Result<()> {
+        self.set_irqs("disable", b::VFIO_IRQ_SET_DATA_NONE | b::VFIO_IRQ_SET_ACTION_TRIGGER, kind, 0, &[])
+    }
+
+    fn reset(&self) -> Result<()> {
+        if !self.info.reset_supported() {
+            return Err(VfioError::ResetUnsupported { device: self.address.clone() });
+        }
+        sys::device_reset(self.file.as_fd()).map_err(|source| VfioError::Device {
+            call: "VFIO_DEVICE_RESET".into(),
+            device: self.address.clone(),
+            source,
+        })
+    }
+}
+
+/// A BAR: mmapped where VFIO allows (volatile access), read and written through the device file
+/// elsewhere (e.g. an MSI-X table VFIO keeps out of the mapping). Unmapped when dropped.
+///
+/// There is no way to get a reference into the mapping: registers are reached only through
+/// [`Mmio::read32`], [`Mmio::write32`], [`Mmio::read64`] and [`Mmio::write64`], which check bounds and
+/// natural alignment.
+#[derive(Debug)]
+pub struct Bar {
+    name: String,
+    region: RegionInfo,
+    file: Arc<File>,
+    areas: Vec<(u64, MappedArea)>,
+}
+
+impl Bar {
+    /// The mmapped parts: `(offset, length)` within the BAR.
+    pub fn mapped(&self) -> Vec<(u64, u64)> {
+        self.areas.iter().map(|(o, a)| (*o, a.len() as u64)).collect()
+    }
+
+    /// Whether every byte is reached through the mapping.
+    pub fn fully_mapped(&self) -> bool {
+        self.areas.len() == 1 && self.areas[0].0 == 0 && self.areas[0].1.len() as u64 == self.region.size
+    }
+
+    /// Bounds and alignment; the mapped area that holds the access, if any.
+    fn locate(&self, offset: u64, width: u64) -> Result<Option<(&MappedArea, usize)>> {
+        if offset.checked_add(width).is_none_or(|e| e > self.region.size) {
+            return Err(VfioError::OutOfBounds { what: self.name.clone(), offset, width, size: self.region.size });
+        }
+        if !offset.is_multiple_of(width) {
+            return Err(VfioError::Misaligned { what: self.name.clone(), offset, width });
+        }
+        Ok(self
+            .areas
+            .iter()
+            .find(|(o, a)| *o <= offset && offset + width <= *o + a.len() as u64)
+            .map(|(o, a)| (a, (offset - o) as usize)))
+    }
+
+    fn pread<const N: usize>(&self, offset: u64) -> Result<[u8; N]> {
+        let mut b = [0u8; N];
+        self.file.read_exact_at(&mut b, self.region.offset + offset).map_err(|source| VfioError::Device {
+            call: format!("read of {N} bytes of {} at {offset:#x}", self.name),
+            device: self.name.clone(),
+            source,
+        })?;
+        Ok(b)
+    }
+
+    fn pwrite(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.file.write_all_at(data, self.region.offset + offset).map_err(|source| VfioError::Device {
+            call: format!("write of {} bytes to {} at {offset:#x}", data.len(), self.name),
+            device: self.name.clone(),
+            source,
+        })
+    }
+}
+
+impl Mmio for Bar {
+    fn size(&self) -> u64 {
+        self.region.size
+    }
+
+    fn read32(&self, offset: u64) -> Result<u32> {
+        match self.locate(offset, 4)? {
+            Some((a, o)) => a.read_u32(o).map_err(|e| VfioError::access(self.name.clone(), e)),
+            None => Ok(u32::from_le_bytes(self.pread::<4>(offset)?)),
+        }
+    }
+
+    fn write32(&self, offset: u64, value: u32) -> Result<()> {
+        match self.locate(offset, 4)? {
+            Some((a, o)) => a.write_u32(o, value).map_err(|e| VfioError::access(self.name.clone(), e)),
+            None => self.pwrite(offset, &value.to_le_bytes()),
+        }
+    }
+
+    fn read64(&self, offset: u64) -> Result<u64> {
+        match self.locate(offset, 8)? {
+            Some((a, o)) => a.read_u64(o).map_err(|e| VfioError::access(self.name.clone(), e)),
+            None => Ok(u64::from_le_bytes(self.pread::<8>(offset)?)),
+        }
+    }
+
+    fn write64(&self, offset: u64, value: u64) -> Result<()> {
+        match self.locate(offset, 8)? {
+            Some((a, o)) => a.write_u64(o, value).map_err(|e| VfioError::access(self.name.clone(), e)),
+            None => self.pwrite(offset, &value.to_le_bytes()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_bar(size: u64, mapped: Option<(u64, usize)>) -> (tempfile::NamedTempFile, Bar) {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        t.as_file().set_len(size).unwrap();
+        let file = Arc::new(t.reopen().unwrap());
+        let areas = mapped
+            .map(|(o, len)| vec![(o, MappedArea::device(file.as_fd(), o, len, true).unwrap())])
+            .unwrap_or_default();
+        let region = RegionInfo { index: 0, size, offset: 0, flags: 7, sparse_mmap: None };
+        (t, Bar { name: "0000:01:00.0 BAR0".into(), region, file, areas })
+    }
+
+    #[test]
+    fn bar_registers_reach_the_file_through_the_mapping_and_through_pread() {
+        // A regular file stands in for the device fd: the first page is mmapped, the second is not.
+        let (t, bar) = fake_bar(8192, Some((0, 4096)));
+        bar.write32(0x10, 0x1234_5678).unwrap();
+        bar.write64(0x1008, 0xaabb_ccdd_eeff_0011).unwrap();
+        assert_eq!(bar.read32(0x10).unwrap(), 0x1234_5678);
+        assert_eq!(bar.read64(0x1008).unwrap(), 0xaabb_ccdd_eeff_0011);
+        let bytes = std::fs::read(t.path()).unwrap();
+        assert_eq!(&bytes[0x10..0x14], &0x1234_5678u32.to_le_bytes());
+        assert_eq!(&bytes[0x1008..0x1010], &0xaabb_ccdd_eeff_0011u64.to_le_bytes());
+        assert!(!bar.fully_mapped());
+    }
+
+    #[test]
+    fn bar_accesses_out_of_bounds_or_misaligned_are_errors_naming_the_bar() {
+        let (_t, bar) = fake_bar(4096, Some((0, 4096)));
+        let e = bar.read32(4096).unwrap_err();
+        assert!(matches!(e, VfioError::OutOfBounds { offset: 4096, width: 4, size: 4096, .. }), "{e:?}");
+        assert!(e.to_string().contains("0000:01:00.0 BAR0"));
+        assert!(matches!(bar.write64(4, 0).unwrap_err(), VfioError::Misaligned { offset: 4, width: 8, .. }));
+        assert!(bar.read64(u64::MAX - 3).is_err());
+        assert!(bar.fully_mapped());
+    }
+}
