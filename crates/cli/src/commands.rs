@@ -59,6 +59,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         return snapshot(&cli, output);
     }
     match command {
+        Command::Sim => {
+            let report = iommu_sim::tour().context("running the software IOMMU tour")?;
+            if cli.json {
+                print_json(&report)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                write!(out, "{report}")?;
+            }
+            return Ok(if report.ok { Exit::Ok } else { Exit::Failed });
+        }
         Command::Bind { target, driver, dry_run, force } => {
             return crate::bind_cmd::bind(&cli, target, driver, *dry_run, *force)
         }
@@ -81,7 +91,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         | Command::Bind { .. }
         | Command::Restore { .. }
         | Command::Persist { .. }
-        | Command::Probe { .. } => {
+        | Command::Probe { .. }
+        | Command::Sim => {
             unreachable!("handled above")
         }
     }

@@ -101,6 +101,9 @@ pub enum Command {
         /// PCI address (DDDD:BB:DD.F or BB:DD.F); its group must be bound to vfio-pci.
         address: String,
     },
+    /// Walk through what an IOMMU does on the software model: translation, bounce buffers, coalescing,
+    /// isolation with a blocked access and its fault record.
+    Sim,
     /// Write a snapshot of everything the read-only commands need.
     Snapshot {
         /// Output file (`-` for standard output).

@@ -198,3 +198,17 @@ fn snapshot_written_then_read_gives_the_same_listing() {
     assert_eq!(l1.stdout, l2.stdout);
     assert!(Path::new(&out).exists());
 }
+
+#[test]
+fn sim_tour_shows_the_four_mechanisms_and_the_fault_log() {
+    let o = iommuctl(&["sim"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for part in
+        ["== translation [ok]", "== bounce-buffer [ok]", "== coalescing [ok]", "== isolation [ok]", "fault reason 0x05"]
+    {
+        assert!(text.contains(part), "missing {part:?} in:\n{text}");
+    }
+    let v = json(&iommuctl(&["sim", "--json"]));
+    assert_eq!(v["ok"], true);
+}
