@@ -2,10 +2,11 @@
 //! arrive on.
 //!
 //! - [`DmaBackend`]: an IOMMU address space (map, unmap, what it can translate). Implemented by
-//!   [`crate::Container`] (the kernel, through VFIO type1v2) and by [`crate::fake::FakeIommu`] (in
-//!   memory, for tests). [`crate::DmaSpace`] adds IOVA allocation and bookkeeping on top of any backend.
+//!   [`crate::Container`] (the kernel, through VFIO type1v2), by [`crate::fake::FakeIommu`] (in
+//!   memory, for tests) and by [`crate::sim_backend::SimBackend`] (the `iommu-sim` software
+//!   IOMMU). [`crate::DmaSpace`] adds IOVA allocation and bookkeeping on top of any backend.
 //! - [`DeviceAccess`]: a device's regions, config space, BARs, interrupts and reset. Implemented by
-//!   [`crate::VfioDevice`].
+//!   [`crate::VfioDevice`] and by [`crate::sim_backend::SimDevice`] (the simulator's `edu`).
 //! - [`Mmio`]: register access to a BAR.
 //!
 //! # Implementing the traits in a software IOMMU (iommu-sim)
@@ -47,6 +48,13 @@ pub trait DmaBackend {
     fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()>;
     /// Removes the mapping(s) that exactly cover `iova..iova+len`.
     fn unmap(&self, iova: u64, len: u64) -> Result<()>;
+    /// Every blocked device access this address space has recorded so far, oldest first, one JSON object
+    /// each (a simulator gives requester ID, address, access, reason and VT-d code). Drivers report the
+    /// new entries of a step under `"faults"`. The default, and VFIO (whose faults only reach the kernel
+    /// log), records none.
+    fn recorded_faults(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 impl<T: DmaBackend + ?Sized> DmaBackend for &T {
@@ -59,6 +67,9 @@ impl<T: DmaBackend + ?Sized> DmaBackend for &T {
     fn unmap(&self, iova: u64, len: u64) -> Result<()> {
         (**self).unmap(iova, len)
     }
+    fn recorded_faults(&self) -> Vec<serde_json::Value> {
+        (**self).recorded_faults()
+    }
 }
 
 impl<T: DmaBackend + ?Sized> DmaBackend for std::sync::Arc<T> {
@@ -70,6 +81,9 @@ impl<T: DmaBackend + ?Sized> DmaBackend for std::sync::Arc<T> {
     }
     fn unmap(&self, iova: u64, len: u64) -> Result<()> {
         (**self).unmap(iova, len)
+    }
+    fn recorded_faults(&self) -> Vec<serde_json::Value> {
+        (**self).recorded_faults()
     }
 }
 

@@ -30,6 +30,8 @@
 //! - [`iova`]: the IOVA allocator (pure; valid ranges, reserved regions, DMA mask, alignment, reuse).
 //! - [`fake`]: an in-memory IOMMU for tests, and the reference for simulators.
 //! - [`host`]: sysfs reads (group of a device, members and drivers, reserved regions).
+//! - [`sim_backend`]: the traits on `iommu-sim`'s software IOMMU and `edu` model, so the drivers run
+//!   against the simulator (`edu --sim`).
 //! - [`drivers`]: the `edu` and NVMe example drivers, generic over the traits.
 #![deny(unsafe_code)]
 
@@ -43,6 +45,7 @@ pub mod fake;
 pub mod host;
 pub mod info;
 pub mod iova;
+pub mod sim_backend;
 pub mod sys;
 
 pub use backend::{DeviceAccess, DmaBackend, EventFd, Mmio};

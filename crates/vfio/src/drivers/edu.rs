@@ -346,6 +346,7 @@ fn dma_steps<D: DeviceAccess, B: DmaBackend>(
     // Isolation 1: a DMA to an IOVA that was never mapped.
     {
         let before = snapshot(&buffers)?;
+        let seen = space.backend().recorded_faults().len();
         edu.dma(Transfer::ToRam, hole.iova(), 0, n, false)?;
         let after = snapshot(&buffers)?;
         let changed: Vec<&str> = buffers
@@ -354,11 +355,9 @@ fn dma_steps<D: DeviceAccess, B: DmaBackend>(
             .filter(|(_, (b, a))| b != a)
             .map(|((name, _), _)| *name)
             .collect();
-        r.step(
-            "isolation-unmapped-iova-blocked",
-            changed.is_empty(),
-            json!({ "iova": hole.iova(), "bytes": n, "device_completed": true, "changed_buffers": changed }),
-        );
+        let mut v = json!({ "iova": hole.iova(), "bytes": n, "device_completed": true, "changed_buffers": changed });
+        add_faults(&mut v, space, seen);
+        r.step("isolation-unmapped-iova-blocked", changed.is_empty(), v);
     }
 
     // Isolation 2: a buffer that was mapped (and reached), then unmapped.
@@ -371,18 +370,26 @@ fn dma_steps<D: DeviceAccess, B: DmaBackend>(
         victim.fill(0, 4096, 0x11)?;
         m.unmap()?;
         let before = snapshot(&buffers)?;
+        let seen = space.backend().recorded_faults().len();
         edu.dma(Transfer::ToRam, iova, 0, n, false)?;
         let after = snapshot(&buffers)?;
         let victim_intact = victim.to_vec(0, 4096)?.iter().all(|&b| b == 0x11);
         let others = before == after;
-        r.step(
-            "isolation-after-unmap-blocked",
-            reached && victim_intact && others && iova != hole.iova(),
-            json!({ "iova": iova, "bytes": n, "reached_while_mapped": reached, "buffer_intact": victim_intact }),
-        );
+        let mut v =
+            json!({ "iova": iova, "bytes": n, "reached_while_mapped": reached, "buffer_intact": victim_intact });
+        add_faults(&mut v, space, seen);
+        r.step("isolation-after-unmap-blocked", reached && victim_intact && others && iova != hole.iova(), v);
     }
     drop(hole);
     Ok(())
+}
+
+/// Adds the faults the backend recorded after the first `seen` under `"faults"` (when there are any).
+fn add_faults<B: DmaBackend>(v: &mut serde_json::Value, space: &DmaSpace<B>, seen: usize) {
+    let new: Vec<serde_json::Value> = space.backend().recorded_faults().into_iter().skip(seen).collect();
+    if let (false, Some(obj)) = (new.is_empty(), v.as_object_mut()) {
+        obj.insert("faults".into(), serde_json::Value::Array(new));
+    }
 }
 
 fn irq_step<D: DeviceAccess, B: DmaBackend>(
