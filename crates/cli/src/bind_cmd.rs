@@ -27,12 +27,12 @@ fn read(root: &Path) -> anyhow::Result<Snapshot> {
 }
 
 fn print_plan(p: &bind::Plan) {
-    println!("IOMMU group {}: bind to {}", p.group, p.driver);
+    println!("IOMMU group {}: bind to {}", p.group, sanitize(&p.driver));
     for d in &p.devices {
         let cur = d.driver.as_deref().map(sanitize).unwrap_or_else(|| "no driver".into());
         let what = match d.action {
-            Action::Rebind => format!("{cur} -> {}", p.driver),
-            Action::AlreadyBound => format!("already on {}", p.driver),
+            Action::Rebind => format!("{cur} -> {}", sanitize(&p.driver)),
+            Action::AlreadyBound => format!("already on {}", sanitize(&p.driver)),
             Action::SkipBridge => format!("bridge, stays on {cur}"),
         };
         println!("  {}  {what}", d.address);
@@ -200,7 +200,7 @@ pub fn persist(cli: &Cli, target: Option<&str>, remove: bool, dry_run: bool, dri
                 Some(t) => println!(
                     "write {}:\n{}",
                     p.display(),
-                    t.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+                    sanitize(t.trim_end()).lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
                 ),
             }
         }

@@ -1,7 +1,7 @@
 //! The commands: load the host, ask the libraries, print.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -11,7 +11,7 @@ use iommu_pci::{ConfigInfo, PciAddress, PciIds};
 use serde_json::{json, Value};
 
 use crate::exit::{fail, Exit};
-use crate::render::{names, sanitize};
+use crate::render::{names, paint_header, sanitize, use_color};
 use crate::{Cli, Command};
 
 const IOMMU_OFF_HINT: &str = "no IOMMU groups: the IOMMU is off or absent. Turn it on in the firmware (Intel VT-d / \
@@ -59,6 +59,18 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         return snapshot(&cli, output);
     }
     match command {
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "iommuctl", &mut out);
+            std::io::stdout().lock().write_all(&out)?;
+            return Ok(Exit::Ok);
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            std::io::stdout().lock().write_all(&out)?;
+            return Ok(Exit::Ok);
+        }
         Command::Sim => {
             let report = iommu_sim::tour().context("running the software IOMMU tour")?;
             if cli.json {
@@ -79,7 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         _ => {}
     }
-    let detail = if matches!(command, Command::List) { Detail::Listing } else { Detail::Full };
+    let detail = if matches!(command, Command::List | Command::Export { .. }) { Detail::Listing } else { Detail::Full };
     let src = load(&cli, detail)?;
     match command {
         Command::Status => crate::bind_cmd::status(&cli, &src.snapshot),
@@ -87,11 +99,18 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Show { address } => show(&cli, &src, parse_addr(address)?),
         Command::Explain { address } => explain_cmd(&cli, &src, parse_addr(address)?),
         Command::Predict { diff } => predict_cmd(&cli, &src, *diff),
+        Command::Libvirt { target } => crate::config_cmd::libvirt(cli.json, &src.snapshot, target),
+        Command::Export { format, output } => {
+            crate::export_cmd::export(&cli, &src.snapshot, *format, output.as_deref())
+        }
+        Command::Qemu { target, guest_slot } => crate::config_cmd::qemu(cli.json, &src.snapshot, target, *guest_slot),
         Command::Snapshot { .. }
         | Command::Bind { .. }
         | Command::Restore { .. }
         | Command::Persist { .. }
         | Command::Probe { .. }
+        | Command::Completions { .. }
+        | Command::Man
         | Command::Sim => {
             unreachable!("handled above")
         }
@@ -107,16 +126,8 @@ fn snapshot(cli: &Cli, output: &Path) -> anyhow::Result<Exit> {
         writeln!(out)?;
         return Ok(Exit::Ok);
     }
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, output)
-    };
-    write().map_err(|e| fail(Exit::Failed, format!("cannot write snapshot {}: {e}", output.display())))?;
+    write_atomic(output, format!("{text}\n").as_bytes())
+        .map_err(|e| fail(Exit::Failed, format!("cannot write snapshot {}: {e}", output.display())))?;
     eprintln!(
         "wrote {} ({} functions, {} groups)",
         output.display(),
@@ -126,7 +137,23 @@ fn snapshot(cli: &Cli, output: &Path) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn configs(snap: &Snapshot) -> BTreeMap<PciAddress, ConfigInfo> {
+/// Writes `bytes` to `output` atomically: a temporary file beside it, fsync, rename. Readers (node_exporter,
+/// NFD, a user) see the old file or the new one, never half of one.
+pub(crate) fn write_atomic(output: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, output)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+pub(crate) fn configs(snap: &Snapshot) -> BTreeMap<PciAddress, ConfigInfo> {
     snap.devices.iter().filter_map(|d| Some((d.address, ConfigInfo::parse(&d.config).ok()?))).collect()
 }
 
@@ -210,12 +237,14 @@ fn list(cli: &Cli, src: &Source) -> anyhow::Result<Exit> {
         print_json(&ListOut { groups })?;
         return Ok(Exit::Ok);
     }
+    let color = use_color(cli.color, std::env::var_os("NO_COLOR").as_deref(), std::io::stdout().is_terminal());
     let mut out = String::new();
     for g in &snap.groups {
-        out.push_str(&format!("IOMMU group {}", g.id));
+        let mut header = format!("IOMMU group {}", g.id);
         if let Some(k) = &g.kind {
-            out.push_str(&format!(" ({})", sanitize(k)));
+            header.push_str(&format!(" ({})", sanitize(k)));
         }
+        out.push_str(&if color { paint_header(&header) } else { header });
         out.push('\n');
         for &a in &g.devices {
             let n = names(&ids, cfgs.get(&a));

@@ -5,7 +5,9 @@
 
 mod bind_cmd;
 mod commands;
+mod config_cmd;
 mod exit;
+mod export_cmd;
 mod probe_cmd;
 mod render;
 
@@ -30,6 +32,9 @@ pub struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Colour in text output: auto (only on a terminal, and not when NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = render::ColorWhen::Auto)]
+    pub color: render::ColorWhen,
     /// What to do (default: list).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -104,6 +109,38 @@ pub enum Command {
     /// Walk through what an IOMMU does on the software model: translation, bounce buffers, coalescing,
     /// isolation with a blocked access and its fault record.
     Sim,
+    /// Print libvirt `<hostdev>` elements for every endpoint of TARGET's IOMMU group.
+    Libvirt {
+        /// A PCI address, or a vendor:device ID that matches exactly one device.
+        target: String,
+    },
+    /// Print QEMU `-device vfio-pci` arguments for every endpoint of TARGET's IOMMU group, keeping the
+    /// multifunction layout.
+    Qemu {
+        /// A PCI address, or a vendor:device ID that matches exactly one device.
+        target: String,
+        /// The first guest slot (hex, 0x1..0x1f) on the default root bus; each host slot takes the next.
+        #[arg(long, value_name = "SLOT", default_value = "0x10", value_parser = config_cmd::parse_guest_slot)]
+        guest_slot: u8,
+    },
+    /// Export facts for monitoring and scheduling: Prometheus textfile-collector metrics or a Node Feature
+    /// Discovery feature file.
+    Export {
+        /// What to write.
+        #[arg(long, value_enum)]
+        format: export_cmd::Format,
+        /// Write to FILE atomically (temporary file + rename) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print a shell completion script (e.g. `iommuctl completions bash > /etc/bash_completion.d/iommuctl`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from the command-line definition: `iommuctl man | man -l -`.
+    Man,
     /// Write a snapshot of everything the read-only commands need.
     Snapshot {
         /// Output file (`-` for standard output).

@@ -8,6 +8,31 @@ pub fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_control() && c != '\n' { '?' } else { c }).collect()
 }
 
+/// When to colour text output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// On a terminal, unless NO_COLOR is set (and not empty).
+    Auto,
+    /// Always, even into a pipe and despite NO_COLOR (an explicit option wins over the environment).
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Whether to colour, from the option, the NO_COLOR variable and whether stdout is a terminal.
+pub fn use_color(when: ColorWhen, no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    match when {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => terminal && !matches!(no_color, Some(v) if !v.is_empty()),
+    }
+}
+
+/// A group header in bold cyan.
+pub fn paint_header(s: &str) -> String {
+    format!("\x1b[1;36m{s}\x1b[0m")
+}
+
 /// Name facts for one function.
 pub struct Names {
     /// `vvvv`.
@@ -69,5 +94,26 @@ impl Names {
     /// `Class name [cccc]`.
     pub fn class_text(&self) -> String {
         sanitize(&format!("{} [{}]", self.class.clone().unwrap_or_else(|| "Unknown class".into()), self.class_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn auto_colours_only_a_terminal_without_no_color() {
+        assert!(use_color(ColorWhen::Auto, None, true));
+        assert!(!use_color(ColorWhen::Auto, None, false));
+        assert!(!use_color(ColorWhen::Auto, Some(OsStr::new("1")), true));
+        assert!(use_color(ColorWhen::Auto, Some(OsStr::new("")), true), "an empty NO_COLOR does not count");
+        assert!(use_color(ColorWhen::Always, Some(OsStr::new("1")), false));
+        assert!(!use_color(ColorWhen::Never, None, true));
+    }
+
+    #[test]
+    fn sanitize_replaces_control_characters_but_keeps_newlines() {
+        assert_eq!(sanitize("a\x1b[31mb\tc\nd\u{9b}"), "a?[31mb?c\nd?");
     }
 }

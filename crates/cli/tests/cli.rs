@@ -157,6 +157,17 @@ fn host_without_groups_says_how_to_turn_the_iommu_on() {
 }
 
 #[test]
+fn export_on_a_host_without_groups_says_the_iommu_is_off_and_exits_0() {
+    let o = run(&q35(true, &[]), &["export", "--format", "prometheus"]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(t.contains("iommuctl_iommu_enabled 0\n") && t.contains("iommuctl_iommu_groups 0\n"), "{t}");
+    let o = run(&q35(true, &[]), &["export", "--format", "nfd"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("feature.node.kubernetes.io/iommu-enabled=false\n"));
+}
+
+#[test]
 fn explain_names_the_bridge_without_acs() {
     let groups: &[&[&str]] = &[&["00:00.0"], &["00:01.0", "01:00.0"]];
     let o = run(&q35(false, groups), &["explain", "01:00.0"]);

@@ -1,0 +1,214 @@
+//! `libvirt` and `qemu`: VM configuration for every endpoint of a device's IOMMU group.
+//!
+//! Both start from the kernel's group of TARGET (resolved like `bind` does) and leave bridges out: VFIO
+//! needs every endpoint of the group assigned (or unbound), bridges stay with the host.
+//!
+//! QEMU layout: every host slot (domain, bus, device) with endpoints in the group becomes one guest slot,
+//! numbered from `--guest-slot` upwards in address order, each with an explicit `addr=` so QEMU's automatic
+//! placement cannot collide with it. Functions keep their offsets from the lowest function of their host
+//! slot (so the guest always has function 0), and when a slot holds more than one endpoint, its first
+//! function carries `multifunction=on`. A guest driver that expects the siblings of a multifunction device
+//! (GPU + HDMI audio, a NIC's ports) finds them where it finds them on the host.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use iommu_host::bind;
+use iommu_host::Snapshot;
+use iommu_pci::{ConfigInfo, PciAddress};
+use serde::Serialize;
+
+use crate::commands::print_json;
+use crate::exit::{fail, Exit};
+use crate::render::sanitize;
+
+/// The endpoints of TARGET's kernel group, in address order, with the group number.
+fn endpoints(snap: &Snapshot, target: &str) -> anyhow::Result<(PciAddress, u32, Vec<PciAddress>)> {
+    let addr = bind::resolve_target(snap, target)?;
+    let g = snap.group_of(addr).ok_or(bind::BindError::NoGroup(addr))?;
+    let mut eps: Vec<PciAddress> = g
+        .devices
+        .iter()
+        .copied()
+        .filter(|&a| !snap.device(a).is_some_and(|d| ConfigInfo::parse(&d.config).is_ok_and(|c| c.is_bridge())))
+        .collect();
+    eps.sort();
+    if eps.is_empty() {
+        return Err(fail(
+            Exit::Negative,
+            format!("IOMMU group {} of {target} holds only bridges: nothing to assign to a VM", g.id),
+        ));
+    }
+    Ok((addr, g.id, eps))
+}
+
+#[derive(Serialize)]
+struct LibvirtDevice {
+    address: PciAddress,
+    domain: String,
+    bus: String,
+    slot: String,
+    function: String,
+    xml: String,
+}
+
+/// `iommuctl libvirt TARGET`.
+pub fn libvirt(json: bool, snap: &Snapshot, target: &str) -> anyhow::Result<Exit> {
+    let (addr, group, eps) = endpoints(snap, target)?;
+    let devices: Vec<LibvirtDevice> = eps
+        .iter()
+        .map(|a| {
+            let domain = format!("{:#06x}", a.domain);
+            let bus = format!("{:#04x}", a.bus);
+            let slot = format!("{:#04x}", a.device);
+            let function = format!("{:#x}", a.function);
+            let xml = format!(
+                "<hostdev mode='subsystem' type='pci' managed='yes'>\n  <source>\n    <address domain='{domain}' \
+                 bus='{bus}' slot='{slot}' function='{function}'/>\n  </source>\n</hostdev>\n"
+            );
+            LibvirtDevice { address: *a, domain, bus, slot, function, xml }
+        })
+        .collect();
+    if json {
+        let xml: String = devices.iter().map(|d| d.xml.as_str()).collect();
+        print_json(&serde_json::json!({ "target": addr, "group": group, "devices": devices, "xml": xml }))?;
+        return Ok(Exit::Ok);
+    }
+    let mut out = format!("<!-- IOMMU group {group}: every endpoint; put these in the domain's <devices> -->\n");
+    for d in &devices {
+        out.push_str(&d.xml);
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(Exit::Ok)
+}
+
+#[derive(Serialize)]
+struct QemuDevice {
+    address: PciAddress,
+    guest_slot: u8,
+    guest_function: u8,
+    multifunction: bool,
+    device: String,
+}
+
+/// Lays out the endpoints on guest slots: see the module documentation.
+fn qemu_layout(eps: &[PciAddress], first_slot: u8) -> anyhow::Result<Vec<QemuDevice>> {
+    let mut slots: BTreeMap<(u32, u8, u8), Vec<PciAddress>> = BTreeMap::new();
+    for a in eps {
+        slots.entry((a.domain, a.bus, a.device)).or_default().push(*a);
+    }
+    let last = usize::from(first_slot) + slots.len() - 1;
+    if last > 0x1f {
+        return Err(fail(
+            Exit::BadInput,
+            format!(
+                "--guest-slot {first_slot:#x}: {} slots needed, the last would be {last:#x} (> 0x1f); pick a lower one",
+                slots.len()
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, funcs) in slots.values().enumerate() {
+        let guest_slot = first_slot + i as u8;
+        let base = funcs.iter().map(|a| a.function).min().unwrap_or(0);
+        let multi = funcs.len() > 1;
+        for (j, a) in funcs.iter().enumerate() {
+            let guest_function = a.function - base;
+            let mut device = format!("vfio-pci,host={a}");
+            if multi && j == 0 {
+                device.push_str(",multifunction=on");
+            }
+            device.push_str(&format!(",addr={guest_slot:#x}.{guest_function:#x}"));
+            out.push(QemuDevice { address: *a, guest_slot, guest_function, multifunction: multi && j == 0, device });
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `--guest-slot`: a slot number 1..=0x1f, hex with or without `0x`.
+pub fn parse_guest_slot(s: &str) -> Result<u8, String> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+    match u8::from_str_radix(digits, 16) {
+        Ok(n) if (1..=0x1f).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a guest slot (hex 0x1..0x1f)")),
+    }
+}
+
+/// `iommuctl qemu TARGET`.
+pub fn qemu(json: bool, snap: &Snapshot, target: &str, first_slot: u8) -> anyhow::Result<Exit> {
+    let (addr, group, eps) = endpoints(snap, target)?;
+    let devices = qemu_layout(&eps, first_slot)?;
+    let args: Vec<String> = devices.iter().flat_map(|d| ["-device".to_string(), d.device.clone()]).collect();
+    if json {
+        print_json(&serde_json::json!({ "target": addr, "group": group, "devices": devices, "args": args }))?;
+        return Ok(Exit::Ok);
+    }
+    let lines: Vec<String> = devices.iter().map(|d| format!("-device {}", d.device)).collect();
+    let mut out = lines.join(" \\\n");
+    out.push('\n');
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    not_on_vfio_note(snap, &eps);
+    Ok(Exit::Ok)
+}
+
+/// A note on stderr for endpoints that are not on vfio-pci yet (QEMU does not bind them itself; libvirt's
+/// `managed='yes'` does).
+fn not_on_vfio_note(snap: &Snapshot, eps: &[PciAddress]) {
+    let off: Vec<String> = eps
+        .iter()
+        .filter(|a| snap.device(**a).and_then(|d| d.driver.as_deref()) != Some("vfio-pci"))
+        .map(|a| {
+            let d = snap.device(*a).and_then(|d| d.driver.as_deref()).unwrap_or("no driver");
+            format!("{a} ({})", sanitize(d))
+        })
+        .collect();
+    if !off.is_empty() {
+        eprintln!("note: not on vfio-pci yet: {}; run `iommuctl bind {}` first", off.join(", "), eps[0]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> PciAddress {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn multifunction_slots_keep_their_layout_and_single_functions_get_their_own_slot() {
+        let l = qemu_layout(&[a("00:10.0"), a("00:10.1"), a("0e:00.0")], 0x10).unwrap();
+        let d: Vec<&str> = l.iter().map(|d| d.device.as_str()).collect();
+        assert_eq!(
+            d,
+            [
+                "vfio-pci,host=0000:00:10.0,multifunction=on,addr=0x10.0x0",
+                "vfio-pci,host=0000:00:10.1,addr=0x10.0x1",
+                "vfio-pci,host=0000:0e:00.0,addr=0x11.0x0",
+            ]
+        );
+    }
+
+    #[test]
+    fn functions_are_offset_from_the_lowest_so_the_guest_has_function_0() {
+        let l = qemu_layout(&[a("00:1f.2"), a("00:1f.3")], 0x8).unwrap();
+        assert_eq!(l[0].device, "vfio-pci,host=0000:00:1f.2,multifunction=on,addr=0x8.0x0");
+        assert_eq!(l[1].device, "vfio-pci,host=0000:00:1f.3,addr=0x8.0x1");
+    }
+
+    #[test]
+    fn guest_slots_beyond_0x1f_are_refused() {
+        assert!(qemu_layout(&[a("00:10.0"), a("01:00.0")], 0x1f).is_err());
+        assert!(qemu_layout(&[a("00:10.0")], 0x1f).is_ok());
+    }
+
+    #[test]
+    fn guest_slot_parses_hex_with_or_without_prefix() {
+        assert_eq!(parse_guest_slot("0x10"), Ok(0x10));
+        assert_eq!(parse_guest_slot("1f"), Ok(0x1f));
+        assert!(parse_guest_slot("0").is_err());
+        assert!(parse_guest_slot("0x20").is_err());
+        assert!(parse_guest_slot("zz").is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! Claims about `export`: Prometheus metrics and NFD feature lines from lab snapshots, checked against
+//! `list --json`; `-o` writes atomically.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn lab(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../snapshots").join(name)
+}
+
+fn run(snap: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iommuctl")).arg("--from").arg(lab(snap)).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// Samples as `name{labels}` -> value; checks every family has HELP and TYPE before its samples.
+fn samples(t: &str) -> BTreeMap<String, f64> {
+    let mut typed = Vec::new();
+    let mut out = BTreeMap::new();
+    for l in t.lines() {
+        if let Some(r) = l.strip_prefix("# TYPE ") {
+            let (name, kind) = r.split_once(' ').unwrap();
+            assert_eq!(kind, "gauge");
+            typed.push(name.to_string());
+        } else if l.starts_with("# HELP ") {
+        } else {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            let name = k.split('{').next().unwrap();
+            assert!(typed.iter().any(|t| t == name), "{name} has no TYPE line before it");
+            out.insert(k.to_string(), v.parse().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn prometheus_metrics_agree_with_the_listing() {
+    for snap in ["lab-everything.json", "lab-switch.json", "lab-amd-mixed.json"] {
+        let m = samples(&text(&run(snap, &["export", "--format", "prometheus"])));
+        let list: Value = serde_json::from_slice(&run(snap, &["--json", "list"]).stdout).unwrap();
+        let groups = list["groups"].as_array().unwrap();
+        assert_eq!(m["iommuctl_iommu_enabled"], 1.0);
+        assert_eq!(m["iommuctl_iommu_groups"], groups.len() as f64, "{snap}");
+        for g in groups {
+            let id = g["id"].as_u64().unwrap();
+            let devs = g["devices"].as_array().unwrap();
+            assert_eq!(m[&format!("iommuctl_group_devices{{group=\"{id}\"}}")], devs.len() as f64);
+            let viable =
+                devs.iter().all(|d| matches!(d["driver"].as_str(), None | Some("vfio-pci") | Some("pcieport")));
+            assert_eq!(
+                m[&format!("iommuctl_group_viable{{group=\"{id}\"}}")],
+                f64::from(u8::from(viable)),
+                "{snap} {id}"
+            );
+            for d in devs {
+                let k = format!(
+                    "iommuctl_device_bound_vfio{{address=\"{}\",group=\"{id}\"}}",
+                    d["address"].as_str().unwrap()
+                );
+                assert_eq!(m[&k], f64::from(u8::from(d["driver"] == "vfio-pci")));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_group_with_a_host_driver_is_not_viable() {
+    // lab-everything: the NVMe at 0b:00.0 is on nvme, alone in group 20.
+    let m = samples(&text(&run("lab-everything.json", &["export", "--format", "prometheus"])));
+    assert_eq!(m["iommuctl_group_viable{group=\"20\"}"], 0.0);
+    assert_eq!(m["iommuctl_group_viable{group=\"9\"}"], 1.0);
+}
+
+#[test]
+fn nfd_counts_gpus_and_nics_alone_in_their_group_or_with_only_bridges() {
+    for snap in ["lab-everything.json", "lab-switch.json", "lab-amd-mixed.json", "lab-pxb.json"] {
+        let t = text(&run(snap, &["export", "--format", "nfd"]));
+        let list: Value = serde_json::from_slice(&run(snap, &["--json", "list"]).stdout).unwrap();
+        let (mut gpus, mut nics) = (0, 0);
+        for g in list["groups"].as_array().unwrap() {
+            let eps: Vec<&Value> = g["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| !d["class_id"].as_str().unwrap().starts_with("0604"))
+                .collect();
+            if let [one] = eps.as_slice() {
+                let c = one["class_id"].as_str().unwrap();
+                gpus += usize::from(c.starts_with("03"));
+                nics += usize::from(c.starts_with("02"));
+            }
+        }
+        let groups = list["groups"].as_array().unwrap().len();
+        assert_eq!(
+            t,
+            format!(
+                "feature.node.kubernetes.io/iommu-enabled=true\nfeature.node.kubernetes.io/iommu-groups={groups}\n\
+                 feature.node.kubernetes.io/iommu-isolated-gpus={gpus}\nfeature.node.kubernetes.io/iommu-isolated-nics={nics}\n"
+            ),
+            "{snap}"
+        );
+    }
+}
+
+#[test]
+fn output_file_is_written_atomically_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("iommu.prom");
+    std::fs::write(&f, "old").unwrap();
+    let o = run("lab-switch.json", &["export", "--format", "prometheus", "-o", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty());
+    assert!(std::fs::read_to_string(&f).unwrap().contains("iommuctl_iommu_groups 7\n"));
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert_eq!(names, ["iommu.prom"], "no temporary file left behind");
+}
+
+#[test]
+fn unwritable_output_names_the_file_and_exits_4() {
+    let o = run("lab-switch.json", &["export", "--format", "nfd", "-o", "/nonexistent-dir/x.features"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent-dir/x.features"));
+}
+
+#[test]
+fn bad_format_and_json_are_bad_input() {
+    assert_eq!(run("lab-switch.json", &["export", "--format", "csv"]).status.code(), Some(2));
+    let o = run("lab-switch.json", &["--json", "export", "--format", "nfd"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--json"));
+}

@@ -1,0 +1,59 @@
+//! Claims about completions, the man page and `--color`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn iommuctl(args: &[&str], no_color: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_iommuctl"));
+    c.args(args).env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        c.env("NO_COLOR", v);
+    }
+    c.output().unwrap()
+}
+
+fn out(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn lab() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../snapshots/lab-switch.json").to_string_lossy().into()
+}
+
+#[test]
+fn completions_cover_every_subcommand_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let s = out(&iommuctl(&["completions", shell], None));
+        for sub in ["list", "explain", "predict", "bind", "libvirt", "qemu", "export", "completions", "man"] {
+            assert!(s.contains(sub), "{shell} completion lacks {sub}");
+        }
+        assert!(s.contains("prometheus") && s.contains("nfd"), "{shell}: export formats");
+    }
+    assert_eq!(iommuctl(&["completions", "tcsh"], None).status.code(), Some(2));
+}
+
+#[test]
+fn man_page_is_roff_with_the_options_and_subcommands() {
+    let s = out(&iommuctl(&["man"], None));
+    assert!(s.starts_with(".ie") || s.contains(".TH iommuctl"), "{}", &s[..200.min(s.len())]);
+    assert!(s.contains(".TH iommuctl"));
+    for w in ["\\-\\-color", "\\-\\-from", "libvirt", "export"] {
+        assert!(s.contains(w), "man page lacks {w}");
+    }
+}
+
+#[test]
+fn color_always_paints_only_group_headers_and_never_or_a_pipe_does_not() {
+    let f = lab();
+    let always = out(&iommuctl(&["--from", &f, "--color", "always", "list"], Some("1")));
+    let painted: Vec<&str> = always.lines().filter(|l| l.contains('\x1b')).collect();
+    assert!(!painted.is_empty());
+    assert!(painted.iter().all(|l| l.starts_with("\x1b[1;36mIOMMU group ") && l.ends_with("\x1b[0m")), "{always}");
+    assert_eq!(painted.len(), always.lines().filter(|l| l.contains("IOMMU group")).count());
+    let plain = out(&iommuctl(&["--from", &f, "list"], None));
+    assert!(!plain.contains('\x1b'), "auto into a pipe is plain");
+    assert!(!out(&iommuctl(&["--from", &f, "--color", "never", "list"], None)).contains('\x1b'));
+    assert_eq!(always.replace("\x1b[1;36m", "").replace("\x1b[0m", ""), plain);
+    assert_eq!(iommuctl(&["--from", &f, "--color", "sometimes", "list"], None).status.code(), Some(2));
+}
