@@ -33,31 +33,8 @@ pub const DMA_BUFFER: u64 = 0x40000;
 /// Largest transfer this driver issues (QEMU 7.2 aborts on 4096).
 pub const MAX_TRANSFER: usize = 2048;
 
-/// Register offsets.
-pub mod reg {
-    /// Identification: `0x010000ed` (major 1, minor 0).
-    pub const ID: u64 = 0x00;
-    /// Liveness check: reads back `!written`.
-    pub const LIVENESS: u64 = 0x04;
-    /// Factorial: write n, read n! when status bit 0 clears.
-    pub const FACTORIAL: u64 = 0x08;
-    /// Status: 0x01 factorial busy, 0x80 raise an interrupt when it is done.
-    pub const STATUS: u64 = 0x20;
-    /// Interrupt status (bits raised and not yet acknowledged).
-    pub const IRQ_STATUS: u64 = 0x24;
-    /// Raise an interrupt with these bits.
-    pub const IRQ_RAISE: u64 = 0x60;
-    /// Acknowledge (clear) these interrupt bits.
-    pub const IRQ_ACK: u64 = 0x64;
-    /// DMA source address (64-bit).
-    pub const DMA_SRC: u64 = 0x80;
-    /// DMA destination address (64-bit).
-    pub const DMA_DST: u64 = 0x88;
-    /// DMA byte count (64-bit).
-    pub const DMA_CNT: u64 = 0x90;
-    /// DMA command (64-bit): 0x1 start/busy, 0x2 device → RAM, 0x4 interrupt when done.
-    pub const DMA_CMD: u64 = 0x98;
-}
+/// Register offsets: the same hardware description the simulator's edu model implements.
+pub use iommu_sim::edu::reg;
 
 /// Interrupt status bit the device raises when a DMA with command bit 0x4 is done.
 pub const DMA_IRQ: u32 = 0x100;
