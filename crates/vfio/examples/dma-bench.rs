@@ -25,7 +25,7 @@ fn bench(dev: &VfioDevice, size: usize, iters: usize, r: &mut Reporter<'_>) -> R
     let buf = DmaBuffer::new(size)?;
     buf.fill(0, size, 1)?; // fault the pages in before timing
     let hole = space.reserve(size as u64)?; // the bare path's IOVA, kept away from the library's
-    let flags = DmaDir::Bidirectional.map_flags();
+    let flags = iommu_vfio::dma::map_flags(DmaDir::Bidirectional);
     let raw_err = |source| VfioError::Map { iova: hole.iova(), len: size as u64, source };
     let (mut lib, mut raw) = (Vec::new(), Vec::new());
     let run_lib = || -> Result<f64, VfioError> {

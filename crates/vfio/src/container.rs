@@ -100,7 +100,7 @@ impl DmaBackend for Container {
     }
 
     fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
-        sys::iommu_map_dma(self.file.as_fd(), mem.area(), offset, len, iova, dir.map_flags())
+        sys::iommu_map_dma(self.file.as_fd(), mem.area(), offset, len, iova, crate::dma::map_flags(dir))
             .map_err(|source| VfioError::Map { iova, len: len as u64, source })
     }
 

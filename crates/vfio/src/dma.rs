@@ -22,34 +22,15 @@ use crate::sys::{self, MappedArea};
 /// 2 MiB, the hugepage size [`DmaBuffer::hugepages`] uses.
 pub const HUGEPAGE_2M: usize = 2 << 20;
 
-/// Which way the device may move data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DmaDir {
-    /// The device reads the memory (RAM → device): `VFIO_DMA_MAP_FLAG_READ`.
-    ToDevice,
-    /// The device writes the memory (device → RAM): `VFIO_DMA_MAP_FLAG_WRITE`.
-    FromDevice,
-    /// Both.
-    Bidirectional,
-}
+/// Which way the device may move data. The simulator's type, so the same drivers run on both backends.
+pub use iommu_sim::DmaDir;
 
-impl DmaDir {
-    /// The `VFIO_DMA_MAP_FLAG_*` bits.
-    pub fn map_flags(self) -> u32 {
-        match self {
-            DmaDir::ToDevice => b::VFIO_DMA_MAP_FLAG_READ,
-            DmaDir::FromDevice => b::VFIO_DMA_MAP_FLAG_WRITE,
-            DmaDir::Bidirectional => b::VFIO_DMA_MAP_FLAG_READ | b::VFIO_DMA_MAP_FLAG_WRITE,
-        }
-    }
-    /// Whether the device may read.
-    pub fn device_reads(self) -> bool {
-        self != DmaDir::FromDevice
-    }
-    /// Whether the device may write.
-    pub fn device_writes(self) -> bool {
-        self != DmaDir::ToDevice
+/// The `VFIO_DMA_MAP_FLAG_*` bits for a direction: the device reads (`READ`), writes (`WRITE`) or both.
+pub fn map_flags(dir: DmaDir) -> u32 {
+    match dir {
+        DmaDir::ToDevice => b::VFIO_DMA_MAP_FLAG_READ,
+        DmaDir::FromDevice => b::VFIO_DMA_MAP_FLAG_WRITE,
+        DmaDir::Bidirectional => b::VFIO_DMA_MAP_FLAG_READ | b::VFIO_DMA_MAP_FLAG_WRITE,
     }
 }
 

@@ -22,7 +22,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use iommu_pci::PciAddress;
-use iommu_sim::{DomainMode, HostMemory, HostMemoryError, Perm, Rid, SharedEdu, Sim, SimError, SimIommu};
+use iommu_sim::{DomainMode, HostMemory, HostMemoryError, Rid, SharedEdu, Sim, SimError, SimIommu};
 
 use crate::backend::{DeviceAccess, DmaBackend, EventFd, Mmio, CONFIG_REGION};
 use crate::dma::{DmaDir, DmaMemory};
@@ -81,11 +81,7 @@ impl DmaBackend for SimBackend {
     }
 
     fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
-        let perm = match (dir.device_reads(), dir.device_writes()) {
-            (true, true) => Perm::RW,
-            (true, false) => Perm::R,
-            _ => Perm::W,
-        };
+        let perm = dir.perm();
         let host: Arc<dyn HostMemory> = Arc::new(SimMemory(mem.clone()));
         self.0.map(iova, host, offset, len as u64, perm).map_err(|e| VfioError::Map {
             iova,
