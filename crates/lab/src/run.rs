@@ -380,6 +380,24 @@ impl GuestRun {
             .ok_or_else(|| LabError::Parse { run: self.run_name.clone(), what: format!("no section {name}") })
     }
 
+    /// The stdout of section `name`; panics naming the run directory when the section is missing (for
+    /// tests, where a missing section is a failure).
+    pub fn out(&self, name: &str) -> &str {
+        self.section(name)
+            .map(|s| s.stdout.as_str())
+            .unwrap_or_else(|| panic!("no section {name} in {}", self.run_dir.display()))
+    }
+
+    /// What section `name`'s command printed on stderr (`NAME.stderr`), empty if nothing.
+    pub fn err(&self, name: &str) -> &str {
+        self.section(&format!("{name}.stderr")).map(|s| s.stdout.as_str()).unwrap_or("")
+    }
+
+    /// The exit code of section `name`'s command; panics naming the run directory when it is missing.
+    pub fn rc(&self, name: &str) -> i32 {
+        self.section(name).map(|s| s.rc).unwrap_or_else(|| panic!("no section {name} in {}", self.run_dir.display()))
+    }
+
     /// Addresses listed by `ls /sys/bus/pci/devices` in the guest (sorted).
     pub fn pci_devices(&self) -> Vec<String> {
         let mut v: Vec<String> = self

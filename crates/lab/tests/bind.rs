@@ -3,7 +3,7 @@
 //!
 //! Needs `iommuctl` and the `vfio-group-status` example (both built by `scripts/test`).
 
-use iommu_lab::{iommuctl_bin, require_lab, skip_or_fail, topology, GuestRun, GuestSpec, Iommu, Topology};
+use iommu_lab::{iommuctl_bin, require_lab, skip_or_fail, topology, GuestSpec, Iommu, Topology};
 
 fn group_status_bin() -> std::path::PathBuf {
     iommuctl_bin().with_file_name("examples").join("vfio-group-status")
@@ -19,20 +19,6 @@ fn binaries_present() -> bool {
         }
     }
     true
-}
-
-fn out<'a>(run: &'a GuestRun, name: &str) -> &'a str {
-    run.section(name)
-        .map(|s| s.stdout.as_str())
-        .unwrap_or_else(|| panic!("no section {name} in {}", run.run_dir.display()))
-}
-
-fn err<'a>(run: &'a GuestRun, name: &str) -> &'a str {
-    run.section(&format!("{name}.stderr")).map(|s| s.stdout.as_str()).unwrap_or("")
-}
-
-fn rc(run: &GuestRun, name: &str) -> i32 {
-    run.section(name).map(|s| s.rc).unwrap_or_else(|| panic!("no section {name} in {}", run.run_dir.display()))
 }
 
 /// Shell helpers: `drivers` prints `ADDR DRIVER` for the devices of interest, then the nvme block devices.
@@ -80,25 +66,25 @@ fn multifunction_pair_binds_viable_restores_and_concurrent_binds_serialize() {
         .boot()
         .expect("boot");
     // (a) both functions on vfio-pci, the group's node exists, and VFIO calls it viable.
-    assert_eq!(rc(&run, "a-bind"), 0, "{}", err(&run, "a-bind"));
-    let d = out(&run, "a-drivers");
+    assert_eq!(run.rc("a-bind"), 0, "{}", run.err("a-bind"));
+    let d = run.out("a-drivers");
     assert!(d.contains("0000:00:10.0 vfio-pci") && d.contains("0000:00:10.1 vfio-pci"), "{d}");
     assert!(d.contains("0000:00:11.0  "), "the other group was touched: {d}");
-    assert_eq!(rc(&run, "a-devnode"), 0);
-    assert_eq!(rc(&run, "a-viable"), 0, "{} {}", out(&run, "a-viable"), err(&run, "a-viable"));
-    assert!(out(&run, "a-viable").contains("\"viable\":true"), "{}", out(&run, "a-viable"));
-    assert!(out(&run, "a-status").contains("\"viable\": true"));
-    assert_eq!(rc(&run, "a-restore"), 0, "{}", err(&run, "a-restore"));
-    let d = out(&run, "a-after");
+    assert_eq!(run.rc("a-devnode"), 0);
+    assert_eq!(run.rc("a-viable"), 0, "{} {}", run.out("a-viable"), run.err("a-viable"));
+    assert!(run.out("a-viable").contains("\"viable\":true"), "{}", run.out("a-viable"));
+    assert!(run.out("a-status").contains("\"viable\": true"));
+    assert_eq!(run.rc("a-restore"), 0, "{}", run.err("a-restore"));
+    let d = run.out("a-after");
     assert!(!d.contains("vfio-pci"), "{d}");
     // (f) the second bind waited for the first, and both finished.
-    assert_eq!(rc(&run, "f-second"), 0, "{}", err(&run, "f-second"));
-    assert!(err(&run, "f-second").contains("waiting for another iommuctl"), "{}", err(&run, "f-second"));
-    assert!(out(&run, "f-first-err").contains("holding the lock"), "{}", out(&run, "f-first-err"));
-    let d = out(&run, "f-drivers");
+    assert_eq!(run.rc("f-second"), 0, "{}", run.err("f-second"));
+    assert!(run.err("f-second").contains("waiting for another iommuctl"), "{}", run.err("f-second"));
+    assert!(run.out("f-first-err").contains("holding the lock"), "{}", run.out("f-first-err"));
+    let d = run.out("f-drivers");
     assert_eq!(d.matches("vfio-pci").count() - d.matches("override=vfio-pci").count(), 3, "{d}");
-    assert_eq!(rc(&run, "f-restore"), 0);
-    assert!(!out(&run, "f-after").contains("vfio-pci"), "{}", out(&run, "f-after"));
+    assert_eq!(run.rc("f-restore"), 0);
+    assert!(!run.out("f-after").contains("vfio-pci"), "{}", run.out("f-after"));
 }
 
 fn nvme_mf() -> Topology {
@@ -160,40 +146,40 @@ fn nvme_group_bind_restore_rollback_crash_recovery_and_refusals() {
         .boot()
         .expect("boot");
     // (b) the block device goes with the bind and comes back with restore.
-    let before = out(&run, "b-before");
+    let before = run.out("b-before");
     assert!(before.contains("0000:00:10.0 nvme") && before.contains("nvme0n1"), "{before}");
-    assert_eq!(rc(&run, "b-bind"), 0, "{}", err(&run, "b-bind"));
-    let mid = out(&run, "b-after-bind");
+    assert_eq!(run.rc("b-bind"), 0, "{}", run.err("b-bind"));
+    let mid = run.out("b-after-bind");
     assert!(mid.contains("0000:00:10.0 vfio-pci") && mid.contains("0000:00:10.1 vfio-pci"), "{mid}");
     assert!(mid.contains("no-nvme-block"), "{mid}");
-    assert_eq!(rc(&run, "b-restore"), 0, "{}", err(&run, "b-restore"));
-    let after = out(&run, "b-after-restore");
+    assert_eq!(run.rc("b-restore"), 0, "{}", run.err("b-restore"));
+    let after = run.out("b-after-restore");
     assert!(after.contains("0000:00:10.0 nvme override=") && after.contains("nvme0n1"), "{after}");
     assert!(after.contains("0000:00:10.1  override="), "{after}");
     // (c) the second device's probe fails: everything goes back, the journal is empty.
-    assert_eq!(rc(&run, "c-bind"), 4, "{}", err(&run, "c-bind"));
-    assert!(err(&run, "c-bind").contains("rolled back"), "{}", err(&run, "c-bind"));
-    let c = out(&run, "c-after");
+    assert_eq!(run.rc("c-bind"), 4, "{}", run.err("c-bind"));
+    assert!(run.err("c-bind").contains("rolled back"), "{}", run.err("c-bind"));
+    let c = run.out("c-after");
     assert!(c.contains("0000:00:10.0 nvme override=\n") || c.contains("0000:00:10.0 nvme override=(null)"), "{c}");
     assert!(c.contains("nvme0n1"), "{c}");
-    assert!(out(&run, "c-journal").contains("no-journal"), "{}", out(&run, "c-journal"));
+    assert!(run.out("c-journal").contains("no-journal"), "{}", run.out("c-journal"));
     // (c) a driver that cannot be loaded changes nothing.
-    assert_eq!(rc(&run, "c2-bind"), 4, "{}", err(&run, "c2-bind"));
-    assert!(err(&run, "c2-bind").contains("pci-stub"), "{}", err(&run, "c2-bind"));
-    assert!(out(&run, "c2-after").contains("0000:00:10.0 nvme"), "{}", out(&run, "c2-after"));
+    assert_eq!(run.rc("c2-bind"), 4, "{}", run.err("c2-bind"));
+    assert!(run.err("c2-bind").contains("pci-stub"), "{}", run.err("c2-bind"));
+    assert!(run.out("c2-after").contains("0000:00:10.0 nvme"), "{}", run.out("c2-after"));
     // (d) killed after the first device: the journal remembers, restore finishes the job.
-    assert_ne!(rc(&run, "d-bind"), 0);
-    assert!(out(&run, "d-mid").contains("0000:00:10.0 vfio-pci"), "{}", out(&run, "d-mid"));
-    assert!(out(&run, "d-journal").contains("\"original_driver\": \"nvme\""), "{}", out(&run, "d-journal"));
-    assert_eq!(rc(&run, "d-restore"), 0, "{}", err(&run, "d-restore"));
-    let d = out(&run, "d-after");
+    assert_ne!(run.rc("d-bind"), 0);
+    assert!(run.out("d-mid").contains("0000:00:10.0 vfio-pci"), "{}", run.out("d-mid"));
+    assert!(run.out("d-journal").contains("\"original_driver\": \"nvme\""), "{}", run.out("d-journal"));
+    assert_eq!(run.rc("d-restore"), 0, "{}", run.err("d-restore"));
+    let d = run.out("d-after");
     assert!(d.contains("0000:00:10.0 nvme") && d.contains("nvme0n1") && !d.contains("vfio-pci"), "{d}");
     // (e) a mounted file system and active swap are refused with exit 3, naming device and holder.
-    assert!(out(&run, "e-mounts").contains("/dev/nvme0n1 /mnt"), "mount failed: {}", out(&run, "e-mounts"));
-    assert_eq!(rc(&run, "e-bind"), 3, "{}", err(&run, "e-bind"));
-    assert!(err(&run, "e-bind").contains("mounted file system /mnt"), "{}", err(&run, "e-bind"));
-    assert!(err(&run, "e-bind").contains("0000:00:10.0"), "{}", err(&run, "e-bind"));
-    assert!(out(&run, "e-after").contains("0000:00:10.0 nvme"), "{}", out(&run, "e-after"));
-    assert_eq!(rc(&run, "e-swap-bind"), 3, "{}", err(&run, "e-swap-bind"));
-    assert!(err(&run, "e-swap-bind").contains("active swap"), "{}", err(&run, "e-swap-bind"));
+    assert!(run.out("e-mounts").contains("/dev/nvme0n1 /mnt"), "mount failed: {}", run.out("e-mounts"));
+    assert_eq!(run.rc("e-bind"), 3, "{}", run.err("e-bind"));
+    assert!(run.err("e-bind").contains("mounted file system /mnt"), "{}", run.err("e-bind"));
+    assert!(run.err("e-bind").contains("0000:00:10.0"), "{}", run.err("e-bind"));
+    assert!(run.out("e-after").contains("0000:00:10.0 nvme"), "{}", run.out("e-after"));
+    assert_eq!(run.rc("e-swap-bind"), 3, "{}", run.err("e-swap-bind"));
+    assert!(run.err("e-swap-bind").contains("active swap"), "{}", run.err("e-swap-bind"));
 }

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use iommu_lab::{iommuctl_bin, require_lab, skip_or_fail, topology::RUNDIR, GuestRun, GuestSpec, Iommu, Topology};
+use iommu_lab::{iommuctl_bin, require_lab, skip_or_fail, topology::RUNDIR, GuestSpec, Iommu, Topology};
 use iommu_vfio::drivers::nvme::{pattern, TEST_BYTES, TEST_OFFSET};
 
 const EDU: &str = "0000:01:00.0";
@@ -56,20 +56,6 @@ fn machine() -> Topology {
     t.devices.push(format!("if=none,id=d2,file={RUNDIR}/d2.img,format=raw"));
     t.images.push("d2.img".into());
     t.device("nvme,serial=lab-d2,drive=d2,bus=pcie.0,addr=0x10.0,multifunction=on").device("edu,bus=pcie.0,addr=0x10.1")
-}
-
-fn out<'a>(run: &'a GuestRun, name: &str) -> &'a str {
-    run.section(name)
-        .map(|s| s.stdout.as_str())
-        .unwrap_or_else(|| panic!("no section {name} in {}", run.run_dir.display()))
-}
-
-fn err<'a>(run: &'a GuestRun, name: &str) -> &'a str {
-    run.section(&format!("{name}.stderr")).map(|s| s.stdout.as_str()).unwrap_or("")
-}
-
-fn rc(run: &GuestRun, name: &str) -> i32 {
-    run.section(name).map(|s| s.rc).unwrap_or_else(|| panic!("no section {name} in {}", run.run_dir.display()))
 }
 
 /// The JSON lines of a driver's output.
@@ -137,19 +123,19 @@ fn edu_and_nvme_drivers_work_through_vfio_and_the_iommu_blocks_what_was_not_mapp
         .timeout(std::time::Duration::from_secs(iommu_lab::default_timeout().as_secs().max(300)));
     let run = spec.boot().expect("boot");
     for name in ["probe-edu-text", "edu", "nvme", "bench", "probe-nonviable"] {
-        eprintln!("--- {name} (rc {}) ---\n{}{}", rc(&run, name), out(&run, name), err(&run, name));
+        eprintln!("--- {name} (rc {}) ---\n{}{}", run.rc(name), run.out(name), run.err(name));
     }
 
     // The machine is what the test thinks it is.
-    let ids = out(&run, "pci-ids");
+    let ids = run.out("pci-ids");
     assert!(ids.contains(&format!("{EDU} 0x1234:0x11e8")), "{ids}");
     assert!(ids.contains(&format!("{NVME} 0x1b36:0x0010")), "{ids}");
-    assert_eq!(rc(&run, "bind-edu"), 0, "{}", err(&run, "bind-edu"));
-    assert_eq!(rc(&run, "bind-nvme"), 0, "{}", err(&run, "bind-nvme"));
+    assert_eq!(run.rc("bind-edu"), 0, "{}", run.err("bind-edu"));
+    assert_eq!(run.rc("bind-nvme"), 0, "{}", run.err("bind-nvme"));
 
     // probe: regions with index and size, interrupts, reset, the IOVA ranges.
-    assert_eq!(rc(&run, "probe-edu"), 0, "{}", err(&run, "probe-edu"));
-    let p: Value = serde_json::from_str(out(&run, "probe-edu")).expect("probe --json is JSON");
+    assert_eq!(run.rc("probe-edu"), 0, "{}", run.err("probe-edu"));
+    let p: Value = serde_json::from_str(run.out("probe-edu")).expect("probe --json is JSON");
     let regions = p["regions"].as_array().expect("regions array");
     assert!(regions.iter().any(|r| r["index"] == 0 && r["size"] == 1 << 20 && r["mmap"] == true), "{p:#}");
     assert!(regions.iter().any(|r| r["index"] == 7 && r["size"].as_u64() >= Some(256)), "{p:#}");
@@ -163,8 +149,8 @@ fn edu_and_nvme_drivers_work_through_vfio_and_the_iommu_blocks_what_was_not_mapp
     );
 
     // edu: every step ok, including the blocked DMAs.
-    let edu_steps = steps(out(&run, "edu"));
-    assert_eq!(rc(&run, "edu"), 0, "edu failed: {}\n{}", out(&run, "edu"), err(&run, "edu"));
+    let edu_steps = steps(run.out("edu"));
+    assert_eq!(run.rc("edu"), 0, "edu failed: {}\n{}", run.out("edu"), run.err("edu"));
     assert!(edu_steps.iter().all(|s| s["ok"] == true), "{edu_steps:#?}");
     for needle in ["liveness", "factorial", "roundtrip", "sg-coalesced", "unmapped", "after-unmap"] {
         assert_eq!(step(&edu_steps, needle)["ok"], true, "{needle}");
@@ -179,7 +165,7 @@ fn edu_and_nvme_drivers_work_through_vfio_and_the_iommu_blocks_what_was_not_mapp
     assert!(all.len() >= 8, "too few IOVAs reported: {all:?}");
     assert!(all.iter().all(|&i| i < 1 << 28), "an IOVA above edu's 28-bit mask: {all:x?}");
     // The kernel logged a DMAR fault naming 01:00.0 at each blocked IOVA.
-    let dmesg = out(&run, "dmesg");
+    let dmesg = run.out("dmesg");
     let faults: Vec<&str> = dmesg.lines().filter(|l| l.contains("DMAR") && l.contains("[01:00.0]")).collect();
     for needle in ["unmapped", "after-unmap"] {
         let iova = step(&edu_steps, needle)["iova"].as_u64().expect("iova");
@@ -191,8 +177,8 @@ fn edu_and_nvme_drivers_work_through_vfio_and_the_iommu_blocks_what_was_not_mapp
     }
 
     // nvme: identify, ≥ 1 MiB verified, and the bytes are on the backing file.
-    let nvme_steps = steps(out(&run, "nvme"));
-    assert_eq!(rc(&run, "nvme"), 0, "nvme failed: {}\n{}", out(&run, "nvme"), err(&run, "nvme"));
+    let nvme_steps = steps(run.out("nvme"));
+    assert_eq!(run.rc("nvme"), 0, "nvme failed: {}\n{}", run.out("nvme"), run.err("nvme"));
     assert!(nvme_steps.iter().all(|s| s["ok"] == true), "{nvme_steps:#?}");
     assert_eq!(step(&nvme_steps, "identify-controller")["ok"], true);
     assert_eq!(step(&nvme_steps, "identify-namespace")["ok"], true);
@@ -210,17 +196,17 @@ fn edu_and_nvme_drivers_work_through_vfio_and_the_iommu_blocks_what_was_not_mapp
     assert!(img[..TEST_OFFSET as usize].iter().all(|&b| b == 0), "bytes before the test range were written");
 
     // The benchmark ran for all three sizes.
-    assert_eq!(rc(&run, "bench"), 0, "{}", err(&run, "bench"));
-    assert_eq!(steps(out(&run, "bench")).len(), 3, "{}", out(&run, "bench"));
+    assert_eq!(run.rc("bench"), 0, "{}", run.err("bench"));
+    assert_eq!(steps(run.out("bench")).len(), 3, "{}", run.out("bench"));
 
     // A non-viable group is refused, naming the blocking device and its driver.
     assert!(
-        out(&run, "mf-drivers").contains("0000:00:10.1 ../../../bus/pci/drivers/vfio-pci"),
+        run.out("mf-drivers").contains("0000:00:10.1 ../../../bus/pci/drivers/vfio-pci"),
         "{}",
-        out(&run, "mf-drivers")
+        run.out("mf-drivers")
     );
-    assert_eq!(rc(&run, "probe-nonviable"), 1, "{}", err(&run, "probe-nonviable"));
-    let e = err(&run, "probe-nonviable");
+    assert_eq!(run.rc("probe-nonviable"), 1, "{}", run.err("probe-nonviable"));
+    let e = run.err("probe-nonviable");
     assert!(e.contains("not viable") && e.contains("0000:00:10.0 is bound to nvme"), "{e}");
-    assert_eq!(rc(&run, "probe-bad"), 2, "{}", err(&run, "probe-bad"));
+    assert_eq!(run.rc("probe-bad"), 2, "{}", run.err("probe-bad"));
 }
