@@ -87,14 +87,8 @@ impl Request {
     }
 }
 
-/// The highest address a `bits`-bit DMA mask reaches.
-pub fn mask_limit(bits: u32) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
-}
+/// The highest address a `bits`-bit DMA mask reaches (shared with the simulator).
+pub use iommu_sim::mask_limit;
 
 /// An allocated IOVA block. Not `Clone`: it is given back exactly once, by [`IovaAllocator::free`].
 #[derive(Debug, PartialEq, Eq)]
