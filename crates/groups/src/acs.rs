@@ -35,6 +35,11 @@ pub enum AcsVerdict {
     Untested,
     /// No ACS capability where one is needed.
     NoCapability,
+    /// `pcie_acs_override=` (out-of-tree patch) claims isolation for a device without an ACS capability.
+    Override {
+        /// Which clause: `downstream`, `multifunction` or `id`.
+        clause: &'static str,
+    },
     /// The flag check ran on the ACS capability.
     Flags {
         /// Required flags the function implements (or EC), which must all be enabled.
@@ -51,7 +56,7 @@ impl AcsVerdict {
     pub fn enabled(&self) -> bool {
         match *self {
             AcsVerdict::Quirk { enabled, .. } => enabled,
-            AcsVerdict::SingleFunction | AcsVerdict::Untested => true,
+            AcsVerdict::SingleFunction | AcsVerdict::Untested | AcsVerdict::Override { .. } => true,
             AcsVerdict::Flags { missing, .. } => missing == 0,
             AcsVerdict::NotPcie | AcsVerdict::Unknown | AcsVerdict::BridgeType { .. } | AcsVerdict::NoCapability => {
                 false
@@ -72,6 +77,9 @@ impl AcsVerdict {
             AcsVerdict::SingleFunction => "single-function, needs no ACS".into(),
             AcsVerdict::Untested => "a type the kernel does not test for ACS".into(),
             AcsVerdict::NoCapability => "no ACS capability".into(),
+            AcsVerdict::Override { clause } => {
+                format!("no ACS capability, but pcie_acs_override={clause} claims isolation (not enforced)")
+            }
             AcsVerdict::Flags { missing: 0, required, .. } => {
                 format!("ACS enabled ({})", acs::names(required))
             }
@@ -87,6 +95,12 @@ fn flag_check(dev: &Device, cap: u16, ctl: u16, platform: &Platform) -> AcsVerdi
     let mut control = if platform.kernel_enables_acs { ctl | (cap & REQUIRED) } else { ctl };
     if platform.acs_redir_disabled.iter().any(|s| s.matches(dev)) {
         control &= !(acs::RR | acs::CR | acs::EC);
+    }
+    // The first entry naming the device applies; one with undefined bits is rejected by the kernel.
+    if let Some(c) = platform.config_acs.iter().find(|c| c.device.matches(dev)) {
+        if c.valid() {
+            control = (control & !c.mask) | (c.flags & c.mask);
+        }
     }
     let required = REQUIRED & (cap | acs::EC);
     AcsVerdict::Flags { required, control, missing: required & !control }
@@ -105,6 +119,24 @@ pub fn acs_verdict(dev: &Device, port_type: Option<PortType>, on_root_bus: bool,
         Pcie::No => return AcsVerdict::NotPcie,
         Pcie::Yes(_) => port_type.unwrap_or(PortType::Endpoint),
     };
+    // The override patch adds itself as the last quirk: only PCIe devices without an ACS capability.
+    if dev.acs == AcsState::Absent && !platform.acs_override.is_empty() {
+        let o = &platform.acs_override;
+        if o.ids.contains(&(dev.vendor, dev.device)) {
+            return AcsVerdict::Override { clause: "id" };
+        }
+        match pt {
+            PortType::RootPort | PortType::DownstreamPort if o.downstream => {
+                return AcsVerdict::Override { clause: "downstream" }
+            }
+            PortType::Endpoint | PortType::UpstreamPort | PortType::LegacyEndpoint | PortType::RcIntegratedEndpoint
+                if o.multifunction && multifunction(dev) =>
+            {
+                return AcsVerdict::Override { clause: "multifunction" }
+            }
+            _ => {}
+        }
+    }
     let check = || match dev.acs {
         AcsState::Unknown => AcsVerdict::Unknown,
         AcsState::Absent => AcsVerdict::NoCapability,

@@ -35,5 +35,5 @@ pub mod quirks;
 
 pub use acs::{acs_verdict, AcsVerdict, REQUIRED};
 pub use explain::{explain, kind_of, Explanation};
-pub use model::{Device, DeviceSpec, Pcie, Platform, Topology, TopologyError};
+pub use model::{AcsOverride, ConfigAcs, Device, DeviceSpec, Pcie, Platform, Topology, TopologyError};
 pub use predict::{predict, Evidence, Hop, Join, PredictedGroup, Prediction, RuleSet};

@@ -146,11 +146,145 @@ pub struct Platform {
     /// Devices named by `pci=disable_acs_redir=`: the kernel clears RR, CR and EC in their ACS control
     /// after enabling it.
     pub acs_redir_disabled: Vec<DeviceSpec>,
+    /// `pci=config_acs=` entries (Linux 6.11 and later), applied to the ACS control after the kernel's
+    /// own enabling and `disable_acs_redir`.
+    #[serde(default)]
+    pub config_acs: Vec<ConfigAcs>,
+    /// `pcie_acs_override=`, which only out-of-tree patched kernels accept.
+    #[serde(default)]
+    pub acs_override: AcsOverride,
 }
 
 impl Default for Platform {
     fn default() -> Self {
-        Self { amd_ivrs: false, intel_pch_acs_enabled: true, kernel_enables_acs: true, acs_redir_disabled: Vec::new() }
+        Self {
+            amd_ivrs: false,
+            intel_pch_acs_enabled: true,
+            kernel_enables_acs: true,
+            acs_redir_disabled: Vec::new(),
+            config_acs: Vec::new(),
+            acs_override: AcsOverride::default(),
+        }
+    }
+}
+
+impl Platform {
+    /// Applies the group-changing parameters found on a kernel command line: `pci=disable_acs_redir=`,
+    /// `pci=config_acs=` and `pcie_acs_override=`. Malformed values are skipped, as the kernel skips them.
+    pub fn apply_cmdline(&mut self, cmdline: &str) {
+        self.acs_redir_disabled.extend(DeviceSpec::disable_acs_redir_from_cmdline(cmdline));
+        for word in cmdline.split_whitespace() {
+            if let Some(opts) = word.strip_prefix("pci=") {
+                for opt in opts.split(',') {
+                    if let Some(list) = opt.strip_prefix("config_acs=") {
+                        self.config_acs.extend(ConfigAcs::parse_list(list).unwrap_or_default());
+                    }
+                }
+            } else if let Some(v) = word.strip_prefix("pcie_acs_override=") {
+                if let Ok(o) = AcsOverride::parse(v) {
+                    self.acs_override.merge(o);
+                }
+            }
+        }
+    }
+}
+
+/// One `pci=config_acs=` entry: `<flags>@<device>`, flags written right to left as SV TB RR CR UF EC DT,
+/// each `0` (clear), `1` (set) or `x` (keep).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigAcs {
+    /// The devices it applies to.
+    pub device: DeviceSpec,
+    /// Control bits it changes.
+    pub mask: u16,
+    /// Their new values (only bits in `mask` count).
+    pub flags: u16,
+}
+
+impl ConfigAcs {
+    /// Parses `flags@device`.
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let entry = entry.trim();
+        let (bits, dev) = entry.split_once('@').ok_or_else(|| format!("`{entry}`: expected FLAGS@DEVICE"))?;
+        if bits.is_empty() || bits.len() > 16 {
+            return Err(format!("`{entry}`: FLAGS must be 1 to 7 characters of 0, 1 or x"));
+        }
+        let (mut mask, mut flags) = (0u16, 0u16);
+        for (shift, c) in bits.chars().rev().enumerate() {
+            match c {
+                '0' => mask |= 1 << shift,
+                '1' => {
+                    mask |= 1 << shift;
+                    flags |= 1 << shift;
+                }
+                'x' | 'X' => {}
+                other => return Err(format!("`{entry}`: flag character `{other}` is not 0, 1 or x")),
+            }
+        }
+        let device = DeviceSpec::parse(dev)
+            .ok_or_else(|| format!("`{entry}`: `{dev}` is not a PCI address or pci:VVVV:DDDD[:SSSS:SSSS]"))?;
+        Ok(Self { device, mask, flags })
+    }
+
+    /// Parses a `;`-separated list.
+    pub fn parse_list(list: &str) -> Result<Vec<Self>, String> {
+        list.split(';').filter(|e| !e.trim().is_empty()).map(Self::parse).collect()
+    }
+
+    /// Whether the kernel accepts the entry: it changes nothing beyond the seven defined ACS control bits.
+    pub fn valid(&self) -> bool {
+        self.mask & !0x7f == 0
+    }
+}
+
+/// What `pcie_acs_override=` claims: ACS isolation for devices that have no ACS capability.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcsOverride {
+    /// `downstream`: every root port and switch downstream port.
+    pub downstream: bool,
+    /// `multifunction`: every function of a multifunction device.
+    pub multifunction: bool,
+    /// `id:VVVV:DDDD`: these vendor:device pairs.
+    pub ids: Vec<(u16, u16)>,
+}
+
+impl AcsOverride {
+    /// Parses `downstream,multifunction,id:VVVV:DDDD,...`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut o = Self::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "downstream" => o.downstream = true,
+                "multifunction" => o.multifunction = true,
+                _ => {
+                    let ids = part
+                        .strip_prefix("id:")
+                        .ok_or_else(|| format!("`{part}`: expected downstream, multifunction or id:VVVV:DDDD"))?;
+                    let (v, d) = ids.split_once(':').ok_or_else(|| format!("`{part}`: expected id:VVVV:DDDD"))?;
+                    let hex = |x: &str| {
+                        u16::from_str_radix(x, 16).map_err(|_| format!("`{part}`: `{x}` is not a 4-digit hex ID"))
+                    };
+                    o.ids.push((hex(v)?, hex(d)?));
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// Whether it overrides nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.downstream && !self.multifunction && self.ids.is_empty()
+    }
+
+    /// Adds another override's claims.
+    pub fn merge(&mut self, other: AcsOverride) {
+        self.downstream |= other.downstream;
+        self.multifunction |= other.multifunction;
+        for id in other.ids {
+            if !self.ids.contains(&id) {
+                self.ids.push(id);
+            }
+        }
     }
 }
 

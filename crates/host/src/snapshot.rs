@@ -28,6 +28,9 @@ pub struct Snapshot {
     pub groups: Vec<KernelGroup>,
     /// Every PCI function.
     pub devices: Vec<HostDevice>,
+    /// Facts for `iommuctl check` (absent in snapshots written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<crate::readiness::ReadinessFacts>,
 }
 
 /// Kernel facts.
@@ -206,17 +209,17 @@ impl Snapshot {
         self.groups.iter().find(|g| g.devices.binary_search(&addr).is_ok())
     }
 
-    /// Platform facts for prediction: an AMD IOMMU means IVRS is present.
+    /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the group-changing kernel
+    /// parameters (`pci=disable_acs_redir=`, `pci=config_acs=`, `pcie_acs_override=`) come from the
+    /// command line.
     pub fn platform(&self) -> Platform {
         let amd =
             self.acpi_tables.iter().any(|t| t == "IVRS") || self.iommu_units.iter().any(|u| u.starts_with("ivhd"));
-        let acs_redir_disabled = self
-            .kernel
-            .cmdline
-            .as_deref()
-            .map(iommu_groups::DeviceSpec::disable_acs_redir_from_cmdline)
-            .unwrap_or_default();
-        Platform { amd_ivrs: amd, acs_redir_disabled, ..Platform::default() }
+        let mut p = Platform { amd_ivrs: amd, ..Platform::default() };
+        if let Some(c) = self.kernel.cmdline.as_deref() {
+            p.apply_cmdline(c);
+        }
+        p
     }
 
     /// Builds the grouping model. Functions whose config space does not decode are kept with unknown
