@@ -95,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let src = load(&cli, detail)?;
     match command {
         Command::Status => crate::bind_cmd::status(&cli, &src.snapshot),
+        Command::Check => check_cmd(&cli, &src.snapshot),
         Command::List => list(&cli, &src),
         Command::Show { address } => show(&cli, &src, parse_addr(address)?),
         Command::Explain { address } => explain_cmd(&cli, &src, parse_addr(address)?),
@@ -115,6 +116,49 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             unreachable!("handled above")
         }
     }
+}
+
+fn check_cmd(cli: &Cli, snap: &Snapshot) -> anyhow::Result<Exit> {
+    use iommu_host::readiness::Status;
+    let report = iommu_host::readiness::check(snap);
+    if cli.json {
+        print_json(&report)?;
+    } else {
+        let color = use_color(cli.color, std::env::var_os("NO_COLOR").as_deref(), std::io::stdout().is_terminal());
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let fails = report.items.iter().filter(|i| i.status == Status::Fail).count();
+        let warns = report.items.iter().filter(|i| i.status == Status::Warn).count();
+        let verdict = if report.ready {
+            format!("READY for device assignment ({warns} warning(s))")
+        } else {
+            format!("NOT READY: {fails} failing, {warns} warning(s)")
+        };
+        writeln!(out, "{}", if color { paint_header(&verdict) } else { verdict })?;
+        for item in &report.items {
+            let label = item.status.label();
+            let label = if color {
+                let code = match item.status {
+                    Status::Pass => "32",
+                    Status::Info => "36",
+                    Status::Warn => "33",
+                    Status::Fail => "1;31",
+                };
+                format!("\x1b[{code}m{label:<4}\x1b[0m")
+            } else {
+                format!("{label:<4}")
+            };
+            writeln!(out, "  {label} {:<20} {}", item.id, sanitize(&item.summary))?;
+            if !item.devices.is_empty() {
+                let list: Vec<String> = item.devices.iter().map(|a| a.to_string()).collect();
+                writeln!(out, "       {:<20} devices: {}", "", list.join(" "))?;
+            }
+            for f in &item.fix {
+                writeln!(out, "       {:<20} fix: {}", "", sanitize(f))?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(if report.ready { Exit::Ok } else { Exit::Negative })
 }
 
 fn snapshot(cli: &Cli, output: &Path) -> anyhow::Result<Exit> {

@@ -109,6 +109,9 @@ pub enum Command {
     /// Walk through what an IOMMU does on the software model: translation, bounce buffers, coalescing,
     /// isolation with a blocked access and its fault record.
     Sim,
+    /// Is this host ready for device assignment? IOMMU, interrupt remapping, VFIO modules, iommufd, default
+    /// domain, RMRR regions, boot VGA, reset methods; each failing item with its fix. Exit 0 ready, 1 not.
+    Check,
     /// Print libvirt `<hostdev>` elements for every endpoint of TARGET's IOMMU group.
     Libvirt {
         /// A PCI address, or a vendor:device ID that matches exactly one device.

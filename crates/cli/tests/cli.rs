@@ -70,6 +70,7 @@ fn q35(port_acs: bool, kernel_groups: &[&[&str]]) -> Snapshot {
         acpi_tables: vec!["DMAR".into()],
         groups,
         devices,
+        readiness: None,
     }
 }
 

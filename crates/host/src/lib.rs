@@ -18,6 +18,7 @@ pub mod driver;
 pub mod journal;
 pub mod persist;
 mod read;
+pub mod readiness;
 pub mod safety;
 mod snapshot;
 

@@ -230,13 +230,16 @@ pub fn read_host_with(root: &Path, detail: Detail) -> Result<Snapshot, HostError
     let groups = read_groups(root, &devices, detail)?;
     let acpi_tables =
         dir_names(&root.join("sys/firmware/acpi/tables")).into_iter().filter(|t| t == "DMAR" || t == "IVRS").collect();
+    let release = attr(root, "proc/sys/kernel/osrelease");
+    let readiness = (detail == Detail::Full).then(|| crate::readiness::read_facts(root, release.as_deref()));
     Ok(Snapshot {
         format: FORMAT.to_string(),
         version: VERSION,
-        kernel: KernelInfo { release: attr(root, "proc/sys/kernel/osrelease"), cmdline: attr(root, "proc/cmdline") },
+        kernel: KernelInfo { release, cmdline: attr(root, "proc/cmdline") },
         iommu_units: dir_names(&root.join("sys/class/iommu")),
         acpi_tables,
         groups,
         devices,
+        readiness,
     })
 }

@@ -119,6 +119,7 @@ fn host(k: &FakeKernel, groups: &[&[&str]], bridges: &[&str]) -> Snapshot {
             })
             .collect(),
         devices,
+        readiness: None,
     }
 }
 

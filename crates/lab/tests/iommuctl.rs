@@ -159,6 +159,75 @@ fn check_snapshot(run: &GuestRun, problems: &mut Vec<String>) {
     }
 }
 
+/// `check` inside the guest: with the IOMMU on, the IOMMU item passes and names the kernel's group count,
+/// and the VFIO modules the lab loads are seen; with it off, the host is not ready (exit 1) and the IOMMU
+/// item fails with a fix. Every topology's verdict and item statuses are printed as notes.
+fn check_readiness(t: &Topology, run: &GuestRun, problems: &mut Vec<String>, notes: &mut Vec<String>) {
+    let Some(sec) = run.section("check") else { return problems.push("no `check` section".into()) };
+    let v: Value = match serde_json::from_str(&sec.stdout) {
+        Ok(v) => v,
+        Err(e) => return problems.push(format!("check --json is not JSON ({e}); stderr: {}", run.err("check"))),
+    };
+    let ready = v.get("ready").and_then(Value::as_bool);
+    let items = v.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+    let status = |id: &str| {
+        items.iter().find(|i| i.get("id").and_then(Value::as_str) == Some(id)).and_then(|i| {
+            Some((
+                i.get("status")?.as_str()?.to_string(),
+                i.get("summary")?.as_str()?.to_string(),
+                i.get("fix").cloned(),
+            ))
+        })
+    };
+    let line: Vec<String> = items
+        .iter()
+        .filter_map(|i| Some(format!("{}={}", i.get("id")?.as_str()?, i.get("status")?.as_str()?)))
+        .collect();
+    notes.push(format!("check: ready={} rc={} [{}]", ready.unwrap_or(false), sec.rc, line.join(" ")));
+    let expect_ready_rc = if ready == Some(true) { 0 } else { 1 };
+    if sec.rc != expect_ready_rc {
+        problems.push(format!("check exited {} but says ready={ready:?}", sec.rc));
+    }
+    match (t.iommu.makes_groups(), status("iommu")) {
+        (true, Some((st, summary, _))) => {
+            let want = format!("{} groups", run.kernel_groups.len());
+            if st != "pass" || !summary.contains(&want) {
+                problems.push(format!("check: iommu item is {st} \"{summary}\", expected pass with \"{want}\""));
+            }
+        }
+        (false, Some((st, summary, fix))) => {
+            let fixes = fix.map(|f| f.to_string()).unwrap_or_default();
+            if st != "fail" || ready != Some(false) || sec.rc != 1 || fixes.is_empty() {
+                problems.push(format!(
+                    "check with the IOMMU off: item {st} \"{summary}\", ready {ready:?}, rc {}, fix {fixes}",
+                    sec.rc
+                ));
+            }
+        }
+        (_, None) => problems.push("check: no `iommu` item".into()),
+    }
+    match status("vfio-modules") {
+        Some((st, _, _)) if st == "pass" => {}
+        other => {
+            problems.push(format!("check: the lab loads vfio, vfio_iommu_type1 and vfio_pci, check says {other:?}"))
+        }
+    }
+    if matches!(t.iommu, iommu_lab::Iommu::IntelVtd) {
+        // QEMU's intel-iommu runs with intremap=on in the lab.
+        match status("interrupt-remapping") {
+            Some((st, _, _)) if st == "pass" => {}
+            other => problems.push(format!("check: VT-d with intremap=on, but interrupt-remapping is {other:?}")),
+        }
+    }
+    if let Some(s) = run.section("check-text") {
+        if t.name == "rp-acs" || t.name == "iommu-off" || t.name == "amd-mixed" {
+            for l in s.stdout.lines() {
+                notes.push(format!("check | {l}"));
+            }
+        }
+    }
+}
+
 #[test]
 fn iommuctl_matches_kernel_groups() {
     if !require_lab() {
@@ -178,7 +247,9 @@ fn iommuctl_matches_kernel_groups() {
          section list {b} list --json\n\
          section predict {b} predict --json\n\
          [ -n \"$(ls /sys/kernel/iommu_groups)\" ] && section predict-diff {b} predict --diff\n\
-         section snapshot {b} snapshot -o -\n"
+         section snapshot {b} snapshot -o -\n\
+         section check {b} check --json\n\
+         section check-text {b} check --color never\n"
     );
     let topologies = selected_topologies();
     let results = for_each_parallel(&topologies, |t| {
@@ -201,6 +272,7 @@ fn iommuctl_matches_kernel_groups() {
         check_list(t, run, &mut problems, &mut notes);
         check_predict(t, run, &mut problems, &mut notes);
         check_snapshot(run, &mut problems);
+        check_readiness(t, run, &mut problems, &mut notes);
         let status = if problems.is_empty() { "PASS" } else { "FAIL" };
         println!(
             "{status} {}: {} groups ({}, {}, boot {:.1} s)",

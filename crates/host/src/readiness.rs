@@ -1,0 +1,512 @@
+//! Is this host ready for device assignment? The facts (read below a root directory, stored in the
+//! snapshot) and the verdict: one [`CheckItem`] per question, each failing one with a concrete fix.
+
+use std::fs;
+use std::path::Path;
+
+use iommu_pci::{ConfigInfo, PciAddress};
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::Snapshot;
+
+/// Host facts the readiness check needs beyond devices and groups. Every field is `None` when the source
+/// could not be read (so "unknown" never reads as "no").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReadinessFacts {
+    /// CPU vendor from `/proc/cpuinfo` (`GenuineIntel`, `AuthenticAMD`, ...).
+    pub cpu_vendor: Option<String>,
+    /// Interrupt remapping is in use: `/proc/interrupts` has `IR-` interrupt chips.
+    pub interrupt_remapping: Option<bool>,
+    /// Modules loaded or built in (`/sys/module/<name>` exists) among [`WATCHED_MODULES`].
+    pub modules_loaded: Option<Vec<String>>,
+    /// Modules the running kernel ships (`modules.dep` or `modules.builtin` of its release) among
+    /// [`WATCHED_MODULES`].
+    pub modules_available: Option<Vec<String>>,
+    /// `vfio_iommu_type1.allow_unsafe_interrupts`, when the module is loaded.
+    pub allow_unsafe_interrupts: Option<bool>,
+    /// `/dev/vfio/vfio` exists.
+    pub dev_vfio: Option<bool>,
+    /// `/dev/iommu` exists (iommufd).
+    pub dev_iommu: Option<bool>,
+    /// Boot loaders whose configuration files exist: `grub`, `systemd-boot`, `kernelstub`.
+    pub boot_loaders: Vec<String>,
+}
+
+/// The modules the check looks for, with underscores as in `/sys/module`.
+pub const WATCHED_MODULES: &[&str] = &["vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "iommufd"];
+
+fn read_trim(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// `kernel/drivers/vfio/pci/vfio-pci.ko.zst:` → `vfio_pci`.
+fn module_name(path: &str) -> Option<String> {
+    let file = path.rsplit('/').next()?;
+    let stem = file.split(".ko").next()?;
+    (stem.len() < file.len()).then(|| stem.replace('-', "_"))
+}
+
+fn shipped_modules(root: &Path, release: &str) -> Option<Vec<String>> {
+    let dir = root.join("lib/modules").join(release);
+    let mut found = Vec::new();
+    let mut any = false;
+    for file in ["modules.dep", "modules.builtin"] {
+        let Ok(text) = fs::read_to_string(dir.join(file)) else { continue };
+        any = true;
+        for line in text.lines() {
+            let path = line.split(':').next().unwrap_or("");
+            if let Some(name) = module_name(path) {
+                if WATCHED_MODULES.contains(&name.as_str()) && !found.contains(&name) {
+                    found.push(name);
+                }
+            }
+        }
+    }
+    any.then(|| {
+        found.sort();
+        found
+    })
+}
+
+/// Reads the readiness facts below `root`.
+pub fn read_facts(root: &Path, release: Option<&str>) -> ReadinessFacts {
+    let cpu_vendor = fs::read_to_string(root.join("proc/cpuinfo")).ok().and_then(|t| {
+        t.lines().find(|l| l.starts_with("vendor_id")).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string())
+    });
+    let interrupt_remapping =
+        fs::read_to_string(root.join("proc/interrupts")).ok().map(|t| t.contains(" IR-") || t.contains("\tIR-"));
+    let sys_module = root.join("sys/module");
+    let modules_loaded = fs::read_dir(&sys_module).ok().map(|_| {
+        WATCHED_MODULES.iter().filter(|m| sys_module.join(m).exists()).map(|m| m.to_string()).collect::<Vec<_>>()
+    });
+    let modules_available = release.and_then(|r| shipped_modules(root, r));
+    let allow_unsafe_interrupts = read_trim(&sys_module.join("vfio_iommu_type1/parameters/allow_unsafe_interrupts"))
+        .map(|v| v == "Y" || v == "1");
+    let dev = root.join("dev");
+    let dev_known = dev.is_dir();
+    let dev_vfio = dev_known.then(|| dev.join("vfio/vfio").exists());
+    let dev_iommu = dev_known.then(|| dev.join("iommu").exists());
+    let mut boot_loaders = Vec::new();
+    if root.join("etc/default/grub").exists() {
+        boot_loaders.push("grub".to_string());
+    }
+    if root.join("etc/kernel/cmdline").exists()
+        || ["boot/loader/entries", "boot/efi/loader/entries", "efi/loader/entries"]
+            .iter()
+            .any(|p| root.join(p).is_dir())
+    {
+        boot_loaders.push("systemd-boot".to_string());
+    }
+    if root.join("etc/kernelstub/configuration").exists() {
+        boot_loaders.push("kernelstub".to_string());
+    }
+    ReadinessFacts {
+        cpu_vendor,
+        interrupt_remapping,
+        modules_loaded,
+        modules_available,
+        allow_unsafe_interrupts,
+        dev_vfio,
+        dev_iommu,
+        boot_loaders,
+    }
+}
+
+/// How one check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fine.
+    Pass,
+    /// A fact worth knowing; nothing to do.
+    Info,
+    /// Assignment works, but some devices or setups will hit this.
+    Warn,
+    /// Device assignment will not work until this is fixed.
+    Fail,
+}
+
+impl Status {
+    /// `ok`, `info`, `warn`, `FAIL`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "ok",
+            Status::Info => "info",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// One answered question.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckItem {
+    /// Stable identifier (`iommu`, `interrupt-remapping`, ...).
+    pub id: &'static str,
+    /// The outcome.
+    pub status: Status,
+    /// What was found.
+    pub summary: String,
+    /// What to do about it, when anything.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fix: Vec<String>,
+    /// The devices it concerns.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<PciAddress>,
+}
+
+impl CheckItem {
+    fn new(id: &'static str, status: Status, summary: impl Into<String>) -> Self {
+        Self { id, status, summary: summary.into(), fix: Vec::new(), devices: Vec::new() }
+    }
+    fn fix(mut self, lines: impl IntoIterator<Item = String>) -> Self {
+        self.fix.extend(lines);
+        self
+    }
+    fn devices(mut self, d: Vec<PciAddress>) -> Self {
+        self.devices = d;
+        self
+    }
+}
+
+/// The whole check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// No item failed.
+    pub ready: bool,
+    /// The items, in a fixed order.
+    pub items: Vec<CheckItem>,
+}
+
+/// How to add kernel parameters with each boot loader found (all three when none was recognised).
+pub fn kernel_param_fix(params: &str, loaders: &[String]) -> Vec<String> {
+    let all = loaders.is_empty();
+    let mut out = Vec::new();
+    if all || loaders.iter().any(|l| l == "grub") {
+        out.push(format!(
+            "GRUB: add `{params}` to GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, then run `update-grub` \
+             (Fedora/RHEL: `grub2-mkconfig -o /boot/grub2/grub.cfg`) and reboot"
+        ));
+    }
+    if all || loaders.iter().any(|l| l == "systemd-boot") {
+        out.push(format!(
+            "systemd-boot: append `{params}` to /etc/kernel/cmdline (or the `options` line of your entry in \
+             /boot/loader/entries/), run `kernel-install` for the kernel or `proxmox-boot-tool refresh` on \
+             Proxmox, and reboot"
+        ));
+    }
+    if all || loaders.iter().any(|l| l == "kernelstub") {
+        out.push(format!("kernelstub (Pop!_OS): `sudo kernelstub -a \"{params}\"`, then reboot"));
+    }
+    out
+}
+
+fn has_param(cmdline: &str, name: &str) -> Option<String> {
+    cmdline.split_whitespace().find(|w| w.split('=').next() == Some(name)).map(str::to_string)
+}
+
+/// Runs every check on a snapshot. Facts the snapshot lacks (an old snapshot, an unreadable file) make
+/// an item `info` saying so, never `pass` or `fail`.
+pub fn check(s: &Snapshot) -> Report {
+    let facts = s.readiness.clone().unwrap_or_default();
+    let unknown = |what: &str| -> String {
+        if s.readiness.is_none() {
+            "unknown: not recorded in this snapshot (written before `iommuctl check` existed)".to_string()
+        } else {
+            format!("unknown: {what}")
+        }
+    };
+    let cmdline = s.kernel.cmdline.clone().unwrap_or_default();
+    let loaders = &facts.boot_loaders;
+    // The firmware's table says which IOMMU there is; without one, the CPU vendor says which to ask for.
+    let amd = if s.acpi_tables.iter().any(|t| t == "DMAR") || s.iommu_units.iter().any(|u| u.starts_with("dmar")) {
+        false
+    } else if s.acpi_tables.iter().any(|t| t == "IVRS") || s.iommu_units.iter().any(|u| u.starts_with("ivhd")) {
+        true
+    } else {
+        matches!(facts.cpu_vendor.as_deref(), Some("AuthenticAMD") | Some("HygonGenuine"))
+    };
+    let on_param = if amd { "amd_iommu=on" } else { "intel_iommu=on" };
+    let mut items = Vec::new();
+
+    // 1. The IOMMU: firmware table, kernel driver, groups.
+    let table = if amd { "IVRS" } else { "DMAR" };
+    let has_table = s.acpi_tables.iter().any(|t| t == "DMAR" || t == "IVRS");
+    let off_param = has_param(&cmdline, "intel_iommu")
+        .filter(|p| p.contains("off"))
+        .or_else(|| has_param(&cmdline, "amd_iommu").filter(|p| p.contains("off")))
+        .or_else(|| has_param(&cmdline, "iommu").filter(|p| p == "iommu=off"));
+    let iommu = if !s.groups.is_empty() {
+        CheckItem::new(
+            "iommu",
+            Status::Pass,
+            format!(
+                "IOMMU on: {} unit(s) ({}), {} groups{}",
+                s.iommu_units.len(),
+                s.iommu_units.join(", "),
+                s.groups.len(),
+                if has_table { format!(", ACPI {}", s.acpi_tables.join("+")) } else { String::new() }
+            ),
+        )
+    } else {
+        let mut fix = Vec::new();
+        let summary = if let Some(p) = &off_param {
+            fix.push(format!("remove `{p}` from the kernel command line"));
+            fix.extend(kernel_param_fix(on_param, loaders));
+            format!("IOMMU off: the kernel command line has `{p}`")
+        } else if !has_table && s.iommu_units.is_empty() {
+            fix.push(format!(
+                "turn on {} in the firmware setup (often under Advanced / CPU or Chipset configuration; AMD boards \
+                 may call it IOMMU or AMD-Vi, some need SVM on too); without it there is no ACPI {table} table",
+                if amd { "AMD-Vi (IOMMU)" } else { "Intel VT-d" }
+            ));
+            if !amd && has_param(&cmdline, "intel_iommu").is_none() {
+                fix.extend(kernel_param_fix(on_param, loaders));
+            }
+            format!("no IOMMU: no ACPI {table} table, no IOMMU units in /sys/class/iommu, no groups")
+        } else {
+            fix.extend(kernel_param_fix(on_param, loaders));
+            format!(
+                "IOMMU present ({}) but not in use: no groups in /sys/kernel/iommu_groups",
+                if has_table { format!("ACPI {}", s.acpi_tables.join("+")) } else { s.iommu_units.join(", ") }
+            )
+        };
+        CheckItem::new("iommu", Status::Fail, summary).fix(fix)
+    };
+    let iommu_on = iommu.status == Status::Pass;
+    items.push(iommu);
+
+    // 2. Interrupt remapping (VFIO's type1 backend refuses to attach without it, unless told otherwise).
+    let unsafe_ok = facts.allow_unsafe_interrupts == Some(true);
+    items.push(match facts.interrupt_remapping {
+        None => CheckItem::new("interrupt-remapping", Status::Info, unknown("/proc/interrupts not readable")),
+        Some(true) => {
+            CheckItem::new("interrupt-remapping", Status::Pass, "interrupt remapping in use (IR- interrupt chips)")
+        }
+        Some(false) if !iommu_on => {
+            CheckItem::new("interrupt-remapping", Status::Info, "not in use (it needs the IOMMU on first)")
+        }
+        Some(false) if unsafe_ok => CheckItem::new(
+            "interrupt-remapping",
+            Status::Warn,
+            "not in use; VFIO runs only because vfio_iommu_type1.allow_unsafe_interrupts=1, so an assigned device can \
+             forge MSI writes and inject interrupts into the host",
+        )
+        .fix([format!(
+            "enable interrupt remapping in the firmware (x2APIC / \"Interrupt Remapping\") and remove `intremap=off` \
+             or `{}` if set",
+            if amd { "amd_iommu_intr=legacy" } else { "intremap=off" }
+        )]),
+        Some(false) => CheckItem::new(
+            "interrupt-remapping",
+            Status::Fail,
+            "not in use: vfio_iommu_type1 will refuse to attach groups (\"No interrupt remapping support\")",
+        )
+        .fix([
+            "enable interrupt remapping in the firmware (x2APIC / \"Interrupt Remapping\"), and remove `intremap=off` \
+             from the kernel command line if present"
+                .to_string(),
+            "last resort, unsafe (a device can inject interrupts into the host): \
+             `options vfio_iommu_type1 allow_unsafe_interrupts=1` in /etc/modprobe.d/vfio.conf"
+                .to_string(),
+        ]),
+    });
+
+    // 3. VFIO modules.
+    let loaded = facts.modules_loaded.clone();
+    let available = facts.modules_available.clone();
+    let is_loaded = |m: &str| loaded.as_ref().is_some_and(|l| l.iter().any(|x| x == m));
+    let is_available = |m: &str| is_loaded(m) || available.as_ref().is_some_and(|l| l.iter().any(|x| x == m));
+    let vfio_needed = ["vfio", "vfio_iommu_type1", "vfio_pci"];
+    items.push(if loaded.is_none() && available.is_none() {
+        CheckItem::new("vfio-modules", Status::Info, unknown("neither /sys/module nor /lib/modules was readable"))
+    } else if vfio_needed.iter().all(|m| is_loaded(m)) {
+        CheckItem::new("vfio-modules", Status::Pass, "vfio, vfio_iommu_type1 and vfio_pci loaded")
+    } else if vfio_needed.iter().all(|m| is_available(m)) {
+        let missing: Vec<&str> = vfio_needed.iter().copied().filter(|m| !is_loaded(m)).collect();
+        CheckItem::new("vfio-modules", Status::Warn, format!("available but not loaded: {}", missing.join(", "))).fix([
+            "now: `modprobe vfio-pci` (iommuctl bind also needs it loaded)".to_string(),
+            "at boot: put `vfio-pci` in /etc/modules-load.d/vfio.conf (and in the initramfs to claim a device \
+             before its host driver: `iommuctl persist TARGET`)"
+                .to_string(),
+        ])
+    } else {
+        let missing: Vec<&str> = vfio_needed.iter().copied().filter(|m| !is_available(m)).collect();
+        let release = s.kernel.release.as_deref().unwrap_or("(unknown release)");
+        let summary = if available.is_none() {
+            format!(
+                "{} not loaded, and /lib/modules/{release} is missing, so they cannot be loaded",
+                missing.join(", ")
+            )
+        } else {
+            format!("the running kernel ({release}) ships no {}", missing.join(", "))
+        };
+        CheckItem::new("vfio-modules", Status::Fail, summary).fix([
+            "install the modules of the running kernel, or a kernel built with CONFIG_VFIO, CONFIG_VFIO_IOMMU_TYPE1 \
+             and CONFIG_VFIO_PCI (distribution kernels have them; a missing package such as \
+             linux-modules-extra-$(uname -r) on Ubuntu is the usual cause)"
+                .to_string(),
+        ])
+    });
+
+    // 4. iommufd (informational: VFIO's legacy container works without it).
+    let iommufd = facts.dev_iommu == Some(true) || is_loaded("iommufd");
+    items.push(if iommufd {
+        CheckItem::new("iommufd", Status::Info, "iommufd present (/dev/iommu): the vfio cdev interface is available")
+    } else if is_available("iommufd") {
+        CheckItem::new("iommufd", Status::Info, "iommufd shipped but not loaded; the legacy VFIO container is used")
+    } else if facts.dev_iommu.is_none() && loaded.is_none() {
+        CheckItem::new("iommufd", Status::Info, unknown("neither /dev nor /sys/module was readable"))
+    } else {
+        CheckItem::new(
+            "iommufd",
+            Status::Info,
+            "no iommufd (Linux < 6.2 or CONFIG_IOMMUFD off); the legacy VFIO container (/dev/vfio/vfio) is used",
+        )
+    });
+
+    // 5. Default domain type.
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for g in &s.groups {
+        let k = g.kind.as_deref().unwrap_or("unknown");
+        match kinds.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, c)) => *c += 1,
+            None => kinds.push((k, 1)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    if iommu_on {
+        let desc = kinds.iter().map(|(k, c)| format!("{k} ×{c}")).collect::<Vec<_>>().join(", ");
+        let pt = has_param(&cmdline, "iommu").is_some_and(|p| p == "iommu=pt")
+            || has_param(&cmdline, "iommu.passthrough").is_some_and(|p| p.ends_with("=1"));
+        let summary = if kinds.first().is_some_and(|(k, _)| *k == "identity") {
+            format!(
+                "default domain: identity (passthrough{}): host drivers' DMA is not translated; assignment is \
+                 unaffected ({desc})",
+                if pt { ", from iommu=pt" } else { "" }
+            )
+        } else {
+            format!("default domain: DMA translation for host drivers ({desc}); `iommu=pt` would skip it for speed")
+        };
+        items.push(CheckItem::new("default-domain", Status::Info, summary));
+    }
+
+    // 6. Unsafe interrupts.
+    if unsafe_ok && facts.interrupt_remapping != Some(false) {
+        items.push(
+            CheckItem::new(
+                "unsafe-interrupts",
+                Status::Warn,
+                "vfio_iommu_type1.allow_unsafe_interrupts=1 is set but not needed",
+            )
+            .fix(["remove `allow_unsafe_interrupts=1` from /etc/modprobe.d and the kernel command line".to_string()]),
+        );
+    }
+
+    // 7. Groups with direct-mapped (RMRR) regions.
+    let mut rmrr_groups = Vec::new();
+    let mut rmrr_devices = Vec::new();
+    for g in &s.groups {
+        if g.reserved_regions.iter().any(|r| r.kind == "direct") {
+            rmrr_groups.push(g.id.to_string());
+            rmrr_devices.extend(g.devices.iter().copied());
+        }
+    }
+    if iommu_on {
+        items.push(if rmrr_groups.is_empty() {
+            CheckItem::new("rmrr", Status::Pass, "no group has a `direct` (RMRR) reserved region")
+        } else {
+            CheckItem::new(
+                "rmrr",
+                Status::Warn,
+                format!(
+                    "group(s) {} have `direct` reserved regions (firmware RMRR): VFIO refuses these devices \
+                     (\"Device is ineligible for IOMMU domain attach due to platform RMRR requirement\")",
+                    rmrr_groups.join(", ")
+                ),
+            )
+            .fix(["look for a firmware update or a BIOS option that drops the RMRR for the device (some HPE/Dell \
+                   servers have one per slot); USB and graphics RMRRs are `direct-relaxable` and do not block"
+                .to_string()])
+            .devices(rmrr_devices)
+        });
+    }
+
+    // 8. The boot VGA device.
+    let boot_vga: Vec<PciAddress> = s.devices.iter().filter(|d| d.boot_vga == Some(true)).map(|d| d.address).collect();
+    items.push(if boot_vga.is_empty() {
+        CheckItem::new("boot-vga", Status::Pass, "no boot VGA device to worry about")
+    } else {
+        CheckItem::new(
+            "boot-vga",
+            Status::Warn,
+            format!(
+                "{} is the boot VGA device: the firmware console (efifb/simpledrm) holds its BAR, so assigning it \
+                 fails with \"BAR 0: can't reserve\" unless the console lets go",
+                boot_vga.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .fix(["use another GPU (or the iGPU) for the host console, or add `video=efifb:off` (kernels ≥ 5.15 with \
+               simpledrm: `initcall_blacklist=sysfb_init`) to the kernel command line"
+            .to_string()])
+        .devices(boot_vga)
+    });
+
+    // 9. Endpoints without a usable reset. Since Linux 5.15 `reset_method` is shown only when the device
+    // has a method, so once any device has the attribute, an endpoint without it has none.
+    let reset_known = s.devices.iter().any(|d| d.reset_methods.is_some());
+    let mut no_reset = Vec::new();
+    for d in &s.devices {
+        let Ok(cfg) = ConfigInfo::parse(&d.config) else { continue };
+        // Bridges, host bridges and chipset functions (class 06) are never assigned.
+        if cfg.header != iommu_pci::HeaderKind::Normal || cfg.class >> 16 == 0x06 {
+            continue;
+        }
+        if reset_known && d.reset_methods.as_ref().is_none_or(|m| m.is_empty()) {
+            no_reset.push(d.address);
+        }
+    }
+    items.push(if !reset_known && no_reset.is_empty() {
+        CheckItem::new("reset", Status::Info, "reset methods unknown (no reset_method attributes read)")
+    } else if no_reset.is_empty() {
+        CheckItem::new("reset", Status::Pass, "every endpoint has a reset method")
+    } else {
+        CheckItem::new(
+            "reset",
+            Status::Warn,
+            format!(
+                "{} endpoint(s) have no reset method: a VM gets them in whatever state the last user left",
+                no_reset.len()
+            ),
+        )
+        .fix(["prefer devices with FLR; otherwise power-cycle between users, or look for a vendor reset module"
+            .to_string()])
+        .devices(no_reset)
+    });
+
+    let ready = items.iter().all(|i| i.status != Status::Fail);
+    Report { ready, items }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_from_modules_dep_paths() {
+        assert_eq!(module_name("kernel/drivers/vfio/pci/vfio-pci.ko.zst").as_deref(), Some("vfio_pci"));
+        assert_eq!(module_name("kernel/drivers/vfio/vfio.ko").as_deref(), Some("vfio"));
+        assert_eq!(module_name("kernel/drivers/iommu/iommufd/iommufd.ko.xz").as_deref(), Some("iommufd"));
+        assert_eq!(module_name("not-a-module"), None);
+    }
+
+    #[test]
+    fn fixes_name_every_loader_when_none_is_known() {
+        let f = kernel_param_fix("intel_iommu=on", &[]);
+        assert_eq!(f.len(), 3);
+        assert!(f[0].contains("GRUB_CMDLINE_LINUX_DEFAULT") && f[0].contains("intel_iommu=on"));
+        let f = kernel_param_fix("amd_iommu=on", &["kernelstub".to_string()]);
+        assert_eq!(f, vec!["kernelstub (Pop!_OS): `sudo kernelstub -a \"amd_iommu=on\"`, then reboot".to_string()]);
+    }
+}
