@@ -36,7 +36,7 @@ pub(crate) fn load(cli: &Cli, detail: Detail) -> anyhow::Result<Source> {
     Ok(Source { root, snapshot })
 }
 
-fn pci_ids(root: &Path) -> PciIds {
+pub(crate) fn pci_ids(root: &Path) -> PciIds {
     PciIds::load_system(root).or_else(|| PciIds::load_system(Path::new("/"))).unwrap_or_else(PciIds::empty)
 }
 
@@ -98,8 +98,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Check => check_cmd(&cli, &src.snapshot),
         Command::List => list(&cli, &src),
         Command::Show { address } => show(&cli, &src, parse_addr(address)?),
-        Command::Explain { address } => explain_cmd(&cli, &src, parse_addr(address)?),
-        Command::Predict { diff } => predict_cmd(&cli, &src, *diff),
+        Command::Explain { address, slots: true } => crate::whatif_cmd::slots(&cli, &src, parse_addr(address)?),
+        Command::Explain { address, slots: false } => explain_cmd(&cli, &src, parse_addr(address)?),
+        Command::Predict { what_if, .. } if !what_if.is_empty() => crate::whatif_cmd::what_if(&cli, &src, what_if),
+        Command::Predict { diff, .. } => predict_cmd(&cli, &src, *diff),
         Command::Libvirt { target } => crate::config_cmd::libvirt(cli.json, &src.snapshot, target),
         Command::Export { format, output } => {
             crate::export_cmd::export(&cli, &src.snapshot, *format, output.as_deref())
@@ -306,12 +308,12 @@ fn list(cli: &Cli, src: &Source) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-struct Predicted {
-    topology: Topology,
-    prediction: Prediction,
+pub(crate) struct Predicted {
+    pub(crate) topology: Topology,
+    pub(crate) prediction: Prediction,
 }
 
-fn run_prediction(snap: &Snapshot) -> anyhow::Result<Predicted> {
+pub(crate) fn run_prediction(snap: &Snapshot) -> anyhow::Result<Predicted> {
     let (topology, bad) = snap.topology().context("building the PCI tree")?;
     for (a, e) in bad {
         eprintln!("warning: config space of {a} does not decode ({e}); treated as unknown");
@@ -327,7 +329,7 @@ fn run_prediction(snap: &Snapshot) -> anyhow::Result<Predicted> {
     Ok(Predicted { topology, prediction })
 }
 
-fn device_or_fail(snap: &Snapshot, a: PciAddress) -> anyhow::Result<&iommu_host::HostDevice> {
+pub(crate) fn device_or_fail(snap: &Snapshot, a: PciAddress) -> anyhow::Result<&iommu_host::HostDevice> {
     snap.device(a).ok_or_else(|| fail(Exit::Negative, format!("no PCI function {a} on this host")))
 }
 

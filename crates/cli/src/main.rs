@@ -10,6 +10,7 @@ mod exit;
 mod export_cmd;
 mod probe_cmd;
 mod render;
+mod whatif_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,12 +55,20 @@ pub enum Command {
     Explain {
         /// PCI address (DDDD:BB:DD.F or BB:DD.F).
         address: String,
+        /// List the root and downstream ports (slots) where the device would get a group of its own.
+        #[arg(long)]
+        slots: bool,
     },
     /// Predict groups from config space, as the kernel would form them.
     Predict {
         /// Compare with the kernel's groups; exit 1 when they differ.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "what_if")]
         diff: bool,
+        /// Predict under a changed kernel command line and compare with today's groups. Repeatable:
+        /// `acs-override=downstream,multifunction,id:VVVV:DDDD` (out-of-tree pcie_acs_override),
+        /// `config_acs=FLAGS@DEVICE;...` (Linux 6.11+), `disable_acs_redir=DEVICE;...`.
+        #[arg(long, value_name = "CHANGE")]
+        what_if: Vec<String>,
     },
     /// Bind every endpoint of TARGET's IOMMU group to a driver (vfio-pci), journaled and rolled back on failure.
     Bind {

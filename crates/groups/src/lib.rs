@@ -32,8 +32,10 @@ mod explain;
 mod model;
 mod predict;
 pub mod quirks;
+mod whatif;
 
 pub use acs::{acs_verdict, AcsVerdict, REQUIRED};
 pub use explain::{explain, kind_of, Explanation};
 pub use model::{AcsOverride, ConfigAcs, Device, DeviceSpec, Pcie, Platform, Topology, TopologyError};
-pub use predict::{predict, Evidence, Hop, Join, PredictedGroup, Prediction, RuleSet};
+pub use predict::{acs_verdicts, predict, Evidence, Hop, Join, PredictedGroup, Prediction, RuleSet};
+pub use whatif::{slots, what_if, Change, GroupChange, Slot, VerdictChange, WhatIf};

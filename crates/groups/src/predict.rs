@@ -214,14 +214,26 @@ fn not_translated(d: &crate::model::Device, platform: &Platform) -> Option<&'sta
     (platform.amd_ivrs && d.vendor == 0x1022 && d.class >> 8 == 0x0806).then_some("the AMD IOMMU's own PCI function")
 }
 
+/// Each device's PCIe type after the kernel's corrections, in address order (`None` when not PCIe).
+pub(crate) fn port_types(t: &Topology) -> Vec<Option<PortType>> {
+    // Corrected in probe order, so that each parent is corrected before its children.
+    let mut port_type: Vec<Option<PortType>> = vec![None; t.devices.len()];
+    for &i in &t.probe_order {
+        port_type[i as usize] = corrected_type(t, i as usize, &port_type);
+    }
+    port_type
+}
+
+/// The kernel's ACS answer for every device, in address order (the order of [`Topology::devices`]).
+pub fn acs_verdicts(t: &Topology, platform: &Platform) -> Vec<AcsVerdict> {
+    let port_type = port_types(t);
+    (0..t.devices.len()).map(|i| acs_verdict(&t.devices[i], port_type[i], t.parent[i].is_none(), platform)).collect()
+}
+
 impl<'a> Engine<'a> {
     fn new(t: &'a Topology, platform: &Platform) -> Self {
         let n = t.devices.len();
-        // Corrected in probe order, so that each parent is corrected before its children.
-        let mut port_type: Vec<Option<PortType>> = vec![None; n];
-        for &i in &t.probe_order {
-            port_type[i as usize] = corrected_type(t, i as usize, &port_type);
-        }
+        let port_type = port_types(t);
         let verdict =
             (0..n).map(|i| acs_verdict(&t.devices[i], port_type[i], t.parent[i].is_none(), platform)).collect();
         let mut e = Engine {
