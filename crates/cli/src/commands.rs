@@ -102,7 +102,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Explain { address, slots: false } => explain_cmd(&cli, &src, parse_addr(address)?),
         Command::Predict { what_if, .. } if !what_if.is_empty() => crate::whatif_cmd::what_if(&cli, &src, what_if),
         Command::Predict { diff, .. } => predict_cmd(&cli, &src, *diff),
-        Command::Libvirt { target } => crate::config_cmd::libvirt(cli.json, &src.snapshot, target),
+        Command::Libvirt { target, guest_slot } => {
+            crate::config_cmd::libvirt(cli.json, &src.snapshot, target, *guest_slot)
+        }
         Command::Export { format, output } => {
             crate::export_cmd::export(&cli, &src.snapshot, *format, output.as_deref())
         }

@@ -52,19 +52,35 @@ struct LibvirtDevice {
     xml: String,
 }
 
-/// `iommuctl libvirt TARGET`.
-pub fn libvirt(json: bool, snap: &Snapshot, target: &str) -> anyhow::Result<Exit> {
+/// `iommuctl libvirt TARGET [--guest-slot SLOT]`. With a guest slot, each `<hostdev>` also gets the guest
+/// `<address>` of the QEMU layout (same slots, functions and `multifunction='on'`), on guest bus 0.
+pub fn libvirt(json: bool, snap: &Snapshot, target: &str, guest_slot: Option<u8>) -> anyhow::Result<Exit> {
     let (addr, group, eps) = endpoints(snap, target)?;
+    let layout = match guest_slot {
+        Some(first) => Some(qemu_layout(&eps, first)?),
+        None => None,
+    };
     let devices: Vec<LibvirtDevice> = eps
         .iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             let domain = format!("{:#06x}", a.domain);
             let bus = format!("{:#04x}", a.bus);
             let slot = format!("{:#04x}", a.device);
             let function = format!("{:#x}", a.function);
+            let guest = layout.as_ref().map(|l| {
+                let g = &l[i];
+                format!(
+                    "  <address type='pci' domain='0x0000' bus='0x00' slot='{:#04x}' function='{:#x}'{}/>\n",
+                    g.guest_slot,
+                    g.guest_function,
+                    if g.multifunction { " multifunction='on'" } else { "" }
+                )
+            });
             let xml = format!(
                 "<hostdev mode='subsystem' type='pci' managed='yes'>\n  <source>\n    <address domain='{domain}' \
-                 bus='{bus}' slot='{slot}' function='{function}'/>\n  </source>\n</hostdev>\n"
+                 bus='{bus}' slot='{slot}' function='{function}'/>\n  </source>\n{}</hostdev>\n",
+                guest.unwrap_or_default()
             );
             LibvirtDevice { address: *a, domain, bus, slot, function, xml }
         })

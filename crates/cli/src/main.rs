@@ -125,6 +125,10 @@ pub enum Command {
     Libvirt {
         /// A PCI address, or a vendor:device ID that matches exactly one device.
         target: String,
+        /// Also pin guest addresses: each host slot becomes a guest slot on bus 0 from SLOT (hex) upwards,
+        /// keeping functions and `multifunction='on'` (as `qemu` does). Without it libvirt places them.
+        #[arg(long, value_name = "SLOT", value_parser = config_cmd::parse_guest_slot)]
+        guest_slot: Option<u8>,
     },
     /// Print QEMU `-device vfio-pci` arguments for every endpoint of TARGET's IOMMU group, keeping the
     /// multifunction layout.

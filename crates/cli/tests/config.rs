@@ -36,6 +36,26 @@ fn libvirt_prints_a_hostdev_for_every_endpoint_of_the_group() {
 }
 
 #[test]
+fn libvirt_with_a_guest_slot_keeps_the_multifunction_layout_in_the_guest() {
+    let o = run("lab-everything.json", &["libvirt", "00:10.1", "--guest-slot", "0x9"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    let guest: Vec<&str> = s.lines().filter(|l| l.contains("<address type='pci'")).map(str::trim).collect();
+    assert_eq!(
+        guest,
+        [
+            "<address type='pci' domain='0x0000' bus='0x00' slot='0x09' function='0x0' multifunction='on'/>",
+            "<address type='pci' domain='0x0000' bus='0x00' slot='0x09' function='0x1'/>",
+        ],
+        "{s}"
+    );
+    // The guest address sits after </source>, inside its <hostdev>.
+    assert!(s.contains("</source>\n  <address type='pci'"), "{s}");
+    let o = run("lab-everything.json", &["libvirt", "00:10.1", "--guest-slot", "0x20"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
 fn libvirt_leaves_bridges_out() {
     // group 13: root ports 00:1d.0 and 00:1d.1 (bridges) with 0e:00.0 and 0f:00.0 below them.
     let o = run("lab-everything.json", &["--json", "libvirt", "0e:00.0"]);
