@@ -65,12 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             std::io::stdout().lock().write_all(&out)?;
             return Ok(Exit::Ok);
         }
-        Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
-            std::io::stdout().lock().write_all(&out)?;
-            return Ok(Exit::Ok);
-        }
+        Command::Man { subcommand, dir } => return man(subcommand.as_deref(), dir.as_deref()),
         Command::Sim => {
             let report = iommu_sim::tour().context("running the software IOMMU tour")?;
             if cli.json {
@@ -115,11 +110,51 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         | Command::Persist { .. }
         | Command::Probe { .. }
         | Command::Completions { .. }
-        | Command::Man
+        | Command::Man { .. }
         | Command::Sim => {
             unreachable!("handled above")
         }
     }
+}
+
+/// The man pages: `iommuctl.1` and one `iommuctl-SUB.1` per subcommand (named like git's).
+fn man(sub: Option<&str>, dir: Option<&Path>) -> anyhow::Result<Exit> {
+    let mut root = <Cli as clap::CommandFactory>::command();
+    root.build();
+    let page = |cmd: clap::Command| -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut out)?;
+        Ok(out)
+    };
+    let sub_page = |s: &clap::Command| {
+        let name = format!("iommuctl-{}", s.get_name());
+        s.clone().display_name(name)
+    };
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(Exit::Failed, format!("cannot create {}: {e}", dir.display())))?;
+        let mut pages = vec![("iommuctl.1".to_string(), page(root.clone())?)];
+        for s in root.get_subcommands().filter(|s| s.get_name() != "help") {
+            pages.push((format!("iommuctl-{}.1", s.get_name()), page(sub_page(s))?));
+        }
+        for (name, bytes) in &pages {
+            let p = dir.join(name);
+            write_atomic(&p, bytes).map_err(|e| fail(Exit::Failed, format!("cannot write {}: {e}", p.display())))?;
+        }
+        eprintln!("wrote {} man pages to {}", pages.len(), dir.display());
+        return Ok(Exit::Ok);
+    }
+    let bytes = match sub {
+        None => page(root)?,
+        Some(name) => {
+            let s = root
+                .find_subcommand(name)
+                .ok_or_else(|| fail(Exit::BadInput, format!("`{}` is not an iommuctl subcommand", sanitize(name))))?;
+            page(sub_page(s))?
+        }
+    };
+    std::io::stdout().lock().write_all(&bytes)?;
+    Ok(Exit::Ok)
 }
 
 fn check_cmd(cli: &Cli, snap: &Snapshot) -> anyhow::Result<Exit> {

@@ -155,8 +155,17 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), generated from the command-line definition: `iommuctl man | man -l -`.
-    Man,
+    /// Print the man page (roff), generated from the command-line definition: `iommuctl man | man -l -`;
+    /// `iommuctl man bind` for one subcommand's page; `--dir DIR` writes iommuctl.1 and every
+    /// iommuctl-SUBCOMMAND.1.
+    Man {
+        /// Only this subcommand's page.
+        #[arg(conflicts_with = "dir")]
+        subcommand: Option<String>,
+        /// Write every page into DIR instead of printing one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Write a snapshot of everything the read-only commands need.
     Snapshot {
         /// Output file (`-` for standard output).

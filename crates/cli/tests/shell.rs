@@ -57,3 +57,48 @@ fn color_always_paints_only_group_headers_and_never_or_a_pipe_does_not() {
     assert_eq!(always.replace("\x1b[1;36m", "").replace("\x1b[0m", ""), plain);
     assert_eq!(iommuctl(&["--from", &f, "--color", "sometimes", "list"], None).status.code(), Some(2));
 }
+
+#[test]
+fn man_pages_exist_for_every_subcommand_and_unknown_ones_are_bad_input() {
+    let s = out(&iommuctl(&["man", "predict"], None));
+    assert!(s.contains(".TH iommuctl-predict 1") && s.contains("what\\-if"), "{}", &s[..300.min(s.len())]);
+    let dir = tempfile::tempdir().unwrap();
+    let o = iommuctl(&["man", "--dir", dir.path().to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(0));
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for sub in ["bind", "check", "explain", "export", "libvirt", "list", "predict", "qemu", "restore", "snapshot"] {
+        let page = format!("iommuctl-{sub}.1");
+        assert!(names.contains(&page), "no {page} in {names:?}");
+        let text = std::fs::read_to_string(dir.path().join(&page)).unwrap();
+        assert!(text.contains(&format!(".TH iommuctl-{sub} 1")), "{page}");
+    }
+    assert!(names.contains(&"iommuctl.1".to_string()));
+    assert_eq!(iommuctl(&["man", "nope"], None).status.code(), Some(2));
+}
+
+/// Runs iommuctl on a pseudo-terminal (util-linux `script`), so `--color auto` sees a terminal.
+fn on_a_terminal(args: &str, no_color: Option<&str>) -> String {
+    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_iommuctl"));
+    let mut c = Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        c.env("NO_COLOR", v);
+    }
+    let o = c.output().expect("util-linux `script` runs a command on a pseudo-terminal");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn color_auto_paints_on_a_terminal_unless_no_color_is_set() {
+    let f = lab();
+    let tty = on_a_terminal(&format!("--from {f} list"), None);
+    assert!(tty.contains("\x1b[1;36mIOMMU group "), "auto on a terminal paints: {tty:?}");
+    let no = on_a_terminal(&format!("--from {f} list"), Some("1"));
+    assert!(!no.contains('\x1b'), "NO_COLOR=1 on a terminal: {no:?}");
+    // NO_COLOR counts only when set and not empty (no-color.org).
+    assert!(on_a_terminal(&format!("--from {f} list"), Some("")).contains('\x1b'));
+    assert!(!on_a_terminal(&format!("--from {f} --color never list"), None).contains('\x1b'));
+}
