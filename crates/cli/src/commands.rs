@@ -36,7 +36,7 @@ pub(crate) fn load(cli: &Cli, detail: Detail) -> anyhow::Result<Source> {
     Ok(Source { root, snapshot })
 }
 
-fn pci_ids(root: &Path) -> PciIds {
+pub(crate) fn pci_ids(root: &Path) -> PciIds {
     PciIds::load_system(root).or_else(|| PciIds::load_system(Path::new("/"))).unwrap_or_else(PciIds::empty)
 }
 
@@ -91,7 +91,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         _ => {}
     }
-    let detail = if matches!(command, Command::List | Command::Export { .. }) { Detail::Listing } else { Detail::Full };
+    let detail = if matches!(command, Command::List | Command::Export { .. } | Command::Graph { .. }) {
+        Detail::Listing
+    } else {
+        Detail::Full
+    };
     let src = load(&cli, detail)?;
     match command {
         Command::Status => crate::bind_cmd::status(&cli, &src.snapshot),
@@ -103,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Export { format, output } => {
             crate::export_cmd::export(&cli, &src.snapshot, *format, output.as_deref())
         }
+        Command::Graph { format, output } => crate::graph_cmd::graph(&cli, &src, *format, output.as_deref()),
         Command::Qemu { target, guest_slot } => crate::config_cmd::qemu(cli.json, &src.snapshot, target, *guest_slot),
         Command::Snapshot { .. }
         | Command::Bind { .. }
