@@ -57,9 +57,11 @@ const TEXT_PAD: u32 = 6;
 const LABEL_GAP: u32 = 12;
 /// Height of the title block above the first row.
 const HEADER_H: u32 = 52;
-/// The longest name drawn, in columns; longer ones are cut with an ellipsis (the full text is in the
-/// row's tooltip).
+/// The longest name drawn in a row, in columns; longer ones are cut with an ellipsis (the full text is in
+/// the row's tooltip and in DOT labels).
 const MAX_NAME_COLS: usize = 96;
+/// The longest name kept at all (pci.ids names are under 200 columns; this bounds hostile input).
+const MAX_FULL_NAME_COLS: usize = 512;
 /// Columns of `DDDD:BB:DD.F` plus the two spaces after it (wider domains are measured).
 const ADDR_COLS: usize = 14;
 
@@ -96,7 +98,8 @@ pub struct Node {
     pub parent: Option<usize>,
     /// Tree depth (0 on a root bus).
     pub depth: usize,
-    /// Vendor and device name from pci.ids, or `[vvvv:dddd]`; cleaned of control characters.
+    /// Vendor and device name from pci.ids, or `[vvvv:dddd]`; cleaned of control characters. Rows show
+    /// at most [`MAX_NAME_COLS`] of it.
     pub name: String,
     /// Class, e.g. `PCI bridge [0604]`; cleaned.
     pub class: String,
@@ -296,7 +299,7 @@ pub fn model(snap: &Snapshot, ids: &PciIds) -> Model {
                 address: d.address,
                 parent,
                 depth,
-                name: truncate_cols(&display_name(&n), MAX_NAME_COLS),
+                name: truncate_cols(&display_name(&n), MAX_FULL_NAME_COLS),
                 class: clean(&n.class_text()),
                 driver: d.driver.as_deref().map(|s| truncate_cols(&clean(s), 40)),
                 group: group_of.get(&d.address).copied(),
@@ -364,11 +367,16 @@ pub struct Layout {
     pub label_x: u32,
 }
 
+/// The name as a row shows it.
+fn shown_name(n: &Node) -> String {
+    truncate_cols(&n.name, MAX_NAME_COLS)
+}
+
 /// Columns of a row's label: address, name and `[driver]`.
 fn row_cols(n: &Node) -> usize {
     let addr = cols(&n.address.to_string()) + 2;
     let driver = n.driver.as_deref().map_or(0, |d| cols(d) + 4);
-    addr.max(ADDR_COLS) + cols(&n.name) + driver
+    addr.max(ADDR_COLS) + cols(&shown_name(n)) + driver
 }
 
 /// The title lines.
@@ -530,6 +538,7 @@ pub fn svg(m: &Model) -> String {
         let tx = r.x + TEXT_PAD;
         let ty = r.y + 13;
         let name_x = tx + px((cols(&addr) + 2).max(ADDR_COLS), FONT);
+        let shown = shown_name(n);
         let mut tip = format!("{addr}  {}  {}", n.name, n.class);
         match n.group {
             Some(g) => {
@@ -551,10 +560,10 @@ pub fn svg(m: &Model) -> String {
             r.w,
             tip = xml_escape(&tip),
             addr = xml_escape(&addr),
-            name = xml_escape(&n.name),
+            name = xml_escape(&shown),
         );
         if let Some(d) = &n.driver {
-            let dx = name_x + px(cols(&n.name) + 2, FONT);
+            let dx = name_x + px(cols(&shown) + 2, FONT);
             let _ = write!(o, r#"<tspan x="{dx}" fill="{DRIVER_INK}">[{}]</tspan>"#, xml_escape(d));
         }
         o.push_str("</text></g>\n");
@@ -773,6 +782,23 @@ mod tests {
         for c in &l.clusters {
             assert!(c.rect.x + c.rect.w <= l.width && c.rect.bottom() <= l.height);
         }
+    }
+
+    #[test]
+    fn long_names_are_cut_in_rows_but_kept_in_tooltips_and_dot() {
+        let mut s = snap(&[("00:00.0", None)], &[]);
+        s.devices[0].driver = Some("d".repeat(100));
+        let mut m = model(&s, &PciIds::empty());
+        m.nodes[0].name = format!("{}END", "n".repeat(200));
+        let out = svg(&m);
+        assert!(out.contains(&format!(
+            "<tspan x=\"{}\">{}…</tspan>",
+            MARGIN + PAD + TEXT_PAD + px(ADDR_COLS, FONT),
+            "n".repeat(95)
+        )));
+        assert!(out.contains("nEND  Unknown class"), "the tooltip has the whole name");
+        assert!(dot(&m).contains("nEND"));
+        assert_eq!(m.nodes[0].driver.as_deref().map(cols), Some(40));
     }
 
     #[test]
