@@ -86,16 +86,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Restore { target, .. } => return crate::bind_cmd::restore(&cli, target.as_deref()),
         Command::Probe { address } => return crate::probe_cmd::probe(&cli, address),
+        Command::Graph { format, output } => return crate::graph_cmd::graph(&cli, *format, output.as_deref()),
         Command::Persist { target, remove, dry_run, driver } => {
             return crate::bind_cmd::persist(&cli, target.as_deref(), *remove, *dry_run, driver)
         }
         _ => {}
     }
-    let detail = if matches!(command, Command::List | Command::Export { .. } | Command::Graph { .. }) {
-        Detail::Listing
-    } else {
-        Detail::Full
-    };
+    let detail = if matches!(command, Command::List | Command::Export { .. }) { Detail::Listing } else { Detail::Full };
     let src = load(&cli, detail)?;
     match command {
         Command::Status => crate::bind_cmd::status(&cli, &src.snapshot),
@@ -107,13 +104,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Export { format, output } => {
             crate::export_cmd::export(&cli, &src.snapshot, *format, output.as_deref())
         }
-        Command::Graph { format, output } => crate::graph_cmd::graph(&cli, &src, *format, output.as_deref()),
         Command::Qemu { target, guest_slot } => crate::config_cmd::qemu(cli.json, &src.snapshot, target, *guest_slot),
         Command::Snapshot { .. }
         | Command::Bind { .. }
         | Command::Restore { .. }
         | Command::Persist { .. }
         | Command::Probe { .. }
+        | Command::Graph { .. }
         | Command::Completions { .. }
         | Command::Man
         | Command::Sim => {

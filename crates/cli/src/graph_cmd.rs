@@ -16,10 +16,10 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-use iommu_host::Snapshot;
+use iommu_host::{Detail, Snapshot};
 use iommu_pci::{PciAddress, PciIds};
 
-use crate::commands::{configs, pci_ids, write_atomic, Source};
+use crate::commands::{configs, load, pci_ids, write_atomic};
 use crate::exit::{fail, Exit};
 use crate::render::names;
 use crate::Cli;
@@ -633,11 +633,12 @@ pub fn dot(m: &Model) -> String {
     o
 }
 
-/// `iommuctl graph`.
-pub fn graph(cli: &Cli, src: &Source, format: Format, output: Option<&Path>) -> anyhow::Result<Exit> {
+/// `iommuctl graph`: reads the host at the level `list` does (config header, driver and group links).
+pub fn graph(cli: &Cli, format: Format, output: Option<&Path>) -> anyhow::Result<Exit> {
     if cli.json {
         return Err(fail(Exit::BadInput, "--json does not apply to graph: it writes --format svg or dot"));
     }
+    let src = load(cli, Detail::Listing)?;
     let ids = pci_ids(&src.root);
     let m = model(&src.snapshot, &ids);
     let text = match format {
