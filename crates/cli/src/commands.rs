@@ -81,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Restore { target, .. } => return crate::bind_cmd::restore(&cli, target.as_deref()),
         Command::Probe { address } => return crate::probe_cmd::probe(&cli, address),
+        Command::Graph { format, output } => return crate::graph_cmd::graph(&cli, *format, output.as_deref()),
         Command::Persist { target, remove, dry_run, driver } => {
             return crate::bind_cmd::persist(&cli, target.as_deref(), *remove, *dry_run, driver)
         }
@@ -109,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         | Command::Restore { .. }
         | Command::Persist { .. }
         | Command::Probe { .. }
+        | Command::Graph { .. }
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Sim => {

@@ -8,6 +8,7 @@ mod commands;
 mod config_cmd;
 mod exit;
 mod export_cmd;
+mod graph_cmd;
 mod probe_cmd;
 mod render;
 mod whatif_cmd;
@@ -145,6 +146,16 @@ pub enum Command {
         /// What to write.
         #[arg(long, value_enum)]
         format: export_cmd::Format,
+        /// Write to FILE atomically (temporary file + rename) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Draw the PCI tree with IOMMU groups as coloured clusters: SVG drawn by iommuctl (no Graphviz needed),
+    /// or Graphviz DOT.
+    Graph {
+        /// What to write.
+        #[arg(long, value_enum, default_value_t = graph_cmd::Format::Svg)]
+        format: graph_cmd::Format,
         /// Write to FILE atomically (temporary file + rename) instead of standard output.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
