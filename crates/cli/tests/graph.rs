@@ -174,6 +174,7 @@ fn snapshot(devices: Vec<HostDevice>, groups: Vec<KernelGroup>) -> Snapshot {
         acpi_tables: vec!["DMAR".into()],
         groups,
         devices,
+        readiness: None,
     }
 }
 
