@@ -222,6 +222,19 @@ fn snapshot(cli: &Cli, output: &Path) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Writes a command's whole output to standard output (no FILE, or `-`) or atomically to FILE; a failed
+/// write exits 4 naming the file.
+pub(crate) fn write_output(output: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match output {
+        None => std::io::stdout().lock().write_all(bytes)?,
+        Some(p) if p == Path::new("-") => std::io::stdout().lock().write_all(bytes)?,
+        Some(p) => {
+            write_atomic(p, bytes).map_err(|e| fail(Exit::Failed, format!("cannot write {}: {e}", p.display())))?
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `output` atomically: a temporary file beside it, fsync, rename. Readers (node_exporter,
 /// NFD, a user) see the old file or the new one, never half of one.
 pub(crate) fn write_atomic(output: &Path, bytes: &[u8]) -> std::io::Result<()> {

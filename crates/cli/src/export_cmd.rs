@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::Path;
 
 use iommu_host::bind::group_status;
 use iommu_host::Snapshot;
 use iommu_pci::PciAddress;
 
-use crate::commands::{configs, write_atomic};
+use crate::commands::{configs, write_output};
 use crate::exit::{fail, Exit};
 use crate::Cli;
 
@@ -109,12 +108,7 @@ pub fn export(cli: &Cli, snap: &Snapshot, format: Format, output: Option<&Path>)
         Format::Prometheus => prometheus(snap),
         Format::Nfd => nfd(snap),
     };
-    match output {
-        None => std::io::stdout().lock().write_all(text.as_bytes())?,
-        Some(p) if p == Path::new("-") => std::io::stdout().lock().write_all(text.as_bytes())?,
-        Some(p) => write_atomic(p, text.as_bytes())
-            .map_err(|e| fail(Exit::Failed, format!("cannot write {}: {e}", p.display())))?,
-    }
+    write_output(output, text.as_bytes())?;
     Ok(Exit::Ok)
 }
 

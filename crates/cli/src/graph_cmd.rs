@@ -13,13 +13,12 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::Path;
 
 use iommu_host::{Detail, Snapshot};
 use iommu_pci::{PciAddress, PciIds};
 
-use crate::commands::{configs, load, pci_ids, write_atomic};
+use crate::commands::{configs, load, pci_ids, write_output};
 use crate::exit::{fail, Exit};
 use crate::render::names;
 use crate::Cli;
@@ -645,12 +644,7 @@ pub fn graph(cli: &Cli, format: Format, output: Option<&Path>) -> anyhow::Result
         Format::Svg => svg(&m),
         Format::Dot => dot(&m),
     };
-    match output {
-        None => std::io::stdout().lock().write_all(text.as_bytes())?,
-        Some(p) if p == Path::new("-") => std::io::stdout().lock().write_all(text.as_bytes())?,
-        Some(p) => write_atomic(p, text.as_bytes())
-            .map_err(|e| fail(Exit::Failed, format!("cannot write {}: {e}", p.display())))?,
-    }
+    write_output(output, text.as_bytes())?;
     Ok(Exit::Ok)
 }
 
