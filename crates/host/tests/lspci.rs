@@ -120,3 +120,17 @@ fn a_real_dump_cut_anywhere_gives_a_result_or_an_error_naming_a_line_never_a_pan
     }
     assert!(errors > 100, "most cuts fall inside a function's bytes: {errors}");
 }
+
+#[test]
+fn virtual_functions_in_a_real_dump_are_found_from_their_pfs_and_predict_the_kernels_groups() {
+    let d = LspciDump::parse(&fixture("sriov-6.1-xxxx-D.txt")).unwrap();
+    let vfs: Vec<(String, String)> = d.virtfns.iter().map(|(v, p)| (v.to_string(), p.to_string())).collect();
+    assert_eq!(vfs.len(), 6);
+    assert!(vfs.contains(&("0000:01:00.3".into(), "0000:01:00.0".into())));
+    assert!(vfs.contains(&("0000:02:00.1".into(), "0000:02:00.0".into())));
+    let vf = d.snapshot.device(addr("01:00.1")).unwrap();
+    // The dump says ff ff ff ff; the PF's vendor and its SR-IOV VF device ID are put in.
+    assert_eq!(&vf.config[0..4], &[0x36, 0x1b, 0x10, 0x00]);
+    assert_eq!(vf.parent, Some(addr("00:02.0")));
+    assert_eq!(predicted_partition(&d.snapshot), kernel_partition("sriov-6.1.groups"));
+}

@@ -8,6 +8,7 @@
 //! kernel numbering) with no truncation warning; the 64-byte `-x` dump must parse and place every
 //! function, nothing more.
 //! The dumps stay in the run directory (`$IOMMU_LAB_DIR/runs/lspci-<topology>/`).
+//! A second test boots `lspci-sriov` (defined here), enables NVMe VFs and checks the same with VFs present.
 //!
 //! Binary: `$IOMMUCTL_BIN`, else `<workspace>/target/release/iommuctl`. A missing binary, `lspci` or lab
 //! prints `LAB SKIPPED: ...`, or fails under `CI=true` / `IOMMU_LAB_REQUIRED=1`.
@@ -20,7 +21,8 @@ use std::process::Command;
 use serde_json::Value;
 
 use iommu_lab::{
-    find_program, for_each_parallel, iommuctl_bin, require_lab, selected_topologies, skip_or_fail, GuestRun, GuestSpec,
+    find_program, for_each_parallel, iommuctl_bin, parse_kernel_groups, require_lab, selected_topologies, skip_or_fail,
+    GuestRun, GuestSpec, Iommu, Topology,
 };
 
 type Partition = BTreeSet<Vec<String>>;
@@ -218,4 +220,78 @@ fn lspci_dumps_predict_the_kernels_groups() {
         topologies.len(),
         failed.join(", ")
     );
+}
+
+/// Name of the SR-IOV machine below; `IOMMU_LAB_ONLY` must name it (or be unset) for it to boot.
+const SRIOV: &str = "lspci-sriov";
+
+/// Two NVMe physical functions with SR-IOV (QEMU's nvme needs a subsystem for it), one behind a root port
+/// with ACS, one behind a root port without. Not in the shared topology list: only this test enables VFs.
+fn sriov_topology() -> Topology {
+    let nvme = |n: u32| {
+        format!("nvme,id=n{n},serial=lab-n{n},bus=rp{n},subsys=sub{n},sriov_max_vfs=3,sriov_vq_flexible=6,sriov_vi_flexible=3")
+    };
+    Topology::new(SRIOV, "6.1", Iommu::IntelVtd, "two NVMe PFs with 3 VFs each, behind ACS and non-ACS root ports")
+        .device("pcie-root-port,id=rp1,chassis=1,slot=1,bus=pcie.0")
+        .device("nvme-subsys,id=sub1,nqn=lab-sub1")
+        .device(&nvme(1))
+        .device("pcie-root-port,id=rp2,chassis=2,slot=2,disable-acs=on,bus=pcie.0")
+        .device("nvme-subsys,id=sub2,nqn=lab-sub2")
+        .device(&nvme(2))
+}
+
+#[test]
+fn sriov_virtual_functions_in_a_dump_predict_the_kernels_groups() {
+    if let Ok(only) = std::env::var("IOMMU_LAB_ONLY") {
+        if !only.split(',').any(|n| n.trim() == SRIOV) {
+            println!("{SRIOV} not in IOMMU_LAB_ONLY; not booted");
+            return;
+        }
+    }
+    if !require_lab() {
+        return;
+    }
+    let bin = iommuctl_bin();
+    let Some(lspci) = find_program("lspci").filter(|_| bin.is_file()) else {
+        skip_or_fail("iommuctl release binary or lspci (pciutils) not found");
+        return;
+    };
+    // VFs without a driver (QEMU's NVMe VFs stay offline until the PF assigns them resources); wait until
+    // every function has its group, then record the groups again, now with the VFs.
+    let script = format!(
+        ". /lab/lib.sh\n\
+         for pf in /sys/bus/pci/devices/*; do\n\
+         [ \"$(cat $pf/sriov_totalvfs 2>/dev/null || echo 0)\" -gt 0 ] || continue\n\
+         echo 0 > $pf/sriov_drivers_autoprobe\n\
+         echo 3 > $pf/sriov_numvfs\n\
+         done\n\
+         i=0; while [ $i -lt 50 ]; do all=1; for d in /sys/bus/pci/devices/*; do [ -e $d/iommu_group ] || all=0; done; \
+         [ $all = 1 ] && break; sleep 0.1; i=$((i+1)); done\n\
+         section groups-with-vfs kernel_groups\n\
+         section lspci-D {l} -xxxx -D\n",
+        l = lspci.display()
+    );
+    let run = match GuestSpec::new(&sriov_topology()).binary(&lspci).script(&script).boot() {
+        Ok(r) => r,
+        Err(e) => panic!("{SRIOV}: boot failed: {e}"),
+    };
+    let kernel = parse_kernel_groups(run.out("groups-with-vfs")).unwrap();
+    let vfs = run.out("lspci-D").lines().filter(|l| l.contains("Non-Volatile memory controller")).count();
+    let file = run.run_dir.join("lspci-D.txt");
+    std::fs::write(&file, run.out("lspci-D")).unwrap();
+    let (got, stderr) = predict_from(&bin, &file).unwrap_or_else(|e| panic!("{e}"));
+    let expected: Partition = kernel.values().cloned().collect();
+    let partition: Partition = got.values().cloned().collect();
+    let status = if partition == expected && stderr.contains("6 SR-IOV virtual functions") { "PASS" } else { "FAIL" };
+    println!(
+        "{status} {SRIOV}: {} NVMe functions, kernel {} groups with VFs, predicted {}; group numbers {} ({}, boot {:.1} s)",
+        vfs,
+        expected.len(),
+        partition.len(),
+        if got == kernel { "match too" } else { "differ (not required)" },
+        run.kernel_version,
+        run.elapsed.as_secs_f64()
+    );
+    assert_eq!(partition, expected, "{SRIOV}: dumps and guest output in {}", run.run_dir.display());
+    assert!(stderr.contains("6 SR-IOV virtual functions"), "{stderr}");
 }
