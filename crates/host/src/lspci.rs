@@ -168,6 +168,31 @@ fn hex_offset(token: &str) -> Option<usize> {
     usize::from_str_radix(digits, 16).ok()
 }
 
+/// A hex line in lspci's exact layout (`off:` with 2 or 3 lowercase digits, then 16 times ` xx`, nothing
+/// else): its offset and bytes. Anything else goes through the general, error-reporting path.
+fn canonical_hex_line(line: &[u8]) -> Option<(usize, [u8; 16])> {
+    let digits = line.len().checked_sub(1 + 48)?;
+    if !(2..=3).contains(&digits) || line[digits] != b':' {
+        return None;
+    }
+    let mut off = 0usize;
+    for &c in &line[..digits] {
+        if c.is_ascii_uppercase() {
+            return None;
+        }
+        off = off << 4 | usize::from(hex_digit(c)?);
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        let p = digits + 1 + 3 * i;
+        if line[p] != b' ' {
+            return None;
+        }
+        *o = hex_digit(line[p + 1])? << 4 | hex_digit(line[p + 2])?;
+    }
+    Some((off, out))
+}
+
 /// Appends the 16 bytes of a hex line's data part (after `off:`) to `out`.
 fn hex_bytes(rest: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let mut n = 0;
@@ -210,7 +235,10 @@ impl LspciDump {
 
     /// Parses a dump given as bytes (invalid UTF-8 in names is replaced; hex lines are ASCII).
     pub fn parse_bytes(bytes: &[u8]) -> Result<Self, LspciError> {
-        Self::parse(&String::from_utf8_lossy(bytes))
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::parse(text),
+            Err(_) => Self::parse(&String::from_utf8_lossy(bytes)),
+        }
     }
 
     /// Parses `lspci -x`/`-xxx`/`-xxxx` text (see the module documentation for the rules).
@@ -265,6 +293,13 @@ fn read_blocks(text: &str) -> Result<Vec<Block>, LspciError> {
     for (i, raw) in text.split('\n').enumerate() {
         let line_no = i + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
+        // Fast path for the bulk of a dump: a hex line exactly as lspci prints it, at the expected offset.
+        if let (Some(b), Some((off, bytes))) = (blocks.last_mut(), canonical_hex_line(line.as_bytes())) {
+            if off == b.config.len() && off < 4096 {
+                b.config.extend_from_slice(&bytes);
+                continue;
+            }
+        }
         let t = line.trim_start_matches([' ', '\t']);
         let (token, rest) = t.split_once([' ', '\t']).unwrap_or((t, ""));
         if token.is_empty() {
@@ -509,6 +544,38 @@ mod tests {
         let d = LspciDump::parse(&text).unwrap();
         assert_eq!(d.snapshot.devices.len(), 1);
         assert_eq!(d.snapshot.devices[0].config, c);
+    }
+
+    #[test]
+    fn the_fast_path_takes_only_lspcis_exact_layout() {
+        let ok = "10: 00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff";
+        let (off, b) = canonical_hex_line(ok.as_bytes()).unwrap();
+        assert_eq!((off, b[15]), (0x10, 0xff));
+        assert_eq!(canonical_hex_line(b"100: 00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff").unwrap().0, 0x100);
+        for bad in [
+            "10: 00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee f",
+            "10: 00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee fg",
+            "1A: 00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff",
+            "10:  0 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff",
+            "1:  00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff",
+            "10: 00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff ",
+        ] {
+            assert_eq!(canonical_hex_line(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn upper_case_and_extra_spaces_still_parse_through_the_general_path() {
+        let c = endpoint(0xabcd, 0x1234, 64);
+        let text = format!("00:01.0 x\n{}", hex(&c).replace(' ', "  ").replace("ab", "AB"));
+        assert_eq!(LspciDump::parse(&text).unwrap().snapshot.devices[0].config, c);
+    }
+
+    #[test]
+    fn invalid_utf8_in_names_is_tolerated() {
+        let mut bytes = b"00:01.0 Caf\xe9 device\n".to_vec();
+        bytes.extend_from_slice(hex(&endpoint(1, 2, 64)).as_bytes());
+        assert_eq!(LspciDump::parse_bytes(&bytes).unwrap().snapshot.devices.len(), 1);
     }
 
     #[test]
