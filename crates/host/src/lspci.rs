@@ -428,9 +428,10 @@ fn mark_virtfns(devices: &mut [HostDevice]) -> Vec<(PciAddress, PciAddress)> {
         let pf_addr = devices[pf].address;
         let pf_parent = devices[pf].parent;
         let pf_vendor = cfg.vendor_id;
-        let base = u32::from(pf_addr.requester_id()) + u32::from(sriov.first_vf_offset);
-        for i in 0..u32::from(sriov.num_vfs) {
-            let rid = base + i * u32::from(sriov.vf_stride);
+        // u64: no overflow whatever offset, stride and count a hostile dump claims.
+        let base = u64::from(pf_addr.requester_id()) + u64::from(sriov.first_vf_offset);
+        for i in 0..u64::from(sriov.num_vfs) {
+            let rid = base + i * u64::from(sriov.vf_stride);
             if rid > 0xffff || (i > 0 && sriov.vf_stride == 0) {
                 break;
             }
