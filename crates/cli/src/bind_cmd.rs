@@ -19,6 +19,9 @@ fn live_root(cli: &Cli, what: &str) -> anyhow::Result<PathBuf> {
     if cli.from.is_some() {
         return Err(fail(Exit::BadInput, format!("{what} changes a live host; it cannot run --from a snapshot")));
     }
+    if cli.from_lspci.is_some() {
+        return Err(fail(Exit::BadInput, format!("{what} changes a live host; it cannot run --from-lspci a dump")));
+    }
     Ok(cli.root.clone().unwrap_or_else(|| PathBuf::from("/")))
 }
 

@@ -26,6 +26,9 @@ pub(crate) struct Source {
 }
 
 pub(crate) fn load(cli: &Cli, detail: Detail) -> anyhow::Result<Source> {
+    if let Some(f) = &cli.from_lspci {
+        return Ok(Source { root: PathBuf::from("/"), snapshot: crate::from_lspci::load(f)? });
+    }
     if let Some(f) = &cli.from {
         let snapshot = Snapshot::load(f)?;
         return Ok(Source { root: PathBuf::from("/"), snapshot });
@@ -86,6 +89,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             return crate::bind_cmd::persist(&cli, target.as_deref(), *remove, *dry_run, driver)
         }
         _ => {}
+    }
+    if cli.from_lspci.is_some() {
+        let what = match command {
+            Command::Check => Some("check"),
+            Command::Status => Some("status"),
+            Command::Export { .. } => Some("export"),
+            Command::Libvirt { .. } => Some("libvirt"),
+            Command::Qemu { .. } => Some("qemu"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(crate::from_lspci::needs_kernel_state(what));
+        }
     }
     let detail = if matches!(command, Command::List | Command::Export { .. }) { Detail::Listing } else { Detail::Full };
     let src = load(&cli, detail)?;
@@ -313,6 +329,9 @@ fn pcie_kind(c: &ConfigInfo) -> &'static str {
 
 fn list(cli: &Cli, src: &Source) -> anyhow::Result<Exit> {
     let snap = &src.snapshot;
+    if cli.from_lspci.is_some() {
+        return crate::from_lspci::list(cli);
+    }
     if snap.groups.is_empty() {
         if cli.json {
             print_json(&json!({ "groups": [], "iommu_enabled": false, "message": IOMMU_OFF_HINT }))?;
@@ -508,6 +527,7 @@ fn explain_cmd(cli: &Cli, src: &Source, a: PciAddress) -> anyhow::Result<Exit> {
         (Some(g), Some(true)) => {
             notes.push(format!("The running kernel agrees: its group {} has the same members.", g.id))
         }
+        _ if cli.from_lspci.is_some() => notes.push("An lspci dump has no kernel groups: this is a prediction.".into()),
         _ => notes.push("The running kernel has no IOMMU group for it (IOMMU off?): this is a prediction.".into()),
     }
     if cli.json {
@@ -550,6 +570,9 @@ fn predict_cmd(cli: &Cli, src: &Source, diff: bool) -> anyhow::Result<Exit> {
         .collect();
     let mut differences = Vec::new();
     if diff {
+        if cli.from_lspci.is_some() {
+            return Err(crate::from_lspci::no_diff());
+        }
         if snap.groups.is_empty() {
             return Err(fail(Exit::Negative, format!("cannot compare: {IOMMU_OFF_HINT}")));
         }

@@ -61,7 +61,10 @@ pub fn code_for(e: &anyhow::Error) -> Exit {
                 _ => Exit::Failed,
             };
         }
-        if cause.is::<iommu_pci::AddressError>() || cause.is::<iommu_host::SnapshotError>() {
+        if cause.is::<iommu_pci::AddressError>()
+            || cause.is::<iommu_host::SnapshotError>()
+            || cause.is::<iommu_host::LspciError>()
+        {
             return Exit::BadInput;
         }
     }

@@ -637,7 +637,23 @@ pub fn graph(cli: &Cli, format: Format, output: Option<&Path>) -> anyhow::Result
     if cli.json {
         return Err(fail(Exit::BadInput, "--json does not apply to graph: it writes --format svg or dot"));
     }
-    let src = load(cli, Detail::Listing)?;
+    let mut src = load(cli, Detail::Listing)?;
+    if cli.from_lspci.is_some() {
+        // A dump has no kernel groups: draw the ones Linux would form, and say so in the title.
+        let p = crate::commands::run_prediction(&src.snapshot)?;
+        src.snapshot.groups = p
+            .prediction
+            .groups
+            .iter()
+            .map(|g| iommu_host::KernelGroup {
+                id: g.id,
+                kind: Some("predicted".into()),
+                reserved_regions: Vec::new(),
+                devices: g.devices.clone(),
+            })
+            .collect();
+        src.snapshot.kernel.release = Some("unknown (groups predicted from an lspci dump)".into());
+    }
     let ids = pci_ids(&src.root);
     let m = model(&src.snapshot, &ids);
     let text = match format {

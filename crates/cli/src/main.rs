@@ -8,6 +8,7 @@ mod commands;
 mod config_cmd;
 mod exit;
 mod export_cmd;
+mod from_lspci;
 mod graph_cmd;
 mod probe_cmd;
 mod render;
@@ -28,6 +29,10 @@ pub struct Cli {
     /// Run read-only commands on a snapshot file written by `iommuctl snapshot`.
     #[arg(long, global = true, value_name = "FILE")]
     pub from: Option<PathBuf>,
+    /// Run read-only commands (`predict` above all) on `lspci -xxxx` output saved on another machine
+    /// (`-x`/`-xxx` too, with or without `-D`); `-` reads standard input.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["root", "from"])]
+    pub from_lspci: Option<PathBuf>,
     /// Where bind keeps its journal and lock.
     #[arg(long, global = true, value_name = "DIR", default_value = iommu_host::journal::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,

@@ -40,6 +40,9 @@ pub fn probe(cli: &Cli, address: &str) -> anyhow::Result<Exit> {
     if cli.from.is_some() {
         return Err(fail(Exit::BadInput, "probe opens a live device; it cannot run --from a snapshot"));
     }
+    if cli.from_lspci.is_some() {
+        return Err(fail(Exit::BadInput, "probe opens a live device; it cannot run --from-lspci a dump"));
+    }
     let addr = PciAddress::parse(address)?;
     let host = iommu_vfio::Host::at(cli.root.clone().unwrap_or_else(|| PathBuf::from("/")));
     let dev = VfioDevice::open_with(&host, None, &addr.to_string())

@@ -413,6 +413,13 @@ impl<'a> Engine<'a> {
 
     fn place(&mut self, d: usize) -> Evidence {
         let walk = self.alias_walk(d);
+        // A bridge of unknown PCIe type (only its 64-byte header was read) is walked as a conventional
+        // bridge, which pulls everything below it into its group: that is a guess, so say so.
+        for &r in &walk {
+            if self.t.devices[r].pcie == Pcie::Unknown {
+                self.uncertain.push(r as u32);
+            }
+        }
         let mut ev = Evidence {
             device: self.addr(d),
             group: NONE,

@@ -236,6 +236,16 @@ fn unreadable_acs_is_reported_as_uncertain() {
 }
 
 #[test]
+fn a_bridge_of_unknown_pcie_type_walked_as_conventional_is_reported_as_uncertain() {
+    let mut b = B::new();
+    b.add("00:01.0", None, 0x1b36, 0x000c, HeaderKind::Bridge, Pcie::Unknown, AcsState::Unknown, false);
+    b.add("01:00.0", Some("00:01.0"), 0x8086, 0x10d3, HeaderKind::Normal, Pcie::Unknown, AcsState::Unknown, false);
+    let t = Topology::new(b.0.clone()).unwrap();
+    let p = predict(&t, &Platform::default(), RuleSet::Linux6);
+    assert_eq!(p.uncertain, vec![addr("00:01.0")]);
+}
+
+#[test]
 fn virtual_functions_are_never_multifunction() {
     let mut b = B::new();
     b.port("00:01.0", None, PortType::RootPort, FULL_ACS, false).ep("01:00.0", Some("00:01.0"), true);

@@ -16,11 +16,13 @@
 pub mod bind;
 pub mod driver;
 pub mod journal;
+pub mod lspci;
 pub mod persist;
 mod read;
 pub mod readiness;
 pub mod safety;
 mod snapshot;
 
+pub use lspci::{LspciDump, LspciError};
 pub use read::{read_host, read_host_with, Detail, HostError};
 pub use snapshot::{HostDevice, KernelGroup, KernelInfo, ReservedRegion, Snapshot, SnapshotError, FORMAT, VERSION};
