@@ -254,6 +254,13 @@ pub(crate) fn write_output(output: Option<&Path>, bytes: &[u8]) -> anyhow::Resul
 /// Writes `bytes` to `output` atomically: a temporary file beside it, fsync, rename. Readers (node_exporter,
 /// NFD, a user) see the old file or the new one, never half of one.
 pub(crate) fn write_atomic(output: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // Something that is not a regular file (/dev/null, /dev/stdout, a FIFO) is written to, never
+    // replaced: renaming a temporary file over /dev/null would turn it into a regular file for the whole
+    // machine.
+    if std::fs::metadata(output).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        let mut f = std::fs::OpenOptions::new().write(true).open(output)?;
+        return f.write_all(bytes);
+    }
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
     let write = || -> std::io::Result<()> {

@@ -137,3 +137,23 @@ fn bad_format_and_json_are_bad_input() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--json"));
 }
+
+#[test]
+fn output_to_a_fifo_or_device_is_written_through_not_replaced() {
+    // As root, renaming a temporary file over `-o /dev/null` would turn /dev/null into a regular file
+    // for the whole machine (it happened once). A FIFO stands in for such special files here.
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("metrics.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let o = run("lab-everything.json", &["export", "--format", "prometheus", "-o", fifo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // Checked before joining: had the FIFO been replaced, the reader would wait forever.
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+    let got = reader.join().unwrap();
+    assert!(got.contains("iommuctl_iommu_groups 25"), "{got}");
+}
