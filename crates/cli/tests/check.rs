@@ -30,6 +30,8 @@ struct Host {
     unsafe_interrupts: Option<&'static str>,
     cmdline: &'static str,
     grub: bool,
+    /// Whether the NIC shows a `reset_method` attribute.
+    reset_attr: bool,
 }
 
 impl Default for Host {
@@ -43,6 +45,7 @@ impl Default for Host {
             unsafe_interrupts: None,
             cmdline: "BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on",
             grub: true,
+            reset_attr: true,
         }
     }
 }
@@ -70,7 +73,7 @@ fn build(root: &Path, h: &Host) {
         std::fs::write(d.join("config"), cfg).unwrap();
         if i == 0 {
             std::fs::write(d.join("boot_vga"), "1\n").unwrap();
-        } else {
+        } else if h.reset_attr {
             std::fs::write(d.join("reset_method"), format!("{reset}\n")).unwrap();
         }
         if h.groups {
@@ -230,4 +233,12 @@ fn snapshots_without_readiness_facts_say_unknown_instead_of_guessing() {
         assert_eq!(i["status"], "info");
         assert!(i["summary"].as_str().unwrap().contains("not recorded in this snapshot"), "{i}");
     }
+}
+
+#[test]
+fn on_a_5_15_or_later_kernel_no_reset_method_attribute_anywhere_means_no_reset() {
+    let (_, v, _) = check(&Host { reset_attr: false, ..Host::default() });
+    let i = item(&v, "reset");
+    assert_eq!(i["status"], "warn", "{i}");
+    assert_eq!(i["devices"], serde_json::json!(["0000:00:01.0", "0000:00:02.0"]));
 }
