@@ -15,12 +15,6 @@ fn set(v: &[PciAddress]) -> String {
     format!("{{{}}}", v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "))
 }
 
-/// `6.1.0-56-amd64` → (6, 1).
-fn kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
-
 /// `predict --what-if ...`: groups under the changes, diffed against today's prediction.
 pub(crate) fn what_if(cli: &Cli, src: &Source, raw: &[String]) -> anyhow::Result<Exit> {
     let changes = raw
@@ -30,8 +24,7 @@ pub(crate) fn what_if(cli: &Cli, src: &Source, raw: &[String]) -> anyhow::Result
     let snap = &src.snapshot;
     let p = run_prediction(snap)?;
     let mut w = run_what_if(&p.topology, &snap.platform(), &changes);
-    let version = snap.kernel.release.as_deref().and_then(kernel_version);
-    if let Some((major, minor)) = version {
+    if let Some((major, minor)) = snap.kernel.version() {
         if (major, minor) < (6, 11) && changes.iter().any(|c| matches!(c, Change::ConfigAcs { .. })) {
             w.warnings.insert(
                 0,

@@ -455,17 +455,9 @@ pub fn check(s: &Snapshot) -> Report {
 
     // 9. Endpoints without a usable reset. Since Linux 5.15 `reset_method` is shown only when the device
     // has a method, so once any device has the attribute, an endpoint without it has none.
-    let release_ge_5_15 = s
-        .kernel
-        .release
-        .as_deref()
-        .and_then(|r| {
-            let mut it = r.split(|c: char| !c.is_ascii_digit());
-            Some((it.next()?.parse::<u32>().ok()?, it.next()?.parse::<u32>().ok()?))
-        })
-        .is_some_and(|v| v >= (5, 15));
     // A full read of a 5.15+ kernel that shows the attribute nowhere: no device has a method.
-    let reset_known = s.devices.iter().any(|d| d.reset_methods.is_some()) || (s.readiness.is_some() && release_ge_5_15);
+    let reset_known = s.devices.iter().any(|d| d.reset_methods.is_some())
+        || (s.readiness.is_some() && s.kernel.version().is_some_and(|v| v >= (5, 15)));
     let mut no_reset = Vec::new();
     for d in &s.devices {
         let Ok(cfg) = ConfigInfo::parse(&d.config) else { continue };

@@ -42,6 +42,14 @@ pub struct KernelInfo {
     pub cmdline: Option<String>,
 }
 
+impl KernelInfo {
+    /// Major and minor version from the release: `6.1.0-56-amd64` → `(6, 1)`.
+    pub fn version(&self) -> Option<(u32, u32)> {
+        let mut it = self.release.as_deref()?.split(|c: char| !c.is_ascii_digit());
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+}
+
 /// One kernel IOMMU group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelGroup {
