@@ -392,11 +392,23 @@ pub(crate) struct Predicted {
 }
 
 pub(crate) fn run_prediction(snap: &Snapshot) -> anyhow::Result<Predicted> {
+    let topology = topology_of(snap)?;
+    let prediction = predict(&topology, &snap.platform(), RuleSet::Linux6);
+    warn_uncertain(&prediction);
+    Ok(Predicted { topology, prediction })
+}
+
+/// The snapshot's PCI tree, warning on stderr about config spaces that do not decode.
+pub(crate) fn topology_of(snap: &Snapshot) -> anyhow::Result<Topology> {
     let (topology, bad) = snap.topology().context("building the PCI tree")?;
     for (a, e) in bad {
         eprintln!("warning: config space of {a} does not decode ({e}); treated as unknown");
     }
-    let prediction = predict(&topology, &snap.platform(), RuleSet::Linux6);
+    Ok(topology)
+}
+
+/// Warns on stderr when the prediction depended on config space that could not be read.
+pub(crate) fn warn_uncertain(prediction: &Prediction) {
     if !prediction.uncertain.is_empty() {
         let l: Vec<String> = prediction.uncertain.iter().map(|a| a.to_string()).collect();
         eprintln!(
@@ -404,7 +416,6 @@ pub(crate) fn run_prediction(snap: &Snapshot) -> anyhow::Result<Predicted> {
             l.join(", ")
         );
     }
-    Ok(Predicted { topology, prediction })
 }
 
 pub(crate) fn device_or_fail(snap: &Snapshot, a: PciAddress) -> anyhow::Result<&iommu_host::HostDevice> {

@@ -6,7 +6,7 @@ use iommu_groups::{slots as find_slots, what_if as run_what_if, Change};
 use iommu_pci::PciAddress;
 use serde_json::json;
 
-use crate::commands::{device_or_fail, print_json, run_prediction, Source};
+use crate::commands::{device_or_fail, print_json, run_prediction, topology_of, warn_uncertain, Source};
 use crate::exit::{fail, Exit};
 use crate::render::sanitize;
 use crate::Cli;
@@ -22,8 +22,10 @@ pub(crate) fn what_if(cli: &Cli, src: &Source, raw: &[String]) -> anyhow::Result
         .map(|r| Change::parse(r).map_err(|e| fail(Exit::BadInput, format!("--what-if {}: {e}", sanitize(r)))))
         .collect::<Result<Vec<_>, _>>()?;
     let snap = &src.snapshot;
-    let p = run_prediction(snap)?;
-    let mut w = run_what_if(&p.topology, &snap.platform(), &changes);
+    // what_if predicts today's groups itself: only the tree is needed here.
+    let topology = topology_of(snap)?;
+    let mut w = run_what_if(&topology, &snap.platform(), &changes);
+    warn_uncertain(&w.today);
     if let Some((major, minor)) = snap.kernel.version() {
         if (major, minor) < (6, 11) && changes.iter().any(|c| matches!(c, Change::ConfigAcs { .. })) {
             w.warnings.insert(
