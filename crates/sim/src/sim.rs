@@ -555,7 +555,6 @@ impl Sim {
     /// Translates one device address as the IOMMU does for a DMA request from `rid`: context entry,
     /// domain mode, IOTLB, page walk on a miss (filling the IOTLB), permission check. A failure is
     /// recorded in the fault log and returned.
-    #[inline(always)]
     pub fn translate(&mut self, rid: Rid, iova: u64, access: Access) -> Result<Translation, Fault> {
         self.access.translations += 1;
         let ctx = self.context[rid.0 as usize];
@@ -657,6 +656,27 @@ impl Sim {
         Ok(())
     }
 
+    /// Calls `f` with the memory, the physical address and the access's byte range for each contiguous
+    /// piece [`Sim::plan`] left in `self.scratch`, in order; stops at the first error.
+    fn for_each_planned_chunk(
+        &mut self,
+        mut f: impl FnMut(&mut PhysMemory, u64, std::ops::Range<usize>) -> Result<(), SimError>,
+    ) -> Result<(), SimError> {
+        let chunks = std::mem::take(&mut self.scratch);
+        let mut off = 0;
+        let mut res = Ok(());
+        for &(p, n) in &chunks {
+            let n = n as usize;
+            if let Err(e) = f(&mut self.memory, p, off..off + n) {
+                res = Err(e);
+                break;
+            }
+            off += n;
+        }
+        self.scratch = chunks;
+        res
+    }
+
     /// The device `rid` reads `out.len()` bytes at device address `iova` (a DMA read: memory → device).
     /// If any page faults, the fault is recorded, `out` is left unchanged and the fault is returned.
     pub fn device_read(&mut self, rid: Rid, iova: u64, out: &mut [u8]) -> Result<(), SimError> {
@@ -664,18 +684,7 @@ impl Sim {
             self.access.blocked += 1;
             return Err(e);
         }
-        let chunks = std::mem::take(&mut self.scratch);
-        let mut off = 0;
-        let mut res = Ok(());
-        for &(p, n) in &chunks {
-            let n = n as usize;
-            if let Err(e) = self.memory.read(p, &mut out[off..off + n]) {
-                res = Err(e);
-                break;
-            }
-            off += n;
-        }
-        self.scratch = chunks;
+        let res = self.for_each_planned_chunk(|memory, phys, range| memory.read(phys, &mut out[range]));
         if res.is_ok() {
             self.access.reads += 1;
             self.access.bytes += out.len() as u64;
@@ -694,18 +703,7 @@ impl Sim {
             self.access.blocked += 1;
             return Err(e);
         }
-        let chunks = std::mem::take(&mut self.scratch);
-        let mut off = 0;
-        let mut res = Ok(());
-        for &(p, n) in &chunks {
-            let n = n as usize;
-            if let Err(e) = self.memory.write(p, &data[off..off + n]) {
-                res = Err(e);
-                break;
-            }
-            off += n;
-        }
-        self.scratch = chunks;
+        let res = self.for_each_planned_chunk(|memory, phys, range| memory.write(phys, &data[range]));
         if res.is_ok() {
             self.access.writes += 1;
             self.access.bytes += data.len() as u64;
