@@ -11,6 +11,7 @@ use iommu_pci::{ConfigInfo, PciAddress, PciIds};
 use serde_json::{json, Value};
 
 use crate::exit::{fail, Exit};
+use crate::output::warn;
 use crate::render::{names, paint_header, sanitize, use_color};
 use crate::{Cli, Command};
 
@@ -36,7 +37,18 @@ pub(crate) fn load(cli: &Cli, detail: Detail) -> anyhow::Result<Source> {
     let root = cli.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let snapshot =
         read_host_with(&root, detail).with_context(|| format!("reading the host below {}", root.display()))?;
+    warn_unreadable(&snapshot);
     Ok(Source { root, snapshot })
+}
+
+/// Tells the user on stderr which host files exist but could not be read (at most ten, then a count).
+pub(crate) fn warn_unreadable(snap: &Snapshot) {
+    for u in snap.unreadable.iter().take(10) {
+        warn(&format!("warning: {}: {}", sanitize(&u.path.display().to_string()), sanitize(&u.error)));
+    }
+    if snap.unreadable.len() > 10 {
+        warn(&format!("warning: {} more host files could not be read", snap.unreadable.len() - 10));
+    }
 }
 
 pub(crate) fn pci_ids(root: &Path) -> PciIds {
@@ -47,13 +59,7 @@ fn parse_addr(s: &str) -> anyhow::Result<PciAddress> {
     Ok(PciAddress::parse(s)?)
 }
 
-pub(crate) fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
-}
+pub(crate) use crate::output::{print_json, write_output};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
@@ -156,10 +162,9 @@ fn man(sub: Option<&str>, dir: Option<&Path>) -> anyhow::Result<Exit> {
             pages.push((format!("iommuctl-{}.1", s.get_name()), page(sub_page(s))?));
         }
         for (name, bytes) in &pages {
-            let p = dir.join(name);
-            write_atomic(&p, bytes).map_err(|e| fail(Exit::Failed, format!("cannot write {}: {e}", p.display())))?;
+            crate::output::write_file(&dir.join(name), bytes)?;
         }
-        eprintln!("wrote {} man pages to {}", pages.len(), dir.display());
+        warn(&format!("wrote {} man pages to {}", pages.len(), sanitize(&dir.display().to_string())));
         return Ok(Exit::Ok);
     }
     let bytes = match sub {
@@ -227,51 +232,14 @@ fn snapshot(cli: &Cli, output: &Path) -> anyhow::Result<Exit> {
         writeln!(out)?;
         return Ok(Exit::Ok);
     }
-    write_atomic(output, format!("{text}\n").as_bytes())
-        .map_err(|e| fail(Exit::Failed, format!("cannot write snapshot {}: {e}", output.display())))?;
-    eprintln!(
+    crate::output::write_file(output, format!("{text}\n").as_bytes())?;
+    warn(&format!(
         "wrote {} ({} functions, {} groups)",
-        output.display(),
+        sanitize(&output.display().to_string()),
         src.snapshot.devices.len(),
         src.snapshot.groups.len()
-    );
+    ));
     Ok(Exit::Ok)
-}
-
-/// Writes a command's whole output to standard output (no FILE, or `-`) or atomically to FILE; a failed
-/// write exits 4 naming the file.
-pub(crate) fn write_output(output: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
-    match output {
-        None => std::io::stdout().lock().write_all(bytes)?,
-        Some(p) if p == Path::new("-") => std::io::stdout().lock().write_all(bytes)?,
-        Some(p) => {
-            write_atomic(p, bytes).map_err(|e| fail(Exit::Failed, format!("cannot write {}: {e}", p.display())))?
-        }
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `output` atomically: a temporary file beside it, fsync, rename. Readers (node_exporter,
-/// NFD, a user) see the old file or the new one, never half of one.
-pub(crate) fn write_atomic(output: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    // Something that is not a regular file (/dev/null, /dev/stdout, a FIFO) is written to, never
-    // replaced: renaming a temporary file over /dev/null would turn it into a regular file for the whole
-    // machine.
-    if std::fs::metadata(output).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
-        let mut f = std::fs::OpenOptions::new().write(true).open(output)?;
-        return f.write_all(bytes);
-    }
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, output)
-    };
-    write().inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 pub(crate) fn configs(snap: &Snapshot) -> BTreeMap<PciAddress, ConfigInfo> {
@@ -402,7 +370,7 @@ pub(crate) fn run_prediction(snap: &Snapshot) -> anyhow::Result<Predicted> {
 pub(crate) fn topology_of(snap: &Snapshot) -> anyhow::Result<Topology> {
     let (topology, bad) = snap.topology().context("building the PCI tree")?;
     for (a, e) in bad {
-        eprintln!("warning: config space of {a} does not decode ({e}); treated as unknown");
+        warn(&format!("warning: config space of {a} does not decode ({e}); treated as unknown"));
     }
     Ok(topology)
 }
@@ -411,10 +379,10 @@ pub(crate) fn topology_of(snap: &Snapshot) -> anyhow::Result<Topology> {
 pub(crate) fn warn_uncertain(prediction: &Prediction) {
     if !prediction.uncertain.is_empty() {
         let l: Vec<String> = prediction.uncertain.iter().map(|a| a.to_string()).collect();
-        eprintln!(
+        warn(&format!(
             "warning: ACS or PCIe type of {} could not be read (extended config space needs root); the prediction may be wrong there",
             l.join(", ")
-        );
+        ));
     }
 }
 

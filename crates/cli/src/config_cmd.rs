@@ -107,6 +107,16 @@ struct QemuDevice {
     device: String,
 }
 
+/// QEMU's vfio-pci takes `host=` only for domains up to 0xffff; a wider domain (Intel VMD's 10000 and up)
+/// must be named by its sysfs path.
+fn qemu_host_arg(a: &PciAddress) -> String {
+    if a.domain > 0xffff {
+        format!("vfio-pci,sysfsdev=/sys/bus/pci/devices/{a}")
+    } else {
+        format!("vfio-pci,host={a}")
+    }
+}
+
 /// Lays out the endpoints on guest slots: see the module documentation.
 fn qemu_layout(eps: &[PciAddress], first_slot: u8) -> anyhow::Result<Vec<QemuDevice>> {
     let mut slots: BTreeMap<(u32, u8, u8), Vec<PciAddress>> = BTreeMap::new();
@@ -130,7 +140,7 @@ fn qemu_layout(eps: &[PciAddress], first_slot: u8) -> anyhow::Result<Vec<QemuDev
         let multi = funcs.len() > 1;
         for (j, a) in funcs.iter().enumerate() {
             let guest_function = a.function - base;
-            let mut device = format!("vfio-pci,host={a}");
+            let mut device = qemu_host_arg(a);
             if multi && j == 0 {
                 device.push_str(",multifunction=on");
             }
@@ -141,14 +151,9 @@ fn qemu_layout(eps: &[PciAddress], first_slot: u8) -> anyhow::Result<Vec<QemuDev
     Ok(out)
 }
 
-/// Parses `--guest-slot`: a slot number 1..=0x1f, hex with or without `0x`.
+/// Parses `--guest-slot` (see [`iommu_pci::parse_guest_slot`]).
 pub fn parse_guest_slot(s: &str) -> Result<u8, String> {
-    let t = s.trim();
-    let digits = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
-    match u8::from_str_radix(digits, 16) {
-        Ok(n) if (1..=0x1f).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?} is not a guest slot (hex 0x1..0x1f)")),
-    }
+    iommu_pci::parse_guest_slot(s)
 }
 
 /// `iommuctl qemu TARGET`.
@@ -180,7 +185,11 @@ fn not_on_vfio_note(snap: &Snapshot, eps: &[PciAddress]) {
         })
         .collect();
     if !off.is_empty() {
-        eprintln!("note: not on vfio-pci yet: {}; run `iommuctl bind {}` first", off.join(", "), eps[0]);
+        crate::output::warn(&format!(
+            "note: not on vfio-pci yet: {}; run `iommuctl bind {}` first",
+            off.join(", "),
+            eps[0]
+        ));
     }
 }
 
@@ -226,5 +235,16 @@ mod tests {
         assert!(parse_guest_slot("0").is_err());
         assert!(parse_guest_slot("0x20").is_err());
         assert!(parse_guest_slot("zz").is_err());
+        for bad in ["+1", "-1", " 1", "1 ", "0x", "", "0x010", "001", "0x+1", "\u{661}"] {
+            assert!(parse_guest_slot(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_vmd_domain_is_passed_to_qemu_by_sysfs_path() {
+        let a: PciAddress = "10000:01:00.0".parse().unwrap();
+        assert_eq!(qemu_host_arg(&a), "vfio-pci,sysfsdev=/sys/bus/pci/devices/10000:01:00.0");
+        let b: PciAddress = "ffff:01:00.0".parse().unwrap();
+        assert_eq!(qemu_host_arg(&b), "vfio-pci,host=ffff:01:00.0");
     }
 }

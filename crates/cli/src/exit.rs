@@ -61,6 +61,12 @@ pub fn code_for(e: &anyhow::Error) -> Exit {
                 _ => Exit::Failed,
             };
         }
+        if let Some(f) = cause.downcast_ref::<iommu_fsio::FsError>() {
+            // A state directory or lock someone else could have planted is a safety refusal.
+            if matches!(f, iommu_fsio::FsError::Unsafe { .. }) {
+                return Exit::Refused;
+            }
+        }
         if cause.is::<iommu_pci::AddressError>()
             || cause.is::<iommu_host::SnapshotError>()
             || cause.is::<iommu_host::LspciError>()

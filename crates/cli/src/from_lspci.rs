@@ -1,32 +1,25 @@
 //! `--from-lspci FILE`: the read-only commands on `lspci -x`/`-xxx`/`-xxxx` output from another machine.
 //! The dump has config space only: no kernel groups, drivers or command line (see `iommu_host::lspci`).
 
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::Context;
 use iommu_host::{LspciDump, Snapshot};
 use serde_json::json;
 
 use crate::commands::print_json;
 use crate::exit::{fail, Exit};
+use crate::output::warn;
 use crate::render::sanitize;
 use crate::Cli;
 
 /// Reads the dump (`-` for standard input) and tells the user on stderr what it cannot say.
 pub(crate) fn load(path: &Path) -> anyhow::Result<Snapshot> {
-    let dump = if path == Path::new("-") {
-        let mut bytes = Vec::new();
-        std::io::stdin().lock().read_to_end(&mut bytes).context("reading the lspci dump from standard input")?;
-        LspciDump::parse_bytes(&bytes)?
-    } else {
-        LspciDump::load(path)?
-    };
+    let dump = LspciDump::load(path)?;
     for w in dump.warnings() {
-        eprintln!("warning: {}", sanitize(&w));
+        warn(&format!("warning: {}", sanitize(&w)));
     }
     for n in dump.inferences() {
-        eprintln!("note: {}", sanitize(&n));
+        warn(&format!("note: {}", sanitize(&n)));
     }
     Ok(dump.snapshot)
 }

@@ -127,9 +127,7 @@ pub fn clean(s: &str) -> String {
     s.chars()
         .filter_map(|c| match c {
             '\n' | '\r' | '\t' => Some(' '),
-            c if c.is_control() => None,
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => None,
-            '\u{fffe}' | '\u{ffff}' => None,
+            c if iommu_pci::text::is_unsafe_char(c) => None,
             c => Some(c),
         })
         .collect()

@@ -10,6 +10,7 @@ mod exit;
 mod export_cmd;
 mod from_lspci;
 mod graph_cmd;
+mod output;
 mod probe_cmd;
 mod render;
 mod whatif_cmd;
@@ -197,7 +198,7 @@ fn main() -> ExitCode {
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS, // the reader went away (`| head`)
         Err(e) => {
             let code = exit::code_for(&e);
-            eprintln!("iommuctl: {}", render::sanitize(&format!("{e:#}")));
+            output::warn(&format!("iommuctl: {}", output::clip(&output::sanitize(&format!("{e:#}")), 4096)));
             code.into()
         }
     }

@@ -87,14 +87,17 @@ pub fn probe(cli: &Cli, address: &str) -> anyhow::Result<Exit> {
         }))?;
         return Ok(Exit::Ok);
     }
-    println!(
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    writeln!(
+        o,
         "{}  IOMMU group {} (viable), VFIO device flags {:#x}{}",
         dev.address(),
         dev.group_id(),
         info.flags,
         if info.is_pci() { " (PCI)" } else { "" }
-    );
-    println!("regions:");
+    )?;
+    writeln!(o, "regions:")?;
     for r in dev.regions().iter().filter(|r| r.size > 0) {
         let mut f: Vec<&str> = [(r.read(), "read"), (r.write(), "write"), (r.mmap(), "mmap")]
             .iter()
@@ -103,28 +106,30 @@ pub fn probe(cli: &Cli, address: &str) -> anyhow::Result<Exit> {
         if r.sparse_mmap.is_some() {
             f.push("sparse");
         }
-        println!(
+        writeln!(
+            o,
             "  {:<2} {:<7} {:>8} ({:#x})  {}",
             r.index,
             region_name(r.index),
             size_text(r.size),
             r.size,
             f.join(" ")
-        );
+        )?;
     }
-    println!("interrupts:");
+    writeln!(o, "interrupts:")?;
     for i in dev.irqs() {
         let name = IrqKind::from_index(i.index).map(|k| k.name().to_string()).unwrap_or_else(|| i.index.to_string());
         let f: Vec<&str> = [(i.eventfd(), "eventfd"), (i.maskable(), "maskable"), (i.automasked(), "automasked")]
             .iter()
             .filter_map(|(on, n)| on.then_some(*n))
             .collect();
-        println!("  {name:<5} {:>4}  {}", i.count, f.join(" "));
+        writeln!(o, "  {name:<5} {:>4}  {}", i.count, f.join(" "))?;
     }
-    println!("reset: {}", if info.reset_supported() { "supported (VFIO_DEVICE_RESET)" } else { "NOT supported" });
+    writeln!(o, "reset: {}", if info.reset_supported() { "supported (VFIO_DEVICE_RESET)" } else { "NOT supported" })?;
     let ps: Vec<String> = page_sizes(iommu.page_sizes).into_iter().map(size_text).collect();
     let ranges: Vec<String> = iommu.iova_ranges.iter().map(|r| r.to_string()).collect();
-    println!(
+    writeln!(
+        o,
         "IOMMU: page sizes {}; IOVA ranges {}; {}",
         if ps.is_empty() { "not reported".into() } else { ps.join(", ") },
         if ranges.is_empty() { "not reported".into() } else { ranges.join(", ") },
@@ -132,10 +137,11 @@ pub fn probe(cli: &Cli, address: &str) -> anyhow::Result<Exit> {
             .dma_avail
             .map(|n| format!("{n} more DMA mappings allowed"))
             .unwrap_or_else(|| "mapping limit not reported".into())
-    );
+    )?;
     for r in &reserved {
-        println!("reserved (group {}): {} {}", dev.group_id(), r.range, sanitize(&r.kind));
+        writeln!(o, "reserved (group {}): {} {}", dev.group_id(), r.range, sanitize(&r.kind))?;
     }
+    crate::output::stdout(&o)?;
     Ok(Exit::Ok)
 }
 

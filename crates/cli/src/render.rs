@@ -3,10 +3,7 @@
 use iommu_pci::{ConfigInfo, PciIds};
 use serde_json::{json, Value};
 
-/// Replaces control characters in strings that came from the system, so they cannot drive the terminal.
-pub fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() && c != '\n' { '?' } else { c }).collect()
-}
+pub use crate::output::sanitize;
 
 /// When to colour text output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -113,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn sanitize_replaces_control_characters_but_keeps_newlines() {
-        assert_eq!(sanitize("a\x1b[31mb\tc\nd\u{9b}"), "a?[31mb?c\nd?");
+    fn sanitize_replaces_control_characters_newlines_included() {
+        assert_eq!(sanitize("a\x1b[31mb\tc\nd\u{9b}\u{202e}"), "a?[31mb?c?d??");
     }
 }

@@ -71,6 +71,7 @@ fn q35(port_acs: bool, kernel_groups: &[&[&str]]) -> Snapshot {
         groups,
         devices,
         readiness: None,
+        unreadable: Vec::new(),
     }
 }
 

@@ -175,6 +175,7 @@ fn snapshot(devices: Vec<HostDevice>, groups: Vec<KernelGroup>) -> Snapshot {
         groups,
         devices,
         readiness: None,
+        unreadable: Vec::new(),
     }
 }
 

@@ -273,7 +273,6 @@ pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> Result<(), FsErro
         Err(e) if e == rustix::io::Errno::LOOP => {}
         Err(e) => return Err(errno("stat", target)(e)),
     }
-    let mut last = None;
     for _ in 0..16 {
         let tmp = temp_name(target);
         let fd = match rustix::fs::open(
@@ -282,17 +281,14 @@ pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> Result<(), FsErro
             Mode::from_raw_mode(mode & 0o7777),
         ) {
             Ok(fd) => fd,
-            Err(rustix::io::Errno::EXIST) => {
-                last = Some(tmp);
-                continue;
-            }
-            Err(e) => return Err(errno("create", &tmp)(e)),
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(errno("create a temporary file beside", target)(e)),
         };
         let mut f = File::from(fd);
         let written = f.write_all(bytes).and_then(|_| f.sync_all());
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
-            return Err(FsError::Io { action: "write", path: tmp, source: e });
+            return Err(FsError::Io { action: "write a temporary file beside", path: target.to_path_buf(), source: e });
         }
         drop(f);
         if let Err(e) = std::fs::rename(&tmp, target) {
@@ -303,8 +299,8 @@ pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> Result<(), FsErro
         return Ok(());
     }
     Err(FsError::Io {
-        action: "create",
-        path: last.unwrap_or_else(|| target.to_path_buf()),
+        action: "create a temporary file beside",
+        path: target.to_path_buf(),
         source: io::Error::from(io::ErrorKind::AlreadyExists),
     })
 }

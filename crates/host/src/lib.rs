@@ -25,4 +25,6 @@ mod snapshot;
 
 pub use lspci::{LspciDump, LspciError};
 pub use read::{read_host, read_host_with, Detail, HostError};
-pub use snapshot::{HostDevice, KernelGroup, KernelInfo, ReservedRegion, Snapshot, SnapshotError, FORMAT, VERSION};
+pub use snapshot::{
+    HostDevice, KernelGroup, KernelInfo, ReservedRegion, Snapshot, SnapshotError, Unreadable, FORMAT, VERSION,
+};

@@ -50,13 +50,13 @@ const QUOTE_MAX: usize = 100;
 /// Why an lspci dump could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LspciError {
-    /// The file could not be read.
+    /// The file could not be read (missing, not a regular file, over the size limit).
     #[error("cannot read lspci dump {path}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        source: iommu_fsio::FsError,
     },
     /// A line that starts like config bytes (`off:`) is malformed, or is not where it should be.
     #[error("line {line}: {reason}: {text:?}")]
@@ -227,9 +227,10 @@ fn address_line(token: &str) -> Option<PciAddress> {
 }
 
 impl LspciDump {
-    /// Reads a dump file.
+    /// Reads a dump file (`-` reads standard input), at most [`iommu_fsio::Limit::INPUT`] bytes.
     pub fn load(path: &Path) -> Result<Self, LspciError> {
-        let bytes = std::fs::read(path).map_err(|source| LspciError::Read { path: path.to_path_buf(), source })?;
+        let bytes = iommu_fsio::read_input(path, iommu_fsio::Limit::INPUT)
+            .map_err(|source| LspciError::Read { path: path.to_path_buf(), source })?;
         Self::parse_bytes(&bytes)
     }
 
@@ -366,32 +367,44 @@ fn is_amd_iommu(config: &[u8]) -> bool {
 fn build(mut blocks: Vec<Block>) -> LspciDump {
     blocks.sort_by_key(|b| b.address);
     let mut notes = Vec::new();
-    // (domain, secondary bus) -> bridge, first bridge in address order wins.
-    let mut claims: BTreeMap<(u32, u8), PciAddress> = BTreeMap::new();
-    for b in &blocks {
-        let Some(sec) = secondary_bus(&b.config) else { continue };
-        if sec <= b.address.bus {
-            continue;
-        }
-        if let Some(first) = claims.get(&(b.address.domain, sec)) {
-            notes.push(format!(
-                "bridges {first} and {} both claim bus {sec:02x}; functions there are placed below {first}",
-                b.address
-            ));
-            continue;
-        }
-        claims.insert((b.address.domain, sec), b.address);
-    }
     let mut devices: Vec<HostDevice> = blocks
         .into_iter()
         .map(|b| {
             let mut d = HostDevice::new(b.address);
-            d.parent = claims.get(&(b.address.domain, b.address.bus)).copied();
             d.config = b.config;
             d
         })
         .collect();
+    // Virtual functions first: a VF never forwards to a bus of its own (whatever header type its bytes
+    // claim), and it hangs below its PF's parent, so VFs take no part in bus claims.
     let virtfns = mark_virtfns(&mut devices);
+    // (domain, secondary bus) -> bridge, first bridge in address order wins.
+    let mut claims: BTreeMap<(u32, u8), PciAddress> = BTreeMap::new();
+    for d in devices.iter().filter(|d| d.physfn.is_none()) {
+        let Some(sec) = secondary_bus(&d.config) else { continue };
+        if sec <= d.address.bus {
+            continue;
+        }
+        if let Some(first) = claims.get(&(d.address.domain, sec)) {
+            notes.push(format!(
+                "bridges {first} and {} both claim bus {sec:02x}; functions there are placed below {first}",
+                d.address
+            ));
+            continue;
+        }
+        claims.insert((d.address.domain, sec), d.address);
+    }
+    // Each bridge claims only buses above its own, so parents of non-VFs strictly descend in bus number;
+    // a VF takes its PF's parent. No cycle can form.
+    for d in devices.iter_mut().filter(|d| d.physfn.is_none()) {
+        d.parent = claims.get(&(d.address.domain, d.address.bus)).copied();
+    }
+    for (vf, pf) in &virtfns {
+        let parent = claims.get(&(pf.domain, pf.bus)).copied();
+        if let Ok(i) = devices.binary_search_by_key(vf, |d| d.address) {
+            devices[i].parent = parent;
+        }
+    }
     let amd_iommu = devices.iter().find(|d| is_amd_iommu(&d.config)).map(|d| d.address);
     let mut short_header = 0;
     let mut short_pcie = 0;
@@ -411,11 +424,13 @@ fn build(mut blocks: Vec<Block>) -> LspciDump {
         groups: Vec::new(),
         devices,
         readiness: None,
+        unreadable: Vec::new(),
     };
     LspciDump { snapshot, short_header, short_pcie, virtfns, amd_iommu, notes }
 }
 
-/// Finds SR-IOV virtual functions from their physical functions' capabilities. `devices` is sorted.
+/// Finds SR-IOV virtual functions from their physical functions' capabilities and marks them (`physfn`,
+/// IDs); their parents are set by the caller. `devices` is sorted.
 fn mark_virtfns(devices: &mut [HostDevice]) -> Vec<(PciAddress, PciAddress)> {
     let mut found = Vec::new();
     for pf in 0..devices.len() {
@@ -427,7 +442,6 @@ fn mark_virtfns(devices: &mut [HostDevice]) -> Vec<(PciAddress, PciAddress)> {
             continue;
         }
         let pf_addr = devices[pf].address;
-        let pf_parent = devices[pf].parent;
         let pf_vendor = cfg.vendor_id;
         // u64: no overflow whatever offset, stride and count a hostile dump claims.
         let base = u64::from(pf_addr.requester_id()) + u64::from(sriov.first_vf_offset);
@@ -444,7 +458,6 @@ fn mark_virtfns(devices: &mut [HostDevice]) -> Vec<(PciAddress, PciAddress)> {
                 continue;
             }
             vf.physfn = Some(pf_addr);
-            vf.parent = pf_parent;
             // A VF's own vendor and device ID registers read as all ones; the kernel knows them from the PF.
             if vf.config[0..2] == [0xff, 0xff] {
                 vf.config[0..2].copy_from_slice(&pf_vendor.to_le_bytes());
@@ -706,6 +719,27 @@ mod tests {
         let d = LspciDump::parse(&text).unwrap();
         assert_eq!(d.snapshot.device(addr("02:00.0")).unwrap().parent, Some(addr("00:01.0")));
         assert_eq!(d.virtfns.len(), 1);
+    }
+
+    #[test]
+    fn a_virtual_function_with_a_bridge_header_claims_no_bus_and_forms_no_cycle() {
+        // PF 01:00.0's VF lands on 01:00.1, whose bytes claim bus 02 as a bridge would. A VF never forwards
+        // to a bus; the function on bus 02 must still be reachable in the tree (it used to be reported as
+        // a cycle, because VFs are not walked as bridges).
+        let mut vf = bridge(2, 4096);
+        vf[0..2].copy_from_slice(&[0xff, 0xff]);
+        let text = dump(&[
+            ("00:01.0", &bridge(1, 4096)),
+            ("01:00.0", &pf(1, true, 1, 1)),
+            ("01:00.1", &vf),
+            ("02:00.0", &endpoint(1, 2, 4096)),
+        ]);
+        let d = LspciDump::parse(&text).unwrap();
+        assert_eq!(d.virtfns, vec![(addr("01:00.1"), addr("01:00.0"))]);
+        assert_eq!(d.snapshot.device(addr("01:00.1")).unwrap().parent, Some(addr("00:01.0")));
+        assert_eq!(d.snapshot.device(addr("02:00.0")).unwrap().parent, None);
+        d.snapshot.check_tree().unwrap();
+        d.snapshot.topology().unwrap();
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Reading a live host (or a tree shaped like one) below a root directory.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use iommu_fsio::{FsError, Limit};
 use iommu_pci::PciAddress;
 
-use crate::snapshot::{HostDevice, KernelGroup, KernelInfo, ReservedRegion, Snapshot, FORMAT, VERSION};
+use crate::snapshot::{HostDevice, KernelGroup, KernelInfo, ReservedRegion, Snapshot, Unreadable, FORMAT, VERSION};
 
 /// Why the host could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +33,46 @@ fn read_err(path: &Path) -> impl FnOnce(io::Error) -> HostError + '_ {
     move |source| HostError::Read { path: path.to_path_buf(), source }
 }
 
-/// Reads a small attribute, trimmed; `None` if it does not exist or cannot be read.
-fn attr(dir: &Path, name: &str) -> Option<String> {
-    fs::read_to_string(dir.join(name)).ok().map(|s| s.trim().to_string())
+/// Host files that exist but could not be read (a FIFO, a device, a file over its size limit, an I/O
+/// error), collected from every reading thread. A file that does not exist is not noted: most
+/// attributes exist only for some devices.
+#[derive(Default)]
+struct Notes(Mutex<Vec<Unreadable>>);
+
+impl Notes {
+    fn note(&self, e: &FsError) {
+        if !e.is_not_found() {
+            let u = Unreadable { path: e.path().to_path_buf(), error: e.to_string() };
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(u);
+        }
+    }
+
+    fn note_text(&self, path: PathBuf, error: String) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(Unreadable { path, error });
+    }
+
+    /// Reads a small attribute, trimmed; `None` if it does not exist or cannot be read (noted).
+    fn attr(&self, dir: &Path, name: &str) -> Option<String> {
+        self.text(&dir.join(name), Limit::ATTRIBUTE).map(|s| s.trim().to_string())
+    }
+
+    fn text(&self, path: &Path, limit: Limit) -> Option<String> {
+        iommu_fsio::read_text(path, limit).map_err(|e| self.note(&e)).ok()
+    }
+
+    fn bytes(&self, path: &Path, limit: Limit) -> Vec<u8> {
+        iommu_fsio::read(path, limit).map_err(|e| self.note(&e)).unwrap_or_default()
+    }
+
+    fn prefix(&self, path: &Path, n: usize) -> Vec<u8> {
+        iommu_fsio::read_prefix(path, n).map_err(|e| self.note(&e)).unwrap_or_default()
+    }
+
+    fn into_sorted(self) -> Vec<Unreadable> {
+        let mut v = self.0.into_inner().unwrap_or_else(|p| p.into_inner());
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
 }
 
 fn link_name(dir: &Path, name: &str) -> Option<String> {
@@ -52,31 +91,14 @@ pub enum Detail {
     Full,
 }
 
-/// Reads at most `limit` bytes of a file.
-fn read_prefix(path: &Path, limit: usize) -> Vec<u8> {
-    let Ok(mut f) = fs::File::open(path) else { return Vec::new() };
-    let mut buf = vec![0u8; limit];
-    let mut n = 0;
-    while n < limit {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    buf.truncate(n);
-    buf
-}
-
 /// SR-IOV virtual functions read all ones for vendor and device ID (the spec says so); the kernel knows
 /// the real IDs and shows them in the `vendor` and `device` attributes. Put those into the stored header,
 /// so the function decodes.
-fn patch_vf_ids(dir: &Path, config: &mut [u8]) {
+fn patch_vf_ids(notes: &Notes, dir: &Path, config: &mut [u8]) {
     if config.len() < 4 || config[0..2] != [0xff, 0xff] {
         return;
     }
-    let id = |name: &str| attr(dir, name).and_then(|s| u16::from_str_radix(s.trim_start_matches("0x"), 16).ok());
+    let id = |name: &str| notes.attr(dir, name).and_then(|s| u16::from_str_radix(s.trim_start_matches("0x"), 16).ok());
     if let (Some(v), Some(d)) = (id("vendor"), id("device")) {
         config[0..2].copy_from_slice(&v.to_le_bytes());
         config[2..4].copy_from_slice(&d.to_le_bytes());
@@ -84,12 +106,18 @@ fn patch_vf_ids(dir: &Path, config: &mut [u8]) {
 }
 
 /// Reads one function's directory.
-fn read_device(dir: &Path, address: PciAddress, parent: Option<PciAddress>, detail: Detail) -> HostDevice {
+fn read_device(
+    notes: &Notes,
+    dir: &Path,
+    address: PciAddress,
+    parent: Option<PciAddress>,
+    detail: Detail,
+) -> HostDevice {
     let mut config = match detail {
-        Detail::Listing => read_prefix(&dir.join("config"), 64),
-        Detail::Full => fs::read(dir.join("config")).unwrap_or_default(),
+        Detail::Listing => notes.prefix(&dir.join("config"), 64),
+        Detail::Full => notes.bytes(&dir.join("config"), Limit::CONFIG),
     };
-    patch_vf_ids(dir, &mut config);
+    patch_vf_ids(notes, dir, &mut config);
     let mut d = HostDevice {
         address,
         parent,
@@ -99,7 +127,7 @@ fn read_device(dir: &Path, address: PciAddress, parent: Option<PciAddress>, deta
         reset_methods: None,
         boot_vga: None,
         numa_node: None,
-        iommu_group: link_name(dir, "iommu_group").and_then(|s| s.parse().ok()),
+        iommu_group: group_link(notes, dir),
         iommu: None,
         physfn: None,
         sriov_totalvfs: None,
@@ -107,19 +135,32 @@ fn read_device(dir: &Path, address: PciAddress, parent: Option<PciAddress>, deta
         net: Vec::new(),
     };
     if detail == Detail::Full {
-        d.driver_override = attr(dir, "driver_override").filter(|s| !s.is_empty() && s != "(null)");
+        d.driver_override = notes.attr(dir, "driver_override").filter(|s| !s.is_empty() && s != "(null)");
         d.net = fs::read_dir(dir.join("net"))
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
-        d.reset_methods = attr(dir, "reset_method").map(|s| s.split_whitespace().map(str::to_string).collect());
-        d.boot_vga = attr(dir, "boot_vga").map(|s| s == "1");
-        d.numa_node = attr(dir, "numa_node").and_then(|s| s.parse().ok());
+        d.reset_methods = notes.attr(dir, "reset_method").map(|s| s.split_whitespace().map(str::to_string).collect());
+        d.boot_vga = notes.attr(dir, "boot_vga").map(|s| s == "1");
+        d.numa_node = notes.attr(dir, "numa_node").and_then(|s| s.parse().ok());
         d.iommu = link_name(dir, "iommu");
         d.physfn = link_name(dir, "physfn").and_then(|s| s.parse().ok());
-        d.sriov_totalvfs = attr(dir, "sriov_totalvfs").and_then(|s| s.parse().ok());
-        d.sriov_numvfs = attr(dir, "sriov_numvfs").and_then(|s| s.parse().ok());
+        d.sriov_totalvfs = notes.attr(dir, "sriov_totalvfs").and_then(|s| s.parse().ok());
+        d.sriov_numvfs = notes.attr(dir, "sriov_numvfs").and_then(|s| s.parse().ok());
     }
     d
+}
+
+/// The group a function's `iommu_group` link names, when the link resolves to a group directory. A
+/// dangling link (the group directory is gone) means no group, and is noted: every command then gives
+/// the same answer for the function.
+fn group_link(notes: &Notes, dir: &Path) -> Option<u32> {
+    let link = dir.join("iommu_group");
+    let id: u32 = link_name(dir, "iommu_group")?.parse().ok()?;
+    if !link.is_dir() {
+        notes.note_text(link, format!("the link names IOMMU group {id}, which does not exist"));
+        return None;
+    }
+    Some(id)
 }
 
 /// Maps `f` over `items` on up to as many threads as the machine has cores, keeping order.
@@ -162,7 +203,7 @@ fn list_functions(root: &Path) -> Result<Vec<(PciAddress, PathBuf, Option<PciAdd
     Ok(out)
 }
 
-fn read_groups(root: &Path, devices: &[HostDevice], detail: Detail) -> Result<Vec<KernelGroup>, HostError> {
+fn read_groups(notes: &Notes, root: &Path, devices: &[HostDevice]) -> Result<Vec<KernelGroup>, HostError> {
     let dir = root.join("sys/kernel/iommu_groups");
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
@@ -177,36 +218,25 @@ fn read_groups(root: &Path, devices: &[HostDevice], detail: Detail) -> Result<Ve
         }
     }
     ids.sort_unstable();
-    // Listing: membership from each function's iommu_group link (already read) instead of one directory
-    // listing per group.
+    // Membership from each function's iommu_group link (already read, and checked to resolve), at every
+    // level of detail: one rule, so `list` and `show` cannot disagree about a function.
     let mut members: std::collections::HashMap<u32, Vec<PciAddress>> = std::collections::HashMap::new();
-    if detail == Detail::Listing {
-        for d in devices {
-            if let Some(g) = d.iommu_group {
-                members.entry(g).or_default().push(d.address);
-            }
+    for d in devices {
+        if let Some(g) = d.iommu_group {
+            members.entry(g).or_default().push(d.address);
         }
     }
-    let groups = par_map(&ids, |&id| -> Result<KernelGroup, HostError> {
+    let groups = par_map(&ids, |&id| -> KernelGroup {
         let g = dir.join(id.to_string());
-        let mut devices: Vec<PciAddress> = match detail {
-            Detail::Listing => members.get(&id).cloned().unwrap_or_default(),
-            Detail::Full => {
-                let devdir = g.join("devices");
-                fs::read_dir(&devdir)
-                    .map_err(read_err(&devdir))?
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-                    .collect()
-            }
-        };
+        let mut devices: Vec<PciAddress> = members.get(&id).cloned().unwrap_or_default();
         devices.sort_unstable();
-        let reserved_regions = attr(&g, "reserved_regions")
+        let reserved_regions = notes
+            .attr(&g, "reserved_regions")
             .map(|s| s.lines().filter_map(ReservedRegion::parse_line).collect())
             .unwrap_or_default();
-        Ok(KernelGroup { id, kind: attr(&g, "type"), reserved_regions, devices })
+        KernelGroup { id, kind: notes.attr(&g, "type"), reserved_regions, devices }
     });
-    groups.into_iter().collect()
+    Ok(groups)
 }
 
 fn dir_names(dir: &Path) -> Vec<String> {
@@ -225,21 +255,24 @@ pub fn read_host(root: &Path) -> Result<Snapshot, HostError> {
 /// Reads the host below `root` at the given level of detail. Functions and groups are read on up to as
 /// many threads as the machine has cores; the result does not depend on it.
 pub fn read_host_with(root: &Path, detail: Detail) -> Result<Snapshot, HostError> {
+    let notes = Notes::default();
     let funcs = list_functions(root)?;
-    let devices: Vec<HostDevice> = par_map(&funcs, |(a, p, par)| read_device(p, *a, *par, detail));
-    let groups = read_groups(root, &devices, detail)?;
+    let devices: Vec<HostDevice> = par_map(&funcs, |(a, p, par)| read_device(&notes, p, *a, *par, detail));
+    let groups = read_groups(&notes, root, &devices)?;
     let acpi_tables =
         dir_names(&root.join("sys/firmware/acpi/tables")).into_iter().filter(|t| t == "DMAR" || t == "IVRS").collect();
-    let release = attr(root, "proc/sys/kernel/osrelease");
+    let release = notes.attr(root, "proc/sys/kernel/osrelease");
+    let cmdline = notes.text(&root.join("proc/cmdline"), Limit::CMDLINE).map(|s| s.trim().to_string());
     let readiness = (detail == Detail::Full).then(|| crate::readiness::read_facts(root, release.as_deref()));
     Ok(Snapshot {
         format: FORMAT.to_string(),
         version: VERSION,
-        kernel: KernelInfo { release, cmdline: attr(root, "proc/cmdline") },
+        kernel: KernelInfo { release, cmdline },
         iommu_units: dir_names(&root.join("sys/class/iommu")),
         acpi_tables,
         groups,
         devices,
         readiness,
+        unreadable: notes.into_sorted(),
     })
 }

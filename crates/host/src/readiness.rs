@@ -4,6 +4,8 @@
 use std::fs;
 use std::path::Path;
 
+use iommu_fsio::Limit;
+
 use iommu_pci::{ConfigInfo, PciAddress};
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +39,12 @@ pub struct ReadinessFacts {
 pub const WATCHED_MODULES: &[&str] = &["vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "iommufd"];
 
 fn read_trim(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    iommu_fsio::attr(path)
+}
+
+/// A kernel table (`/proc/cpuinfo`, `/proc/interrupts`, `modules.dep`): bounded, non-blocking, lossy UTF-8.
+fn read_table(path: &Path) -> Option<String> {
+    iommu_fsio::read_text(path, Limit::TABLE).ok()
 }
 
 /// `kernel/drivers/vfio/pci/vfio-pci.ko.zst:` → `vfio_pci`.
@@ -52,14 +59,11 @@ fn shipped_modules(root: &Path, release: &str) -> Option<Vec<String>> {
     let mut found = Vec::new();
     let mut any = false;
     for file in ["modules.dep", "modules.builtin"] {
-        let Ok(text) = fs::read_to_string(dir.join(file)) else { continue };
+        let Some(text) = read_table(&dir.join(file)) else { continue };
         any = true;
-        for line in text.lines() {
-            let path = line.split(':').next().unwrap_or("");
-            if let Some(name) = module_name(path) {
-                if WATCHED_MODULES.contains(&name.as_str()) && !found.contains(&name) {
-                    found.push(name);
-                }
+        for name in watched_modules_in(&text) {
+            if !found.contains(&name) {
+                found.push(name);
             }
         }
     }
@@ -69,13 +73,34 @@ fn shipped_modules(root: &Path, release: &str) -> Option<Vec<String>> {
     })
 }
 
+/// The CPU vendor from `/proc/cpuinfo` text (the first `vendor_id` line).
+pub fn cpu_vendor_of(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find(|l| l.starts_with("vendor_id")).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string())
+}
+
+/// Whether `/proc/interrupts` text shows interrupt remapping (`IR-` interrupt chips).
+pub fn interrupt_remapping_in(interrupts: &str) -> bool {
+    interrupts.contains(" IR-") || interrupts.contains("\tIR-")
+}
+
+/// The watched modules that a `modules.dep` or `modules.builtin` text lists.
+pub fn watched_modules_in(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let path = line.split(':').next().unwrap_or("");
+        if let Some(name) = module_name(path) {
+            if WATCHED_MODULES.contains(&name.as_str()) && !found.contains(&name) {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
 /// Reads the readiness facts below `root`.
 pub fn read_facts(root: &Path, release: Option<&str>) -> ReadinessFacts {
-    let cpu_vendor = fs::read_to_string(root.join("proc/cpuinfo")).ok().and_then(|t| {
-        t.lines().find(|l| l.starts_with("vendor_id")).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string())
-    });
-    let interrupt_remapping =
-        fs::read_to_string(root.join("proc/interrupts")).ok().map(|t| t.contains(" IR-") || t.contains("\tIR-"));
+    let cpu_vendor = read_table(&root.join("proc/cpuinfo")).and_then(|t| cpu_vendor_of(&t));
+    let interrupt_remapping = read_table(&root.join("proc/interrupts")).map(|t| interrupt_remapping_in(&t));
     let sys_module = root.join("sys/module");
     let modules_loaded = fs::read_dir(&sys_module).ok().map(|_| {
         WATCHED_MODULES.iter().filter(|m| sys_module.join(m).exists()).map(|m| m.to_string()).collect::<Vec<_>>()

@@ -31,6 +31,19 @@ pub struct Snapshot {
     /// Facts for `iommuctl check` (absent in snapshots written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<crate::readiness::ReadinessFacts>,
+    /// Host files that exist but could not be read (a FIFO or device where an attribute should be, a file
+    /// over its size limit, an I/O error): what was read around them may be incomplete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A host file that exists but could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreadable {
+    /// The file.
+    pub path: PathBuf,
+    /// Why, as a sentence.
+    pub error: String,
 }
 
 /// Kernel facts.
@@ -147,14 +160,17 @@ impl HostDevice {
 /// Why a snapshot could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    /// Reading the file failed.
+    /// Reading the file failed (missing, not a regular file, over the size limit).
     #[error("cannot read snapshot {path}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        source: iommu_fsio::FsError,
     },
+    /// The devices do not form a tree: an address twice, a parent that is not there, or a cycle.
+    #[error("snapshot is inconsistent")]
+    Inconsistent(#[source] TopologyError),
     /// The JSON did not parse.
     #[error("snapshot is not valid JSON for format {FORMAT} v{VERSION}")]
     Json(#[source] serde_json::Error),
@@ -181,13 +197,57 @@ impl Snapshot {
         for g in &mut s.groups {
             g.devices.sort_unstable();
         }
+        s.check_tree().map_err(SnapshotError::Inconsistent)?;
         Ok(s)
     }
 
-    /// Loads a snapshot file.
+    /// Loads a snapshot file (`-` reads standard input), at most [`iommu_fsio::Limit::INPUT`] bytes.
     pub fn load(path: &std::path::Path) -> Result<Self, SnapshotError> {
-        let bytes = std::fs::read(path).map_err(|source| SnapshotError::Read { path: path.to_path_buf(), source })?;
+        let bytes = iommu_fsio::read_input(path, iommu_fsio::Limit::INPUT)
+            .map_err(|source| SnapshotError::Read { path: path.to_path_buf(), source })?;
         Self::from_json_slice(&bytes)
+    }
+
+    /// Checks that the devices form a tree, as [`Topology::new`] needs: no address twice, every parent
+    /// present, no cycle of parent links. Cheap: no config space is decoded.
+    pub fn check_tree(&self) -> Result<(), TopologyError> {
+        let mut addrs: Vec<PciAddress> = self.devices.iter().map(|d| d.address).collect();
+        addrs.sort_unstable();
+        if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
+            return Err(TopologyError::Duplicate(w[0]));
+        }
+        // Parent index of each device (in address order), then a walk up from each device that stops at a
+        // device already known to reach a root: linear in the number of devices whatever the depth.
+        let index = |a: &PciAddress| addrs.binary_search(a).ok();
+        let mut parent: Vec<Option<usize>> = vec![None; addrs.len()];
+        for d in &self.devices {
+            let i = index(&d.address).unwrap_or_default();
+            if let Some(p) = d.parent {
+                let pi = index(&p).ok_or(TopologyError::MissingParent { device: d.address, parent: p })?;
+                parent[i] = Some(pi);
+            }
+        }
+        // 0 = not seen, 1 = on the current walk, 2 = reaches a root.
+        let mut state = vec![0u8; addrs.len()];
+        let mut path = Vec::new();
+        for start in 0..addrs.len() {
+            let mut cur = Some(start);
+            while let Some(i) = cur {
+                match state[i] {
+                    2 => break,
+                    1 => return Err(TopologyError::Cycle(addrs[i])),
+                    _ => {
+                        state[i] = 1;
+                        path.push(i);
+                        cur = parent[i];
+                    }
+                }
+            }
+            for i in path.drain(..) {
+                state[i] = 2;
+            }
+        }
+        Ok(())
     }
 
     /// Serializes to pretty JSON.

@@ -120,6 +120,7 @@ fn host(k: &FakeKernel, groups: &[&[&str]], bridges: &[&str]) -> Snapshot {
             .collect(),
         devices,
         readiness: None,
+        unreadable: Vec::new(),
     }
 }
 

@@ -38,7 +38,9 @@ fn func(root: &Path, canonical: &str, cfg: &[u8], driver: Option<&str>, group: O
         let gd = root.join(format!("sys/kernel/iommu_groups/{g}/devices"));
         fs::create_dir_all(&gd).unwrap();
         symlink(format!("../../../../devices/{canonical}"), gd.join(&name)).unwrap();
-        symlink(format!("../../../kernel/iommu_groups/{g}"), dir.join("iommu_group")).unwrap();
+        // As in sysfs: relative from the function's directory, however deep it sits.
+        let up = "../".repeat(Path::new(canonical).components().count() + 1);
+        symlink(format!("{up}kernel/iommu_groups/{g}"), dir.join("iommu_group")).unwrap();
         fs::write(root.join(format!("sys/kernel/iommu_groups/{g}/type")), "DMA\n").unwrap();
         fs::write(
             root.join(format!("sys/kernel/iommu_groups/{g}/reserved_regions")),

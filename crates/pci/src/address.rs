@@ -30,6 +30,18 @@ pub struct AddressError {
     pub reason: &'static str,
 }
 
+/// Parses a guest slot (a PCI device number on the guest's root bus, 0x1..=0x1f) as QEMU and libvirt take
+/// it: one or two hex digits, with or without `0x`. Nothing else is accepted: no sign, no spaces, no
+/// leading zeros beyond two digits.
+pub fn parse_guest_slot(s: &str) -> Result<u8, String> {
+    let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let ok = !digits.is_empty() && digits.len() <= 2 && digits.bytes().all(|b| b.is_ascii_hexdigit());
+    match ok.then(|| u8::from_str_radix(digits, 16).ok()).flatten() {
+        Some(n) if (1..=0x1f).contains(&n) => Ok(n),
+        _ => Err(format!("{:?} is not a guest slot (hex 0x1..0x1f)", crate::text::clip(s, 32))),
+    }
+}
+
 impl PciAddress {
     /// Builds an address, checking that device and function are in range.
     pub fn new(domain: u32, bus: u8, device: u8, function: u8) -> Option<Self> {
@@ -53,7 +65,7 @@ impl PciAddress {
 
     /// Parses `DDDD:BB:DD.F` (any number of domain digits up to 8) or `BB:DD.F` (domain 0).
     pub fn parse(input: &str) -> Result<Self, AddressError> {
-        let err = |reason| AddressError { input: input.to_string(), reason };
+        let err = |reason| AddressError { input: crate::text::clip(input, 64), reason };
         let s = input.trim();
         let (rest, func) = s.rsplit_once('.').ok_or_else(|| err("missing '.' before the function"))?;
         let mut parts = rest.rsplitn(3, ':');

@@ -177,7 +177,7 @@ impl PciIds {
     pub fn load_system(root: &Path) -> Option<Self> {
         let mut fallback = None;
         for rel in SYSTEM_PATHS {
-            let Ok(bytes) = std::fs::read(root.join(rel)) else { continue };
+            let Ok(bytes) = iommu_fsio::read(&root.join(rel), iommu_fsio::Limit::PCI_IDS) else { continue };
             let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             let ids = Self::from_string(text);
             if !ids.vendors.is_empty() || !ids.classes.is_empty() {

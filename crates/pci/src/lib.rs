@@ -17,8 +17,9 @@
 mod address;
 mod config;
 mod ids;
+pub mod text;
 
-pub use address::{AddressError, PciAddress};
+pub use address::{parse_guest_slot, AddressError, PciAddress};
 pub use config::{
     acs, cap_id, ext_cap_id, AcsCap, AcsState, Capability, ConfigDepth, ConfigError, ConfigInfo, ExtCapability,
     HeaderKind, MsixInfo, PcieInfo, PortType, SriovInfo,

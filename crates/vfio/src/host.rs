@@ -147,7 +147,8 @@ impl Host {
     /// The group's `reserved_regions`.
     pub fn reserved_regions(&self, group: u32) -> Result<Vec<ReservedRegion>> {
         let p = self.group_dir(group).join("reserved_regions");
-        let text = std::fs::read_to_string(&p).map_err(sysfs_err(&p))?;
+        let text = iommu_fsio::read_text(&p, iommu_fsio::Limit::ATTRIBUTE)
+            .map_err(|e| VfioError::Sysfs { path: p.clone(), source: std::io::Error::other(e) })?;
         Ok(parse_reserved_regions(&text))
     }
 }
