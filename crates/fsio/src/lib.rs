@@ -160,8 +160,28 @@ fn open_regular(path: &Path) -> Result<(File, u64), FsError> {
 
 /// Reads at most `limit.bytes + 1` bytes from `r`; more than `limit.bytes` is an error naming `path`.
 pub fn read_limited(mut r: impl Read, path: &Path, limit: Limit) -> Result<Vec<u8>, FsError> {
-    let mut buf = Vec::new();
-    (&mut r).take(limit.bytes.saturating_add(1)).read_to_end(&mut buf).map_err(io_err("read", path))?;
+    // Grown by hand rather than by `read_to_end`, whose doubling could reserve twice the limit on a
+    // stream that never ends: the buffer never holds more than `limit + 1` bytes.
+    let cap = limit.bytes.saturating_add(1);
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let mut buf: Vec<u8> = Vec::with_capacity(cap.min(64 << 10));
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FsError::Io { action: "read", path: path.to_path_buf(), source: e }),
+        };
+        if buf.len() + n >= cap {
+            return Err(FsError::TooLarge { path: path.to_path_buf(), limit });
+        }
+        if buf.capacity() - buf.len() < n {
+            let more = buf.capacity().max(n).min(cap - buf.len());
+            buf.reserve_exact(more);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
     if buf.len() as u64 > limit.bytes {
         return Err(FsError::TooLarge { path: path.to_path_buf(), limit });
     }
