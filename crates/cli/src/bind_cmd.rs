@@ -41,7 +41,7 @@ fn print_plan(p: &bind::Plan) {
         println!("  {}  {what}", d.address);
     }
     for h in &p.holders {
-        println!("  ! {} is held: {}", h.device, sanitize(&h.what));
+        println!("  ! {}: {}", h.device, sanitize(&h.what));
     }
 }
 
