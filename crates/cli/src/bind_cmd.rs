@@ -41,7 +41,7 @@ fn print_plan(out: &mut Deferred, p: &bind::Plan) {
         out.line(&format!("  {}  {what}", d.address));
     }
     for h in &p.holders {
-        out.line(&format!("  ! {} is held: {}", h.device, sanitize(&h.what)));
+        out.line(&format!("  ! {}: {}", h.device, sanitize(&h.what)));
     }
 }
 

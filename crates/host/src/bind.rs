@@ -80,7 +80,7 @@ pub enum BindError {
         candidates: Vec<PciAddress>,
     },
     /// Something holds a member of the group.
-    #[error("refusing to bind group {group}: {}; --force binds anyway", .holders.iter().map(|h| format!("{} holds {}", h.what, h.device)).collect::<Vec<_>>().join("; "))]
+    #[error("refusing to bind group {group}: {}; --force binds anyway", .holders.iter().map(|h| format!("{}: {}", h.device, h.what)).collect::<Vec<_>>().join("; "))]
     Refused {
         /// The group.
         group: u32,

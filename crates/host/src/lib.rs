@@ -17,6 +17,7 @@ pub mod bind;
 pub mod driver;
 pub mod journal;
 pub mod lspci;
+pub mod mounts;
 pub mod persist;
 mod read;
 pub mod readiness;

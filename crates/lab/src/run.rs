@@ -53,6 +53,9 @@ pub struct GuestSpec {
     pub files: Vec<(String, Vec<u8>, u32)>,
     /// Extra kernel command-line arguments.
     pub kernel_args: Vec<String>,
+    /// Modules loaded after [`GUEST_MODULES`] (with their dependencies): name and whether a missing one
+    /// is an error (built-in modules are never missing).
+    pub modules: Vec<(String, bool)>,
     /// How long QEMU may run before it is killed.
     pub timeout: Duration,
 }
@@ -68,6 +71,7 @@ impl GuestSpec {
             binaries: Vec::new(),
             files: Vec::new(),
             kernel_args: Vec::new(),
+            modules: Vec::new(),
             timeout: crate::default_timeout(),
         }
     }
@@ -99,6 +103,13 @@ impl GuestSpec {
     /// Adds a kernel command-line argument.
     pub fn kernel_arg(mut self, arg: &str) -> GuestSpec {
         self.kernel_args.push(arg.to_string());
+        self
+    }
+
+    /// Adds a kernel module to load after [`GUEST_MODULES`] (`btrfs`, `dm-mod`), with its dependencies;
+    /// `required`: fail the boot when the kernel has neither the module nor a built-in of that name.
+    pub fn module(mut self, name: &str, required: bool) -> GuestSpec {
+        self.modules.push((name.to_string(), required));
         self
     }
 
@@ -145,7 +156,9 @@ impl GuestSpec {
         fs.busybox(&busybox)?;
         let ids = crate::find_pci_ids().ok_or_else(|| LabError::Unavailable("pci.ids not found".into()))?;
         fs.host_file("/usr/share/misc/pci.ids", &ids, 0o644)?;
-        let modules = module_load_order(kernel, GUEST_MODULES)?;
+        let mut wanted: Vec<(&str, bool)> = GUEST_MODULES.to_vec();
+        wanted.extend(self.modules.iter().map(|(n, r)| (n.as_str(), *r)));
+        let modules = module_load_order(kernel, &wanted)?;
         fs.kernel_modules(&modules)?;
         let mut list = String::new();
         for m in &modules {

@@ -183,3 +183,167 @@ fn nvme_group_bind_restore_rollback_crash_recovery_and_refusals() {
     assert_eq!(run.rc("e-swap-bind"), 3, "{}", run.err("e-swap-bind"));
     assert!(run.err("e-swap-bind").contains("active swap"), "{}", run.err("e-swap-bind"));
 }
+
+/// Size of the btrfs partition: mkfs.btrfs wants about 110 MiB with its default profiles.
+const BTRFS_PART: u64 = 128 << 20;
+/// Size of the partition the device-mapper test stacks a linear target on.
+const DM_PART: u64 = 16 << 20;
+
+/// A raw disk with an MBR partition table: partition 1 a btrfs made on the host by `mkfs.btrfs`, partition
+/// 2 empty (for a dm-linear device in the guest). Zero blocks are left as holes.
+fn btrfs_disk(dir: &std::path::Path, mkfs: &std::path::Path) -> std::path::PathBuf {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let part = dir.join("p1.img");
+    std::fs::File::create(&part).unwrap().set_len(BTRFS_PART).unwrap();
+    let out = std::process::Command::new(mkfs).args(["-q", "-f", "-L", "lab-btrfs"]).arg(&part).output().unwrap();
+    assert!(out.status.success(), "mkfs.btrfs: {}", String::from_utf8_lossy(&out.stderr));
+    let disk_path = dir.join("disk.img");
+    let mut disk = std::fs::File::create(&disk_path).unwrap();
+    let start: u64 = 2048;
+    let p1_sectors = BTRFS_PART / 512;
+    let p2_sectors = DM_PART / 512;
+    disk.set_len((start + p1_sectors + p2_sectors) * 512).unwrap();
+    let mut mbr = [0u8; 512];
+    for (i, (first, sectors)) in [(start, p1_sectors), (start + p1_sectors, p2_sectors)].into_iter().enumerate() {
+        let e = &mut mbr[446 + 16 * i..446 + 16 * (i + 1)];
+        e[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
+        e[4] = 0x83;
+        e[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
+        e[8..12].copy_from_slice(&(first as u32).to_le_bytes());
+        e[12..16].copy_from_slice(&(sectors as u32).to_le_bytes());
+    }
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    disk.write_all(&mbr).unwrap();
+    let mut src = std::fs::File::open(&part).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut off = start * 512;
+    loop {
+        let n = src.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            disk.seek(SeekFrom::Start(off)).unwrap();
+            disk.write_all(&buf[..n]).unwrap();
+        }
+        off += n as u64;
+    }
+    std::fs::remove_file(&part).unwrap();
+    disk_path
+}
+
+/// The NVMe + edu slot of [`nvme_mf`], its disk a prepared image outside the run directory.
+fn nvme_mf_disk(image: &std::path::Path) -> Topology {
+    let mut t = Topology::new(
+        "bind-nvme-btrfs",
+        "6.1",
+        Iommu::IntelVtd,
+        "multifunction slot on pcie.0: nvme at 10.0 (btrfs + spare partition), edu at 10.1",
+    );
+    t.devices.push("-drive".into());
+    t.devices.push(format!("if=none,id=d1,file={},format=raw", image.display()));
+    t.devices.push("-device".into());
+    t.devices.push("nvme,serial=lab-d1,drive=d1,bus=pcie.0,addr=0x10.0,multifunction=on".into());
+    t.devices.push("-device".into());
+    t.devices.push("edu,bus=pcie.0,addr=0x10.1".into());
+    t
+}
+
+/// Issue "Hardening": a btrfs (mountinfo says `0:N`), a swap file on it, a dm-linear device on the disk's
+/// other partition (alone, then mounted) and a mount only another mount namespace sees: each refused with
+/// exit 3 naming the holder, the last by the kernel's exclusive-open answer alone. Once all are gone the
+/// same dry run passes, so the refusals are not an artefact of the check itself.
+#[test]
+fn btrfs_swap_file_and_device_mapper_holders_are_refused_by_name() {
+    if !require_lab() || !binaries_present() {
+        return;
+    }
+    let mut tools = Vec::new();
+    for (prog, pkg) in [("mkfs.btrfs", "btrfs-progs"), ("dmsetup", "dmsetup"), ("chattr", "e2fsprogs")] {
+        match iommu_lab::find_program(prog) {
+            Some(p) => tools.push(p),
+            None => {
+                skip_or_fail(&format!("{prog} not found (package {pkg}; scripts/lab-setup installs it)"));
+                return;
+            }
+        }
+    }
+    let lab = iommu_lab::lab_dir();
+    std::fs::create_dir_all(&lab).unwrap();
+    let dir = tempfile::tempdir_in(&lab).unwrap();
+    let image = btrfs_disk(dir.path(), &tools[0]);
+    let mut script = prelude(&["0000:00:10.0", "0000:00:10.1"]);
+    script.push_str(&format!(
+        "export DM={dmsetup} CHATTR={chattr} DM_DISABLE_UDEV=1\n\
+         i=0; while [ $i -lt 50 ] && ! [ -e /sys/class/block/nvme0n1p2 ]; do sleep 0.2; i=$((i+1)); done\n\
+         section g-blk ls /sys/class/block\n\
+         mkdir -p /mnt /mnt2 /mnt3\n\
+         section g-mount mount -t btrfs /dev/nvme0n1p1 /mnt\n\
+         section g-mountinfo cat /proc/self/mountinfo\n\
+         section g-btrfs-bind $B bind 0000:00:10.0\n\
+         section g-swapfile sh -c 'touch /mnt/swapfile && $CHATTR +C /mnt/swapfile && dd if=/dev/zero of=/mnt/swapfile bs=1M count=16 2>/dev/null && chmod 600 /mnt/swapfile && mkswap /mnt/swapfile >/dev/null && swapon /mnt/swapfile && cat /proc/swaps'\n\
+         section g-swapfile-bind $B bind 0000:00:10.0\n\
+         swapoff /mnt/swapfile\n\
+         section g-umount umount /mnt\n\
+         section g-dm sh -c 'echo \"0 $(cat /sys/class/block/nvme0n1p2/size) linear /dev/nvme0n1p2 0\" | $DM create labdm --noudevsync && ls /sys/class/block/nvme0n1p2/holders && cat /sys/class/block/dm-0/dm/name'\n\
+         section g-dm-bind $B bind 0000:00:10.0\n\
+         section g-dm-mount sh -c 'mke2fs -q /dev/mapper/labdm && mount -t ext4 /dev/mapper/labdm /mnt2'\n\
+         section g-dm-mount-bind $B bind 0000:00:10.0\n\
+         umount /mnt2\n\
+         section g-dm-remove $DM remove --noudevsync labdm\n\
+         unshare -m sh -c 'mount -t btrfs /dev/nvme0n1p1 /mnt3 && touch /tmp/ns-ready && sleep 600' &\n\
+         NS=$!\n\
+         i=0; while [ $i -lt 100 ] && ! [ -e /tmp/ns-ready ]; do sleep 0.1; i=$((i+1)); done\n\
+         section g-ns-mountinfo cat /proc/self/mountinfo\n\
+         section g-ns-bind $B bind 0000:00:10.0\n\
+         kill $NS; wait $NS 2>/dev/null; pkill sleep 2>/dev/null\n\
+         i=0; while [ $i -lt 50 ] && grep -q ' - btrfs ' /proc/*/mountinfo 2>/dev/null; do sleep 0.1; i=$((i+1)); done\n\
+         section g-free-bind $B bind --dry-run 0000:00:10.0\n\
+         section g-after drivers\n",
+        dmsetup = tools[1].display(),
+        chattr = tools[2].display(),
+    ));
+    let run = GuestSpec::new(&nvme_mf_disk(&image))
+        .run_name("bind-nvme-btrfs")
+        .binary(iommuctl_bin())
+        .binary(&tools[1])
+        .binary(&tools[2])
+        .module("btrfs", true)
+        .module("dm-mod", true)
+        .script(&script)
+        .boot()
+        .expect("boot");
+    let show = |s: &str| format!("rc={} stdout:\n{}stderr:\n{}", run.rc(s), run.out(s), run.err(s));
+    let refused = |s: &str, holder: &str| {
+        assert_eq!(run.rc(s), 3, "{s}: {}", show(s));
+        let line = run.err(s).lines().find(|l| l.contains("refusing to bind")).unwrap_or("");
+        assert!(line.contains(&format!("0000:00:10.0: {holder}")), "{s}: wanted {holder:?}; {}", show(s));
+        eprintln!("{s}: {}", line.trim());
+    };
+    assert!(run.out("g-blk").contains("nvme0n1p2"), "{}", show("g-blk"));
+    // The premise: the kernel reports the btrfs mount with an anonymous 0:N device number.
+    assert_eq!(run.rc("g-mount"), 0, "{}", show("g-mount"));
+    let mi = run.out("g-mountinfo");
+    let btrfs = mi.lines().find(|l| l.contains(" - btrfs /dev/nvme0n1p1 ")).unwrap_or_else(|| panic!("{mi}"));
+    assert!(btrfs.split(' ').nth(2).is_some_and(|d| d.starts_with("0:")), "{btrfs}");
+    refused("g-btrfs-bind", "mounted file system /mnt (from /dev/nvme0n1p1)");
+    assert!(run.out("g-swapfile").contains("/mnt/swapfile"), "swap file not active: {}", show("g-swapfile"));
+    refused("g-swapfile-bind", "active swap file /mnt/swapfile on /dev/nvme0n1p1 (btrfs mounted at /mnt)");
+    assert_eq!(run.rc("g-umount"), 0, "{}", show("g-umount"));
+    assert!(run.out("g-dm").contains("labdm"), "{}", show("g-dm"));
+    refused("g-dm-bind", "block device nvme0n1p2 is held by dm-0 (labdm)");
+    assert_eq!(run.rc("g-dm-mount"), 0, "{}", show("g-dm-mount"));
+    refused("g-dm-mount-bind", "mounted file system /mnt2 (from /dev/mapper/labdm) via dm-0 (labdm) over nvme0n1p2");
+    assert_eq!(run.rc("g-dm-remove"), 0, "{}", show("g-dm-remove"));
+    // Mounted in another mount namespace: our mountinfo does not show it, the kernel still says busy.
+    assert!(!run.out("g-ns-mountinfo").contains("btrfs"), "{}", show("g-ns-mountinfo"));
+    refused(
+        "g-ns-bind",
+        "block device nvme0n1p1 is in use (the kernel refused an exclusive open: mounted, a RAID/LVM/ZFS member or active swap)",
+    );
+    // Everything released: the same check lets the bind through.
+    assert_eq!(run.rc("g-free-bind"), 0, "{}", show("g-free-bind"));
+    assert!(!run.out("g-free-bind").contains(" ! "), "{}", show("g-free-bind"));
+    assert!(run.out("g-after").contains("0000:00:10.0 nvme"), "a refusal changed a driver: {}", show("g-after"));
+}
