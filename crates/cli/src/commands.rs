@@ -31,7 +31,11 @@ pub(crate) fn load(cli: &Cli, detail: Detail) -> anyhow::Result<Source> {
         return Ok(Source { root: PathBuf::from("/"), snapshot: crate::from_lspci::load(f)? });
     }
     if let Some(f) = &cli.from {
-        let snapshot = Snapshot::load(f)?;
+        let snapshot = Snapshot::load(f).map_err(|e| match e {
+            // A read error names the file already; a parse error does not.
+            iommu_host::SnapshotError::Read { .. } => anyhow::Error::new(e),
+            _ => anyhow::Error::new(e).context(format!("snapshot {}", f.display())),
+        })?;
         return Ok(Source { root: PathBuf::from("/"), snapshot });
     }
     let root = cli.root.clone().unwrap_or_else(|| PathBuf::from("/"));

@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use iommu_host::journal::JournalError;
+
 /// What a run ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -11,7 +13,8 @@ pub enum Exit {
     Negative,
     /// 2: bad input (address, snapshot file, arguments).
     BadInput,
-    /// 3: refused for safety (a mounted file system, swap, console or network interface holds a device).
+    /// 3: refused for safety (a mounted file system, swap, console or network interface holds a device; the
+    /// state directory is a symlink, someone else's or writable by others; sysfs names a driver oddly).
     Refused,
     /// 4: the operation failed (the host could not be read, a write failed).
     Failed,
@@ -55,11 +58,14 @@ pub fn code_for(e: &anyhow::Error) -> Exit {
         if let Some(b) = cause.downcast_ref::<iommu_host::bind::BindError>() {
             use iommu_host::bind::BindError as B;
             return match b {
-                B::Refused { .. } => Exit::Refused,
+                B::Refused { .. } | B::BadName { .. } | B::Journal(JournalError::Unsafe { .. }) => Exit::Refused,
                 B::Ambiguous { .. } => Exit::BadInput,
                 B::UnknownDevice(_) | B::NoGroup(_) => Exit::Negative,
                 _ => Exit::Failed,
             };
+        }
+        if let Some(JournalError::Unsafe { .. }) = cause.downcast_ref::<JournalError>() {
+            return Exit::Refused;
         }
         if let Some(f) = cause.downcast_ref::<iommu_fsio::FsError>() {
             // A state directory or lock someone else could have planted is a safety refusal.

@@ -14,7 +14,11 @@ use crate::Cli;
 
 /// Reads the dump (`-` for standard input) and tells the user on stderr what it cannot say.
 pub(crate) fn load(path: &Path) -> anyhow::Result<Snapshot> {
-    let dump = LspciDump::load(path)?;
+    let dump = LspciDump::load(path).map_err(|e| match e {
+        // A read error names the file already; a parse error does not.
+        iommu_host::LspciError::Read { .. } => anyhow::Error::new(e),
+        _ => anyhow::Error::new(e).context(format!("lspci dump {}", path.display())),
+    })?;
     for w in dump.warnings() {
         warn(&format!("warning: {}", sanitize(&w)));
     }

@@ -192,13 +192,27 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout (exit 0); argument errors to stderr (exit 2), each line made safe
+        // and cut: clap echoes the offending value whole.
+        Err(e) if !e.use_stderr() => {
+            let _ = output::stdout(&e.render().to_string());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            for line in e.render().to_string().lines() {
+                output::warn(&output::message(line));
+            }
+            return exit::Exit::BadInput.into();
+        }
+    };
     match commands::run(cli) {
         Ok(code) => code.into(),
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS, // the reader went away (`| head`)
         Err(e) => {
             let code = exit::code_for(&e);
-            output::warn(&format!("iommuctl: {}", output::clip(&output::sanitize(&format!("{e:#}")), 4096)));
+            output::warn(&format!("iommuctl: {}", output::message(&format!("{e:#}"))));
             code.into()
         }
     }

@@ -18,6 +18,14 @@ pub use iommu_pci::text::{clip, sanitize};
 
 use crate::exit::{fail, Exit};
 
+/// A message for the user: sanitized, every run of over 128 characters without a space cut (a 10 KB
+/// argument echoed by a parser must not flood the terminal), and at most 4096 characters in all.
+pub fn message(text: &str) -> String {
+    let clean = sanitize(text);
+    let words: Vec<String> = clean.split(' ').map(|w| clip(w, 128)).collect();
+    clip(&words.join(" "), 4096)
+}
+
 /// Writes `text` to standard output.
 pub fn stdout(text: &str) -> io::Result<()> {
     stdout_bytes(text.as_bytes())

@@ -166,7 +166,8 @@ fn run(c: &Case) -> Result<Outcome, String> {
 }
 
 fn unsafe_char(c: char) -> bool {
-    (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    (c.is_control() && c != '\n')
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
 }
 
 fn check(c: &Case, before: &[(PathBuf, Option<Vec<u8>>)]) -> Result<(), String> {
@@ -312,7 +313,11 @@ fn host(root: &Path) {
     write(root, "proc/interrupts", "           CPU0\n 24:          0  IR-PCI-MSI 512000-edge      nvme0q0\n");
     write(root, "proc/self/mountinfo", "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw\n");
     write(root, "proc/swaps", "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n");
-    write(root, "lib/modules/6.1.0-test/modules.dep", "kernel/drivers/vfio/vfio.ko:\nkernel/drivers/vfio/pci/vfio-pci.ko:\n");
+    write(
+        root,
+        "lib/modules/6.1.0-test/modules.dep",
+        "kernel/drivers/vfio/vfio.ko:\nkernel/drivers/vfio/pci/vfio-pci.ko:\n",
+    );
     write(root, "usr/share/misc/pci.ids", "8086  Intel Corporation\n\t10d3  82574L Gigabit Network Connection\n");
     std::fs::create_dir_all(root.join("dev")).unwrap();
 }
@@ -423,10 +428,14 @@ fn contents(root: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
 }
 
 type Built = (String, Box<dyn Fn(&Path) -> (Case, Vec<PathBuf>) + Send + Sync>);
+/// A job that builds a tree and the cases run on it.
+type Job = (String, Box<dyn Fn(&Path) -> Vec<Case> + Send + Sync>);
+/// (label, arguments, allowed exit codes, reads full detail, JSON output).
+type Command_ = (&'static str, Vec<&'static str>, &'static [i32], bool, bool);
 
 /// Host-file cases: every file of [`HOST_FILES`] made each [`Hostile`] kind, under the read commands.
-fn host_cases() -> Vec<(String, Box<dyn Fn(&Path) -> Vec<Case> + Send + Sync>)> {
-    let mut out: Vec<(String, Box<dyn Fn(&Path) -> Vec<Case> + Send + Sync>)> = Vec::new();
+fn host_cases() -> Vec<Job> {
+    let mut out: Vec<Job> = Vec::new();
     for &(rel, noted) in HOST_FILES {
         for h in HOSTILE {
             let name = format!("host {rel} {h:?}");
@@ -440,7 +449,7 @@ fn host_cases() -> Vec<(String, Box<dyn Fn(&Path) -> Vec<Case> + Send + Sync>)> 
                     let r = root.to_str().unwrap().to_string();
                     let basename = Path::new(&file).file_name().unwrap().to_string_lossy().into_owned();
                     let state = dir.join("state").to_str().unwrap().to_string();
-                    let cmds: Vec<(&str, Vec<&str>, &'static [i32], bool, bool)> = vec![
+                    let cmds: Vec<Command_> = vec![
                         // (label, args, codes, full detail, json)
                         ("list", vec!["list"], &[0], false, false),
                         ("list-json", vec!["list", "--json"], &[0], false, true),
@@ -558,7 +567,11 @@ fn input_cases() -> Vec<Built> {
                         a.extend_from_slice(cmd);
                         // Everything here is bad input; a refused kind must name the file.
                         let mut c = Case::new(name.clone(), &a, &[2]);
-                        if refused(h) || matches!(h, Hostile::Dangling) {
+                        // A dump is refused up front by the commands that need kernel state, before it is
+                        // read; every other command reads it and must name it.
+                        let refused_up_front = flag == "--from-lspci"
+                            && ["check", "export", "qemu", "libvirt", "status"].contains(&cmd[0]);
+                        if !refused_up_front {
                             c.names = Some(f.display().to_string());
                         }
                         (c, vec![])
@@ -795,7 +808,8 @@ fn argument_cases() -> Vec<Built> {
             ));
         }
     }
-    for w in ["config_acs=", "config_acs=zz@0000:00:01.0", "disable_acs_redir=;;;", "acs-override=", "nonsense", &long] {
+    for w in ["config_acs=", "config_acs=zz@0000:00:01.0", "disable_acs_redir=;;;", "acs-override=", "nonsense", &long]
+    {
         let name = format!("argument what-if {:?}", iommu_pci::text::clip(w, 16));
         let w = w.to_string();
         out.push((
@@ -900,13 +914,19 @@ fn state_cases() -> Vec<Built> {
                             (&[2, 3, 4], Some("journal.json"))
                         }
                         "journal-bad-driver-name" => {
-                            std::fs::write(state.join("journal.json"), entry("vfio-pci\", RUN+=\"/bin/sh", "0000:00:02.0"))
-                                .unwrap();
+                            std::fs::write(
+                                state.join("journal.json"),
+                                entry("vfio-pci\", RUN+=\"/bin/sh", "0000:00:02.0"),
+                            )
+                            .unwrap();
                             (&[2, 3, 4], Some("journal.json"))
                         }
                         "journal-driver-with-newline" => {
-                            std::fs::write(state.join("journal.json"), entry("e1000e\nsoftdep x pre: y", "0000:00:02.0"))
-                                .unwrap();
+                            std::fs::write(
+                                state.join("journal.json"),
+                                entry("e1000e\nsoftdep x pre: y", "0000:00:02.0"),
+                            )
+                            .unwrap();
                             (&[2, 3, 4], Some("journal.json"))
                         }
                         "journal-path-escape" => {
@@ -947,12 +967,13 @@ fn state_cases() -> Vec<Built> {
 
 fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let mut jobs: Vec<(String, Box<dyn Fn(&Path) -> Vec<Case> + Send + Sync>)> = host_cases();
+    let mut jobs: Vec<Job> = host_cases();
     for (name, f) in input_cases().into_iter().chain(output_cases()).chain(argument_cases()).chain(state_cases()) {
         jobs.push((name, Box::new(move |d: &Path| vec![f(d).0])));
     }
     // The outside-files of a built case are returned with it: rebuild the pairs.
-    let jobs: Vec<_> = jobs.into_iter().filter(|(n, _)| filter.as_ref().is_none_or(|f| n.contains(f.as_str()))).collect();
+    let jobs: Vec<_> =
+        jobs.into_iter().filter(|(n, _)| filter.as_ref().is_none_or(|f| n.contains(f.as_str()))).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4);

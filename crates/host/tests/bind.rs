@@ -4,14 +4,18 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use iommu_host::bind::{execute, group_status, plan, resolve_target, restore, Action, BindError, Plan};
-use iommu_host::driver::{DriverCore, DriverError};
+use iommu_host::bind::{error_chain, execute, group_status, plan, resolve_target, restore, Action, BindError, Plan};
+use iommu_host::driver::{DriverCore, DriverError, DriverName};
 use iommu_host::journal::StateDir;
 use iommu_host::{HostDevice, KernelGroup, KernelInfo, Snapshot, FORMAT, VERSION};
 use iommu_pci::PciAddress;
 
 fn a(s: &str) -> PciAddress {
     s.parse().unwrap()
+}
+
+fn n(s: &str) -> DriverName {
+    DriverName::parse(s).unwrap()
 }
 
 #[derive(Default)]
@@ -21,6 +25,9 @@ struct FakeKernel {
     overrides: RefCell<BTreeMap<PciAddress, String>>,
     registered: RefCell<BTreeSet<String>>,
     refuse_probe: BTreeSet<PciAddress>,
+    unplugged: RefCell<BTreeSet<PciAddress>>,
+    /// Clearing driver_override fails with EACCES for these.
+    refuse_clear: RefCell<BTreeSet<PciAddress>>,
     log: RefCell<Vec<String>>,
 }
 
@@ -39,21 +46,31 @@ impl FakeKernel {
 }
 
 impl DriverCore for FakeKernel {
-    fn driver(&self, x: PciAddress) -> Option<String> {
-        self.bound.borrow().get(&x).cloned()
+    fn present(&self, x: PciAddress) -> bool {
+        self.native.contains_key(&x) && !self.unplugged.borrow().contains(&x)
     }
-    fn driver_override(&self, x: PciAddress) -> Option<String> {
-        self.overrides.borrow().get(&x).cloned()
+    fn driver(&self, x: PciAddress) -> Result<Option<DriverName>, DriverError> {
+        Ok(self.bound.borrow().get(&x).map(|d| n(d)))
     }
-    fn set_driver_override(&self, x: PciAddress, d: Option<&str>) -> Result<(), DriverError> {
-        self.log.borrow_mut().push(format!("override {x} {d:?}"));
+    fn driver_override(&self, x: PciAddress) -> Result<Option<DriverName>, DriverError> {
+        Ok(self.overrides.borrow().get(&x).map(|d| n(d)))
+    }
+    fn set_driver_override(&self, x: PciAddress, d: Option<&DriverName>) -> Result<(), DriverError> {
+        self.log.borrow_mut().push(format!("override {x} {:?}", d.map(|d| d.as_str())));
+        if d.is_none() && self.refuse_clear.borrow().contains(&x) {
+            return Err(DriverError::Write {
+                path: format!("/sys/bus/pci/devices/{x}/driver_override").into(),
+                value: "\n".into(),
+                source: std::io::Error::from_raw_os_error(13),
+            });
+        }
         match d {
             Some(d) => self.overrides.borrow_mut().insert(x, d.to_string()),
             None => self.overrides.borrow_mut().remove(&x),
         };
         Ok(())
     }
-    fn unbind(&self, x: PciAddress, _d: &str) -> Result<(), DriverError> {
+    fn unbind(&self, x: PciAddress, _d: &DriverName) -> Result<(), DriverError> {
         self.log.borrow_mut().push(format!("unbind {x}"));
         self.bound.borrow_mut().remove(&x);
         Ok(())
@@ -72,15 +89,15 @@ impl DriverCore for FakeKernel {
         }
         Ok(())
     }
-    fn bind(&self, x: PciAddress, d: &str) -> Result<(), DriverError> {
+    fn bind(&self, x: PciAddress, d: &DriverName) -> Result<(), DriverError> {
         self.bound.borrow_mut().insert(x, d.to_string());
         Ok(())
     }
-    fn driver_registered(&self, d: &str) -> bool {
-        self.registered.borrow().contains(d)
+    fn driver_registered(&self, d: &DriverName) -> bool {
+        self.registered.borrow().contains(d.as_str())
     }
-    fn load_module(&self, d: &str) -> Result<(), DriverError> {
-        Err(DriverError::ModuleLoad { module: d.into(), detail: "not found in modules.dep".into() })
+    fn load_module(&self, d: &DriverName) -> Result<(), DriverError> {
+        Err(DriverError::ModuleLoad { module: d.module(), detail: "not found in modules.dep".into() })
     }
 }
 
@@ -98,7 +115,7 @@ fn host(k: &FakeKernel, groups: &[&[&str]], bridges: &[&str]) -> Snapshot {
         let bridge = bridges.contains(&&addr.to_string()[5..]);
         devices.push(HostDevice {
             config: cfg(if bridge { 1 } else { 0x80 }, 0x1234, if addr.function == 0 { 0x11e8 } else { 0x11e9 }),
-            driver: k.driver(*addr),
+            driver: k.bound.borrow().get(addr).cloned(),
             ..HostDevice::new(*addr)
         });
     }
@@ -133,11 +150,15 @@ fn pair() -> FakeKernel {
     ])
 }
 
+fn drv(k: &FakeKernel, x: PciAddress) -> Option<String> {
+    k.bound.borrow().get(&x).cloned()
+}
+
 const GROUPS: &[&[&str]] = &[&["00:01.0", "01:00.0", "01:00.1"], &["02:00.0"]];
 
 fn planned(k: &FakeKernel) -> Plan {
     let root = tempfile::tempdir().unwrap();
-    plan(root.path(), &host(k, GROUPS, &["00:01.0"]), a("01:00.0"), "vfio-pci").unwrap()
+    plan(root.path(), &host(k, GROUPS, &["00:01.0"]), a("01:00.0"), &n("vfio-pci")).unwrap()
 }
 
 #[test]
@@ -160,11 +181,11 @@ fn bind_moves_every_endpoint_to_vfio_and_journals_the_originals() {
     let st = tempfile::tempdir().unwrap();
     let state = StateDir::new(st.path());
     execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
-    assert_eq!(k.driver(a("01:00.0")).as_deref(), Some("vfio-pci"));
-    assert_eq!(k.driver(a("01:00.1")).as_deref(), Some("vfio-pci"));
-    assert_eq!(k.driver(a("00:01.0")).as_deref(), Some("pcieport"));
+    assert_eq!(drv(&k, a("01:00.0")).as_deref(), Some("vfio-pci"));
+    assert_eq!(drv(&k, a("01:00.1")).as_deref(), Some("vfio-pci"));
+    assert_eq!(drv(&k, a("00:01.0")).as_deref(), Some("pcieport"));
     let j = state.load().unwrap();
-    assert_eq!(j.get(a("01:00.1")).unwrap().original_driver.as_deref(), Some("xhci_hcd"));
+    assert_eq!(j.get(a("01:00.1")).unwrap().original_driver, Some(n("xhci_hcd")));
 }
 
 #[test]
@@ -183,8 +204,8 @@ fn failed_probe_of_the_second_device_rolls_back_the_first() {
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("back on their original drivers"), "{err}");
-    assert_eq!(k.driver(a("01:00.0")).as_deref(), Some("snd_hda_intel"));
-    assert_eq!(k.driver(a("01:00.1")).as_deref(), Some("xhci_hcd"));
+    assert_eq!(drv(&k, a("01:00.0")).as_deref(), Some("snd_hda_intel"));
+    assert_eq!(drv(&k, a("01:00.1")).as_deref(), Some("xhci_hcd"));
     assert!(k.overrides.borrow().is_empty());
     assert!(state.load().unwrap().entries.is_empty());
 }
@@ -197,7 +218,7 @@ fn restore_brings_back_original_drivers_and_is_idempotent() {
     execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
     let r = restore(&k, &state, None).unwrap();
     assert_eq!(r.restored, vec![a("01:00.0"), a("01:00.1")]);
-    assert_eq!(k.driver(a("01:00.0")).as_deref(), Some("snd_hda_intel"));
+    assert_eq!(drv(&k, a("01:00.0")).as_deref(), Some("snd_hda_intel"));
     assert!(state.load().unwrap().entries.is_empty());
     let again = restore(&k, &state, None).unwrap();
     assert!(again.restored.is_empty() && again.failed.is_empty());
@@ -244,5 +265,92 @@ fn a_second_bind_keeps_the_first_recorded_original() {
     k.bound.borrow_mut().insert(a("01:00.0"), "pci-stub".into());
     k.registered.borrow_mut().insert("pci-stub".into());
     execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
-    assert_eq!(state.load().unwrap().get(a("01:00.0")).unwrap().original_driver.as_deref(), Some("snd_hda_intel"));
+    assert_eq!(state.load().unwrap().get(a("01:00.0")).unwrap().original_driver, Some(n("snd_hda_intel")));
+}
+
+#[test]
+fn a_failure_on_the_first_device_never_journals_or_touches_the_second() {
+    let mut k = pair();
+    k.refuse_probe.insert(a("01:00.0"));
+    let st = tempfile::tempdir().unwrap();
+    let state = StateDir::new(st.path());
+    let err = execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap_err();
+    assert!(matches!(&err, BindError::Failed { restored, .. } if restored == &vec![a("01:00.0")]), "{err:?}");
+    assert!(!k.log.borrow().iter().any(|l| l.contains("0000:01:00.1")), "{:?}", k.log.borrow());
+    assert!(state.load().unwrap().entries.is_empty());
+}
+
+#[test]
+fn after_a_rollback_the_journal_holds_exactly_the_devices_not_restored() {
+    let mut k = pair();
+    k.refuse_probe.insert(a("01:00.1"));
+    k.refuse_clear.borrow_mut().insert(a("01:00.0"));
+    let st = tempfile::tempdir().unwrap();
+    let state = StateDir::new(st.path());
+    let err = execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap_err();
+    match &err {
+        BindError::Failed { restored, not_restored, .. } => {
+            assert_eq!(restored, &vec![a("01:00.1")]);
+            assert_eq!(not_restored, &vec![a("01:00.0")]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("could not restore 0000:01:00.0 (run `iommuctl restore`)"), "{err}");
+    let j = state.load().unwrap();
+    let left: Vec<PciAddress> = j.entries.iter().map(|e| e.address).collect();
+    assert_eq!(left, vec![a("01:00.0")]);
+    assert_eq!(j.get(a("01:00.0")).unwrap().original_driver, Some(n("snd_hda_intel")));
+    // Once the override can be cleared again, restore finishes the job.
+    k.refuse_clear.borrow_mut().clear();
+    assert_eq!(restore(&k, &state, None).unwrap().restored, vec![a("01:00.0")]);
+    assert_eq!(drv(&k, a("01:00.0")).as_deref(), Some("snd_hda_intel"));
+}
+
+#[test]
+fn restore_failures_carry_the_os_error_and_never_say_run_restore() {
+    let k = pair();
+    let st = tempfile::tempdir().unwrap();
+    let state = StateDir::new(st.path());
+    execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
+    k.refuse_clear.borrow_mut().insert(a("01:00.0"));
+    let r = restore(&k, &state, None).unwrap();
+    assert_eq!(r.restored, vec![a("01:00.1")]);
+    let (dev, why) = &r.failed[0];
+    assert_eq!(*dev, a("01:00.0"));
+    assert!(why.contains("restoring driver_override failed for 0000:01:00.0"), "{why}");
+    assert!(why.contains(r#"cannot write "\n" to /sys/bus/pci/devices/0000:01:00.0/driver_override"#), "{why}");
+    assert!(why.contains("Permission denied (os error 13)"), "{why}");
+    assert!(!why.contains("iommuctl restore"), "{why}");
+    assert_eq!(state.load().unwrap().entries.len(), 1);
+}
+
+#[test]
+fn a_hot_unplugged_device_is_reported_and_dropped_by_restore() {
+    let k = pair();
+    let st = tempfile::tempdir().unwrap();
+    let state = StateDir::new(st.path());
+    execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
+    k.unplugged.borrow_mut().insert(a("01:00.1"));
+    let r = restore(&k, &state, None).unwrap();
+    assert_eq!(r.restored, vec![a("01:00.0")]);
+    assert_eq!(r.gone, vec![a("01:00.1")]);
+    assert!(r.failed.is_empty());
+    assert!(state.load().unwrap().entries.is_empty());
+    assert!(!st.path().join("journal.json").exists());
+}
+
+#[test]
+fn a_member_whose_sysfs_driver_is_not_a_driver_name_refuses_the_plan() {
+    let k = pair();
+    let mut snap = host(&k, GROUPS, &["00:01.0"]);
+    snap.devices.iter_mut().find(|d| d.address == a("01:00.1")).unwrap().driver = Some("xhci_hcd\nx".into());
+    let root = tempfile::tempdir().unwrap();
+    let err = plan(root.path(), &snap, a("01:00.0"), &n("vfio-pci")).unwrap_err();
+    assert!(matches!(err, BindError::BadName { what: "driver", .. }), "{err:?}");
+    assert!(error_chain(&err).contains(r#""xhci_hcd\nx" is not a kernel driver name"#), "{}", error_chain(&err));
+    snap.devices.iter_mut().find(|d| d.address == a("01:00.1")).unwrap().driver = None;
+    snap.devices.iter_mut().find(|d| d.address == a("01:00.1")).unwrap().driver_override = Some("a\"b".into());
+    let err = plan(root.path(), &snap, a("01:00.0"), &n("vfio-pci")).unwrap_err();
+    assert!(matches!(err, BindError::BadName { what: "driver_override", .. }), "{err:?}");
+    assert!(k.log.borrow().is_empty());
 }

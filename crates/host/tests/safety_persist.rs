@@ -5,13 +5,18 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use iommu_host::persist::{apply, persisted, plan_persist, plan_remove, MODPROBE_CONF, UDEV_RULE};
+use iommu_host::driver::DriverName;
+use iommu_host::persist::{apply, persisted, plan_persist, plan_remove, PersistError, MODPROBE_CONF, UDEV_RULE};
 use iommu_host::safety::holders;
 use iommu_host::HostDevice;
 use iommu_pci::PciAddress;
 
 fn a(s: &str) -> PciAddress {
     s.parse().unwrap()
+}
+
+fn n(s: &str) -> DriverName {
+    DriverName::parse(s).unwrap()
 }
 
 fn dev(addr: &str) -> HostDevice {
@@ -125,19 +130,55 @@ fn persist_writes_a_rule_per_address_and_a_softdep_and_remove_deletes_them() {
     let t = tempfile::tempdir().unwrap();
     let changes = plan_persist(
         t.path(),
-        &[(a("01:00.0"), "vfio-pci".into()), (a("01:00.1"), "vfio-pci".into())],
-        &["nvidia".into(), "snd_hda_intel".into()],
-    );
+        &[(a("01:00.0"), n("vfio-pci")), (a("01:00.1"), n("vfio-pci"))],
+        &[n("nvidia"), n("snd_hda_intel")],
+    )
+    .unwrap();
     apply(t.path(), &changes).unwrap();
     let rule = fs::read_to_string(t.path().join(UDEV_RULE)).unwrap();
     assert!(rule.contains(r#"KERNEL=="0000:01:00.1", ATTR{driver_override}="vfio-pci""#), "{rule}");
     let conf = fs::read_to_string(t.path().join(MODPROBE_CONF)).unwrap();
     assert!(conf.contains("softdep snd_hda_intel pre: vfio-pci"), "{conf}");
-    assert_eq!(persisted(t.path()).len(), 2);
+    assert_eq!(persisted(t.path()).unwrap().len(), 2);
     // A second persist keeps the first devices.
-    let more = plan_persist(t.path(), &[(a("02:00.0"), "vfio-pci".into())], &[]);
+    let more = plan_persist(t.path(), &[(a("02:00.0"), n("vfio-pci"))], &[]).unwrap();
     apply(t.path(), &more).unwrap();
-    assert_eq!(persisted(t.path()).len(), 3);
+    assert_eq!(persisted(t.path()).unwrap().len(), 3);
     apply(t.path(), &plan_remove()).unwrap();
     assert!(!t.path().join(UDEV_RULE).exists() && !t.path().join(MODPROBE_CONF).exists());
+}
+
+#[test]
+fn persisted_files_are_0644_and_leave_no_temporary_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    apply(t.path(), &plan_persist(t.path(), &[(a("01:00.0"), n("vfio-pci"))], &[n("nvme")]).unwrap()).unwrap();
+    for f in [UDEV_RULE, MODPROBE_CONF] {
+        let p = t.path().join(f);
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644, "{f}");
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}
+
+#[test]
+fn a_planted_line_in_the_rule_is_refused_not_copied() {
+    let t = tempfile::tempdir().unwrap();
+    let rule = t.path().join(UDEV_RULE);
+    fs::create_dir_all(rule.parent().unwrap()).unwrap();
+    fs::write(
+        &rule,
+        "# Written by iommuctl\nACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"0000:01:00.0\", \
+         ATTR{driver_override}=\"vfio-pci\", RUN+=\"/bin/sh -c id\"\n",
+    )
+    .unwrap();
+    let e = plan_persist(t.path(), &[(a("02:00.0"), n("vfio-pci"))], &[]).unwrap_err();
+    assert!(matches!(e, PersistError::Unrecognized { line: 2, .. }), "{e:?}");
+    assert!(e.to_string().contains("fix or remove the file"), "{e}");
+    let conf = t.path().join(MODPROBE_CONF);
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    fs::write(&rule, "").unwrap();
+    fs::write(&conf, "softdep nvme pre: vfio-pci\ninstall nvme /bin/sh\n").unwrap();
+    let e = plan_persist(t.path(), &[(a("02:00.0"), n("vfio-pci"))], &[]).unwrap_err();
+    assert!(matches!(e, PersistError::Unrecognized { line: 2, .. }), "{e:?}");
 }
