@@ -507,6 +507,14 @@ fn bad_snapshots(good: &str) -> Vec<(&'static str, Vec<u8>)> {
     }
     let mut missing = v.clone();
     missing["devices"][0]["parent"] = "0000:7f:00.0".into();
+    // The root port marked as a VF of the NIC while the NVMe still hangs below it: VFs never forward to
+    // a bus.
+    let mut vf_parent = v.clone();
+    for d in vf_parent["devices"].as_array_mut().unwrap() {
+        if d["address"] == "0000:00:01.0" {
+            d["physfn"] = "0000:00:02.0".into();
+        }
+    }
     let mut version = v.clone();
     version["version"] = 99.into();
     let mut hexbad = v.clone();
@@ -517,6 +525,7 @@ fn bad_snapshots(good: &str) -> Vec<(&'static str, Vec<u8>)> {
         ("duplicate-device", serde_json::to_vec(&dup).unwrap()),
         ("parent-cycle", serde_json::to_vec(&cycle).unwrap()),
         ("missing-parent", serde_json::to_vec(&missing).unwrap()),
+        ("parent-is-vf", serde_json::to_vec(&vf_parent).unwrap()),
         ("other-version", serde_json::to_vec(&version).unwrap()),
         ("bad-hex", serde_json::to_vec(&hexbad).unwrap()),
         ("huge-number", serde_json::to_vec(&bignum).unwrap()),

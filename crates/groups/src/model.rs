@@ -305,6 +305,14 @@ pub enum TopologyError {
     /// Parent links form a cycle.
     #[error("parent links of {0} form a cycle")]
     Cycle(PciAddress),
+    /// A function names an SR-IOV virtual function as its parent bridge; VFs never forward to a bus.
+    #[error("function {device} names {parent} as its parent bridge, but {parent} is an SR-IOV virtual function")]
+    ParentIsVirtfn {
+        /// The child.
+        device: PciAddress,
+        /// The virtual function named as parent.
+        parent: PciAddress,
+    },
 }
 
 /// A set of PCI functions with their tree, indexed for the grouping algorithm.
@@ -332,6 +340,9 @@ impl Topology {
                 None => None,
                 Some(p) => {
                     let i = find(&p).ok_or(TopologyError::MissingParent { device: d.address, parent: p })?;
+                    if devices[i].is_virtfn {
+                        return Err(TopologyError::ParentIsVirtfn { device: d.address, parent: p });
+                    }
                     Some(i as u32)
                 }
             });

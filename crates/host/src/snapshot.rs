@@ -209,7 +209,7 @@ impl Snapshot {
     }
 
     /// Checks that the devices form a tree, as [`Topology::new`] needs: no address twice, every parent
-    /// present, no cycle of parent links. Cheap: no config space is decoded.
+    /// present and not an SR-IOV virtual function, no cycle of parent links. Cheap: no config space is decoded.
     pub fn check_tree(&self) -> Result<(), TopologyError> {
         let mut addrs: Vec<PciAddress> = self.devices.iter().map(|d| d.address).collect();
         addrs.sort_unstable();
@@ -224,6 +224,9 @@ impl Snapshot {
             let i = index(&d.address).unwrap_or_default();
             if let Some(p) = d.parent {
                 let pi = index(&p).ok_or(TopologyError::MissingParent { device: d.address, parent: p })?;
+                if self.device(p).is_some_and(|pd| pd.physfn.is_some()) {
+                    return Err(TopologyError::ParentIsVirtfn { device: d.address, parent: p });
+                }
                 parent[i] = Some(pi);
             }
         }
