@@ -15,13 +15,13 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use iommu_host::{Detail, Snapshot};
+use iommu_host::Snapshot;
 use iommu_pci::{PciAddress, PciIds};
 
-use crate::commands::{configs, load, pci_ids, write_output};
-use crate::exit::{fail, Exit};
+use crate::config::Origin;
+use crate::output::Outcome;
 use crate::render::names;
-use crate::Cli;
+use crate::source::{configs, Source};
 
 /// Output formats of `graph`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -631,14 +631,10 @@ pub fn dot(m: &Model) -> String {
 }
 
 /// `iommuctl graph`: reads the host at the level `list` does (config header, driver and group links).
-pub fn graph(cli: &Cli, format: Format, output: Option<&Path>) -> anyhow::Result<Exit> {
-    if cli.json {
-        return Err(fail(Exit::BadInput, "--json does not apply to graph: it writes --format svg or dot"));
-    }
-    let mut src = load(cli, Detail::Listing)?;
-    if cli.from_lspci.is_some() {
+pub fn run(mut src: Source, format: Format, output: Option<&Path>) -> anyhow::Result<Outcome> {
+    if matches!(src.origin, Origin::Lspci(_)) {
         // A dump has no kernel groups: draw the ones Linux would form, and say so in the title.
-        let p = crate::commands::run_prediction(&src.snapshot)?;
+        let p = src.predict()?;
         src.snapshot.groups = p
             .prediction
             .groups
@@ -652,14 +648,13 @@ pub fn graph(cli: &Cli, format: Format, output: Option<&Path>) -> anyhow::Result
             .collect();
         src.snapshot.kernel.release = Some("unknown (groups predicted from an lspci dump)".into());
     }
-    let ids = pci_ids(&src.root);
+    let ids = src.ids();
     let m = model(&src.snapshot, &ids);
     let text = match format {
         Format::Svg => svg(&m),
         Format::Dot => dot(&m),
     };
-    write_output(output, text.as_bytes())?;
-    Ok(Exit::Ok)
+    Ok(Outcome::bytes(text.into_bytes(), output.map(Path::to_path_buf)))
 }
 
 #[cfg(test)]
