@@ -145,8 +145,8 @@ pub enum Command {
     /// or Graphviz DOT.
     Graph {
         /// What to write.
-        #[arg(long, value_enum, default_value_t = crate::graph_cmd::Format::Svg)]
-        format: crate::graph_cmd::Format,
+        #[arg(long, value_enum, default_value_t = crate::cmd::graph::Format::Svg)]
+        format: crate::cmd::graph::Format,
         /// Write to FILE atomically (temporary file + rename) instead of standard output.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,

@@ -9,7 +9,6 @@ mod args;
 mod cmd;
 mod config;
 mod exit;
-mod graph_cmd;
 mod output;
 mod render;
 mod source;

@@ -7,6 +7,7 @@ pub mod check;
 pub mod completions;
 pub mod explain;
 pub mod export;
+pub mod graph;
 pub mod libvirt;
 pub mod list;
 pub mod man;
@@ -50,7 +51,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Outcome> {
         Command::Probe { address } => probe::run(live_root(cfg)?, address),
         Command::List => list::run(&load(Detail::Listing)?, cfg.color),
         Command::Export { format, output } => export::run(&load(Detail::Listing)?, *format, output.as_deref()),
-        Command::Graph { format, output } => crate::graph_cmd::run(load(Detail::Listing)?, *format, output.as_deref()),
+        Command::Graph { format, output } => graph::run(&load(Detail::Listing)?, *format, output.as_deref()),
         Command::Snapshot { output } => snapshot::run(&load(Detail::Full)?, output),
         Command::Status => status::run(cfg, &load(Detail::Full)?),
         Command::Check => check::run(&load(Detail::Full)?, cfg.color),
