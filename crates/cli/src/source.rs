@@ -105,10 +105,10 @@ pub fn configs(snap: &Snapshot) -> BTreeMap<PciAddress, ConfigInfo> {
 /// Warns on stderr when a prediction depended on config space that could not be read.
 pub fn warn_uncertain(prediction: &Prediction) {
     if !prediction.uncertain.is_empty() {
-        let l: Vec<String> = prediction.uncertain.iter().map(|a| a.to_string()).collect();
+        let uncertain: Vec<String> = prediction.uncertain.iter().map(|a| a.to_string()).collect();
         warn(&format!(
             "warning: ACS or PCIe type of {} could not be read (extended config space needs root); the prediction may be wrong there",
-            l.join(", ")
+            uncertain.join(", ")
         ));
     }
 }

@@ -29,18 +29,18 @@ pub struct ExplainReport {
 pub fn run(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
     let snap = &src.snapshot;
     src.device(a)?;
-    let p = src.predict()?;
-    let e =
-        explain(&p.topology, &p.prediction, a).ok_or_else(|| fail(Exit::Negative, format!("no prediction for {a}")))?;
+    let predicted = src.predict()?;
+    let explanation = explain(&predicted.topology, &predicted.prediction, a)
+        .ok_or_else(|| fail(Exit::Negative, format!("no prediction for {a}")))?;
     let kernel = snap.group_of(a);
-    let agrees = kernel.map(|g| g.devices == e.members);
+    let agrees = kernel.map(|g| g.devices == explanation.members);
     let note = match (kernel, agrees) {
         (Some(g), Some(false)) => {
-            let m: Vec<String> = g.devices.iter().map(|x| x.to_string()).collect();
+            let members: Vec<String> = g.devices.iter().map(|x| x.to_string()).collect();
             format!(
                 "The running kernel put it in group {} with {}; the prediction differs. Please report this with a snapshot.",
                 g.id,
-                m.join(", ")
+                members.join(", ")
             )
         }
         (Some(g), Some(true)) => format!("The running kernel agrees: its group {} has the same members.", g.id),
@@ -49,9 +49,9 @@ pub fn run(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
         }
         _ => "The running kernel has no IOMMU group for it (IOMMU off?): this is a prediction.".into(),
     };
-    let evidence = p.prediction.evidence.iter().filter(|x| x.group == e.group).cloned().collect();
+    let evidence = predicted.prediction.evidence.iter().filter(|x| x.group == explanation.group).cloned().collect();
     Ok(Outcome::report(Sorted(ExplainReport {
-        explanation: e,
+        explanation,
         kernel_group: kernel.map(|g| g.id),
         kernel_agrees: agrees,
         evidence,
@@ -92,10 +92,10 @@ pub struct SlotsReport {
 pub fn slots(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
     let snap = &src.snapshot;
     src.device(a)?;
-    let p = src.predict()?;
-    let slots = find_slots(&p.topology, &snap.platform());
-    let group: Vec<PciAddress> = p.prediction.group_of(a).map(|g| g.devices.clone()).unwrap_or_default();
-    let current_slot = p.topology.parent_of(a).map(|d| d.address);
+    let predicted = src.predict()?;
+    let slots = find_slots(&predicted.topology, &snap.platform());
+    let group: Vec<PciAddress> = predicted.prediction.group_of(a).map(|g| g.devices.clone()).unwrap_or_default();
+    let current_slot = predicted.topology.parent_of(a).map(|d| d.address);
     // Functions of the same slot that stay with it wherever the card goes.
     let moves_with: Vec<PciAddress> = group
         .iter()
@@ -107,12 +107,12 @@ pub fn slots(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
 
 impl fmt::Display for SlotsReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let a = self.device;
-        let others: Vec<PciAddress> = self.group.iter().copied().filter(|x| *x != a).collect();
+        let device = self.device;
+        let others: Vec<PciAddress> = self.group.iter().copied().filter(|x| *x != device).collect();
         if others.is_empty() {
-            writeln!(f, "{a} is alone in its group already.")?;
+            writeln!(f, "{device} is alone in its group already.")?;
         } else {
-            writeln!(f, "{a} shares its group with {}.", set(&others))?;
+            writeln!(f, "{device} shares its group with {}.", set(&others))?;
         }
         let companions = &self.moves_with;
         if !companions.is_empty() {

@@ -23,8 +23,8 @@ pub fn run(src: &Source, format: Format, output: Option<&Path>) -> anyhow::Resul
     let ids = src.ids();
     let model = if matches!(src.origin, Origin::Lspci(_)) {
         // A dump has no kernel groups and no kernel: draw the groups Linux would form, and say so.
-        let p = src.predict()?;
-        let groups: Vec<Group> = p
+        let predicted = src.predict()?;
+        let groups: Vec<Group> = predicted
             .prediction
             .groups
             .iter()

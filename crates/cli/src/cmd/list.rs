@@ -69,7 +69,7 @@ struct NoGroups {
 
 fn list_device(src: &Source, ids: &PciIds, cfgs: &BTreeMap<PciAddress, ConfigInfo>, a: PciAddress) -> ListDevice {
     let c = cfgs.get(&a);
-    let n = names(ids, c);
+    let shown = names(ids, c);
     ListDevice {
         address: a,
         vendor_id: c.map(|c| format!("{:04x}", c.vendor_id)),
@@ -80,7 +80,7 @@ fn list_device(src: &Source, ids: &PciIds, cfgs: &BTreeMap<PciAddress, ConfigInf
         class: c.and_then(|c| ids.subclass(c.class)).map(str::to_string),
         driver: src.snapshot.device(a).and_then(|d| d.driver.clone()),
         kind: c.filter(|c| c.is_pcie().is_some()).map(pcie_kind),
-        text: (n.class_text(), n.text()),
+        text: (shown.class_text(), shown.text()),
     }
 }
 
@@ -93,12 +93,12 @@ pub fn run(src: &Source, color: bool) -> anyhow::Result<Outcome> {
              shows the groups Linux would form",
             sanitize(&f.display().to_string())
         );
-        let r = NoGroups { groups: [], iommu_enabled: None, message: message.clone(), source: Some("lspci") };
-        return Ok(no_groups(r, message));
+        let report = NoGroups { groups: [], iommu_enabled: None, message: message.clone(), source: Some("lspci") };
+        return Ok(no_groups(report, message));
     }
     if snap.groups.is_empty() {
-        let r = NoGroups { groups: [], iommu_enabled: Some(false), message: IOMMU_OFF_HINT.into(), source: None };
-        return Ok(no_groups(r, IOMMU_OFF_HINT));
+        let report = NoGroups { groups: [], iommu_enabled: Some(false), message: IOMMU_OFF_HINT.into(), source: None };
+        return Ok(no_groups(report, IOMMU_OFF_HINT));
     }
     let ids = src.ids();
     let cfgs = src.configs();
@@ -141,8 +141,8 @@ impl fmt::Display for ListReport {
             }
         }
         if !self.loose.is_empty() {
-            let l: Vec<String> = self.loose.iter().map(|a| a.to_string()).collect();
-            writeln!(f, "Not in any IOMMU group: {}", l.join(", "))?;
+            let loose: Vec<String> = self.loose.iter().map(|a| a.to_string()).collect();
+            writeln!(f, "Not in any IOMMU group: {}", loose.join(", "))?;
         }
         Ok(())
     }

@@ -40,13 +40,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<Outcome> {
         Command::Man { subcommand, dir } => man::run(subcommand.as_deref(), dir.as_deref()),
         Command::Completions { shell } => Ok(completions::run(*shell)),
         Command::Bind { target, driver, dry_run, force } => {
-            let a = bind::BindArgs { target, driver, dry_run: *dry_run, force: *force };
-            bind::run(cfg, live_root(cfg)?, a)
+            let args = bind::BindArgs { target, driver, dry_run: *dry_run, force: *force };
+            bind::run(cfg, live_root(cfg)?, args)
         }
         Command::Restore { target, .. } => restore::run(cfg, live_root(cfg)?, target.as_deref()),
         Command::Persist { target, remove, dry_run, driver } => {
-            let a = persist::PersistArgs { target: target.as_deref(), remove: *remove, dry_run: *dry_run, driver };
-            persist::run(cfg, live_root(cfg)?, a)
+            let args = persist::PersistArgs { target: target.as_deref(), remove: *remove, dry_run: *dry_run, driver };
+            persist::run(cfg, live_root(cfg)?, args)
         }
         Command::Probe { address } => probe::run(live_root(cfg)?, address),
         Command::List => list::run(&load(Detail::Listing)?, cfg.color),
@@ -61,11 +61,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<Outcome> {
         }
         Command::Explain { address, slots } => {
             let src = load(Detail::Full)?;
-            let a = address_arg(address)?;
+            let address = address_arg(address)?;
             if *slots {
-                explain::slots(&src, a)
+                explain::slots(&src, address)
             } else {
-                explain::run(&src, a)
+                explain::run(&src, address)
             }
         }
         Command::Predict { what_if, diff } => {

@@ -42,14 +42,14 @@ struct Member {
 /// `iommuctl predict [--diff]`.
 pub fn run(src: &Source, diff: bool) -> anyhow::Result<Outcome> {
     let snap = &src.snapshot;
-    let p = src.predict()?;
-    let pred = &p.prediction;
+    let predicted = src.predict()?;
+    let pred = &predicted.prediction;
     let groups = pred
         .groups
         .iter()
         .map(|g| Group {
             id: g.id,
-            devices: g.devices.iter().map(|a| Member { address: *a, kind: kind_of(&p.topology, *a) }).collect(),
+            devices: g.devices.iter().map(|a| Member { address: *a, kind: kind_of(&predicted.topology, *a) }).collect(),
         })
         .collect();
     let mut differences = Vec::new();
@@ -95,8 +95,8 @@ impl fmt::Display for PredictReport {
             }
             None => {
                 for g in &self.groups {
-                    let m: Vec<String> = g.devices.iter().map(|d| d.address.to_string()).collect();
-                    writeln!(f, "group {}: {}", g.id, m.join(" "))?;
+                    let members: Vec<String> = g.devices.iter().map(|d| d.address.to_string()).collect();
+                    writeln!(f, "group {}: {}", g.id, members.join(" "))?;
                 }
                 Ok(())
             }
@@ -135,11 +135,11 @@ pub fn what_if(src: &Source, raw: &[String]) -> anyhow::Result<Outcome> {
     let snap = &src.snapshot;
     // what_if predicts today's groups itself: only the tree is needed here.
     let topology = src.topology()?;
-    let mut w = run_what_if(&topology, &snap.platform(), &changes);
-    warn_uncertain(&w.today);
+    let mut outcome = run_what_if(&topology, &snap.platform(), &changes);
+    warn_uncertain(&outcome.today);
     if let Some((major, minor)) = snap.kernel.version() {
         if (major, minor) < (6, 11) && changes.iter().any(|c| matches!(c, Change::ConfigAcs { .. })) {
-            w.warnings.insert(
+            outcome.warnings.insert(
                 0,
                 format!(
                     "This host runs Linux {major}.{minor}, which ignores pci=config_acs=: under this kernel the \
@@ -149,19 +149,19 @@ pub fn what_if(src: &Source, raw: &[String]) -> anyhow::Result<Outcome> {
         }
     }
     let kernel_differs = !snap.groups.is_empty() && {
-        let mut k: Vec<&Vec<PciAddress>> = snap.groups.iter().map(|g| &g.devices).collect();
-        let mut t: Vec<&Vec<PciAddress>> = w.today.groups.iter().map(|g| &g.devices).collect();
-        k.sort();
-        t.sort();
-        k != t
+        let mut kernel: Vec<&Vec<PciAddress>> = snap.groups.iter().map(|g| &g.devices).collect();
+        let mut today: Vec<&Vec<PciAddress>> = outcome.today.groups.iter().map(|g| &g.devices).collect();
+        kernel.sort();
+        today.sort();
+        kernel != today
     };
     Ok(Outcome::report(Sorted(WhatIfReport {
-        params: w.params,
-        today_groups: w.today.groups.len(),
-        groups: w.after.groups.iter().map(|g| WhatIfGroup { id: g.id, devices: g.devices.clone() }).collect(),
-        changed: w.changed,
-        verdicts: w.verdicts,
-        warnings: w.warnings,
+        params: outcome.params,
+        today_groups: outcome.today.groups.len(),
+        groups: outcome.after.groups.iter().map(|g| WhatIfGroup { id: g.id, devices: g.devices.clone() }).collect(),
+        changed: outcome.changed,
+        verdicts: outcome.verdicts,
+        warnings: outcome.warnings,
         today_matches_kernel: (!snap.groups.is_empty()).then_some(!kernel_differs),
     })))
 }

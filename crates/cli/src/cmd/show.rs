@@ -47,12 +47,12 @@ struct Hop {
 /// `iommuctl show ADDR`.
 pub fn run(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
     let snap = &src.snapshot;
-    let d = src.device(a)?;
+    let device = src.device(a)?;
     let ids = src.ids();
     let cfgs = src.configs();
-    let p = src.predict()?;
+    let predicted = src.predict()?;
     let platform = snap.platform();
-    let path_to_root = p
+    let path_to_root = predicted
         .topology
         .upstream_path(a)
         .into_iter()
@@ -61,13 +61,13 @@ pub fn run(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
                 Pcie::Yes(pt) => Some(pt),
                 _ => None,
             };
-            let on_root = p.topology.parent_of(b.address).is_none();
-            let v = acs_verdict(b, pt, on_root, &platform);
+            let on_root = predicted.topology.parent_of(b.address).is_none();
+            let verdict = acs_verdict(b, pt, on_root, &platform);
             Hop {
                 address: b.address,
-                kind: kind_of(&p.topology, b.address).to_string(),
-                acs_isolated: v.enabled(),
-                acs: v.describe(),
+                kind: kind_of(&predicted.topology, b.address).to_string(),
+                acs_isolated: verdict.enabled(),
+                acs: verdict.describe(),
             }
         })
         .collect();
@@ -75,22 +75,22 @@ pub fn run(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
     Ok(Outcome::report(Sorted(ShowReport {
         address: a,
         names: names(&ids, cfgs.get(&a)),
-        kind: kind_of(&p.topology, a).to_string(),
-        driver: d.driver.clone(),
-        driver_override: d.driver_override.clone(),
+        kind: kind_of(&predicted.topology, a).to_string(),
+        driver: device.driver.clone(),
+        driver_override: device.driver_override.clone(),
         iommu_group: group.map(|g| g.id),
         group_type: group.and_then(|g| g.kind.clone()),
         group_members: group.map(|g| g.devices.clone()).unwrap_or_default(),
         reserved_regions: group.map(|g| g.reserved_regions.clone()).unwrap_or_default(),
         path_to_root,
-        reset_methods: d.reset_methods.clone(),
-        boot_vga: d.boot_vga,
-        numa_node: d.numa_node,
-        iommu: d.iommu.clone(),
-        physfn: d.physfn,
-        sriov_totalvfs: d.sriov_totalvfs,
-        sriov_numvfs: d.sriov_numvfs,
-        net: d.net.clone(),
+        reset_methods: device.reset_methods.clone(),
+        boot_vga: device.boot_vga,
+        numa_node: device.numa_node,
+        iommu: device.iommu.clone(),
+        physfn: device.physfn,
+        sriov_totalvfs: device.sriov_totalvfs,
+        sriov_numvfs: device.sriov_numvfs,
+        net: device.net.clone(),
     })))
 }
 
@@ -105,9 +105,9 @@ impl fmt::Display for ShowReport {
         }
         match self.iommu_group {
             Some(id) => {
-                let m: Vec<String> = self.group_members.iter().map(|x| x.to_string()).collect();
+                let members: Vec<String> = self.group_members.iter().map(|x| x.to_string()).collect();
                 let kind = self.group_type.as_deref().map(sanitize).unwrap_or_else(|| "type unknown".into());
-                writeln!(f, "  IOMMU group:     {id} ({kind}): {}", m.join(", "))?;
+                writeln!(f, "  IOMMU group:     {id} ({kind}): {}", members.join(", "))?;
                 for r in &self.reserved_regions {
                     writeln!(f, "  reserved region: {:#018x}-{:#018x} {}", r.start, r.end, sanitize(&r.kind))?;
                 }
