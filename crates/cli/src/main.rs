@@ -1,199 +1,28 @@
 //! `iommuctl`: see, explain and predict Linux IOMMU groups.
 //!
-//! Thin glue over the iommu-pci, iommu-groups and iommu-host libraries: parse arguments, load the host
-//! (live root or snapshot), call the library, print, and map failures to exit codes.
+//! Thin glue over the libraries: clap parses [`args::Args`]; [`config::Config`] validates them into an
+//! [`config::Origin`] and a command (refusing what the origin cannot answer); [`cmd::run`] dispatches once
+//! to the command's module, which returns a typed report; [`output::emit`] renders it (text or `--json`,
+//! stdout or `-o`) and [`exit`] maps failures to exit codes.
 
-mod bind_cmd;
-mod commands;
-mod config_cmd;
+mod args;
+mod cmd;
+mod config;
 mod exit;
-mod export_cmd;
-mod from_lspci;
-mod graph_cmd;
 mod output;
-mod probe_cmd;
 mod render;
-mod whatif_cmd;
+mod source;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
-/// See, explain and predict Linux IOMMU groups.
-#[derive(Parser, Debug)]
-#[command(name = "iommuctl", version, about, long_about = None)]
-pub struct Cli {
-    /// Read the host below this directory instead of `/` (a copy of sysfs/procfs, or a test tree).
-    #[arg(long, global = true, value_name = "DIR", conflicts_with = "from")]
-    pub root: Option<PathBuf>,
-    /// Run read-only commands on a snapshot file written by `iommuctl snapshot`.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub from: Option<PathBuf>,
-    /// Run read-only commands (`predict` above all) on `lspci -xxxx` output saved on another machine
-    /// (`-x`/`-xxx` too, with or without `-D`); `-` reads standard input.
-    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["root", "from"])]
-    pub from_lspci: Option<PathBuf>,
-    /// Where bind keeps its journal and lock.
-    #[arg(long, global = true, value_name = "DIR", default_value = iommu_host::journal::DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
-    /// Print JSON instead of text.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// Colour in text output: auto (only on a terminal, and not when NO_COLOR is set), always, never.
-    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = render::ColorWhen::Auto)]
-    pub color: render::ColorWhen,
-    /// What to do (default: list).
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-/// Subcommands.
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// List IOMMU groups with their devices, names, classes and drivers.
-    List,
-    /// Show one device: group, path to the root with ACS per hop, driver, reset, NUMA, reserved regions.
-    Show {
-        /// PCI address (DDDD:BB:DD.F or BB:DD.F).
-        address: String,
-    },
-    /// Explain why a device's group holds exactly its members, and what would split it.
-    Explain {
-        /// PCI address (DDDD:BB:DD.F or BB:DD.F).
-        address: String,
-        /// List the root and downstream ports (slots) where the device would get a group of its own.
-        #[arg(long)]
-        slots: bool,
-    },
-    /// Predict groups from config space, as the kernel would form them.
-    Predict {
-        /// Compare with the kernel's groups; exit 1 when they differ.
-        #[arg(long, conflicts_with = "what_if")]
-        diff: bool,
-        /// Predict under a changed kernel command line and compare with today's groups. Repeatable:
-        /// `acs-override=downstream,multifunction,id:VVVV:DDDD` (out-of-tree pcie_acs_override),
-        /// `config_acs=FLAGS@DEVICE;...` (Linux 6.11+), `disable_acs_redir=DEVICE;...`.
-        #[arg(long, value_name = "CHANGE")]
-        what_if: Vec<String>,
-    },
-    /// Bind every endpoint of TARGET's IOMMU group to a driver (vfio-pci), journaled and rolled back on failure.
-    Bind {
-        /// A PCI address, or a vendor:device ID that matches exactly one device.
-        target: String,
-        /// The driver to bind to.
-        #[arg(long, default_value = "vfio-pci")]
-        driver: String,
-        /// Print the plan and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Bind even when a mounted file system, swap, console or network interface holds a device.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Put devices bound by iommuctl back on their original drivers (from the journal).
-    Restore {
-        /// Only this device's group (address or vendor:device).
-        #[arg(conflicts_with = "all", required_unless_present = "all")]
-        target: Option<String>,
-        /// Every journaled device.
-        #[arg(long)]
-        all: bool,
-    },
-    /// Devices bound by iommuctl, and whether each group is viable for VFIO.
-    Status,
-    /// Make TARGET's group binding survive reboots (udev rule by address + modprobe softdep).
-    Persist {
-        /// A PCI address or vendor:device ID.
-        #[arg(required_unless_present = "remove")]
-        target: Option<String>,
-        /// Remove everything iommuctl persisted.
-        #[arg(long, conflicts_with = "target")]
-        remove: bool,
-        /// Show the files and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// The driver to persist.
-        #[arg(long, default_value = "vfio-pci")]
-        driver: String,
-    },
-    /// Open a device through VFIO: regions, interrupts, reset support and the IOMMU's IOVA ranges.
-    Probe {
-        /// PCI address (DDDD:BB:DD.F or BB:DD.F); its group must be bound to vfio-pci.
-        address: String,
-    },
-    /// Walk through what an IOMMU does on the software model: translation, bounce buffers, coalescing,
-    /// isolation with a blocked access and its fault record.
-    Sim,
-    /// Is this host ready for device assignment? IOMMU, interrupt remapping, VFIO modules, iommufd, default
-    /// domain, RMRR regions, boot VGA, reset methods; each failing item with its fix. Exit 0 ready, 1 not.
-    Check,
-    /// Print libvirt `<hostdev>` elements for every endpoint of TARGET's IOMMU group.
-    Libvirt {
-        /// A PCI address, or a vendor:device ID that matches exactly one device.
-        target: String,
-        /// Also pin guest addresses: each host slot becomes a guest slot on bus 0 from SLOT (hex) upwards,
-        /// keeping functions and `multifunction='on'` (as `qemu` does). Without it libvirt places them.
-        #[arg(long, value_name = "SLOT", value_parser = config_cmd::parse_guest_slot)]
-        guest_slot: Option<u8>,
-    },
-    /// Print QEMU `-device vfio-pci` arguments for every endpoint of TARGET's IOMMU group, keeping the
-    /// multifunction layout.
-    Qemu {
-        /// A PCI address, or a vendor:device ID that matches exactly one device.
-        target: String,
-        /// The first guest slot (hex, 0x1..0x1f) on the default root bus; each host slot takes the next.
-        #[arg(long, value_name = "SLOT", default_value = "0x10", value_parser = config_cmd::parse_guest_slot)]
-        guest_slot: u8,
-    },
-    /// Export facts for monitoring and scheduling: Prometheus textfile-collector metrics or a Node Feature
-    /// Discovery feature file.
-    Export {
-        /// What to write.
-        #[arg(long, value_enum)]
-        format: export_cmd::Format,
-        /// Write to FILE atomically (temporary file + rename) instead of standard output.
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
-    /// Draw the PCI tree with IOMMU groups as coloured clusters: SVG drawn by iommuctl (no Graphviz needed),
-    /// or Graphviz DOT.
-    Graph {
-        /// What to write.
-        #[arg(long, value_enum, default_value_t = graph_cmd::Format::Svg)]
-        format: graph_cmd::Format,
-        /// Write to FILE atomically (temporary file + rename) instead of standard output.
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
-    /// Print a shell completion script (e.g. `iommuctl completions bash > /etc/bash_completion.d/iommuctl`).
-    Completions {
-        /// The shell.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff), generated from the command-line definition: `iommuctl man | man -l -`;
-    /// `iommuctl man bind` for one subcommand's page; `--dir DIR` writes iommuctl.1 and every
-    /// iommuctl-SUBCOMMAND.1.
-    Man {
-        /// Only this subcommand's page.
-        #[arg(conflicts_with = "dir")]
-        subcommand: Option<String>,
-        /// Write every page into DIR instead of printing one.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
-    /// Write a snapshot of everything the read-only commands need.
-    Snapshot {
-        /// Output file (`-` for standard output).
-        #[arg(short, long, value_name = "FILE")]
-        output: PathBuf,
-    },
-}
+use crate::args::Args;
+use crate::config::Config;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let args = match Args::try_parse() {
+        Ok(args) => args,
         // Help and version go to stdout (exit 0); argument errors to stderr (exit 2), each line made safe
         // and cut: clap echoes the offending value whole.
         Err(e) if !e.use_stderr() => {
@@ -207,7 +36,11 @@ fn main() -> ExitCode {
             return exit::Exit::BadInput.into();
         }
     };
-    match commands::run(cli) {
+    let result = Config::from_args(args).and_then(|cfg| {
+        let outcome = cmd::run(&cfg)?;
+        output::emit(outcome, cfg.json)
+    });
+    match result {
         Ok(code) => code.into(),
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS, // the reader went away (`| head`)
         Err(e) => {
@@ -225,6 +58,6 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
+        Args::command().debug_assert();
     }
 }

@@ -1,6 +1,10 @@
 //! Everything iommuctl prints or writes goes through here: standard output and error without panics, `-o`
 //! files through the one safe writer, and text from the system through the one sanitizer.
 //!
+//! Commands return an [`Outcome`]: a typed report (`Serialize + Display`) that [`emit`] renders once, as
+//! text or `--json`; or bytes for standard output or a `-o` file (export, graph, snapshot, man pages); and
+//! the exit code, with the sentence that goes with a negative answer.
+//!
 //! The rules:
 //! - Nothing panics on output: no `println!`/`eprintln!` (they panic when stdout is a closed pipe or a
 //!   full disk). A closed pipe (`iommuctl list | head -1`) ends the run quietly with exit 0; any other
@@ -11,8 +15,11 @@
 //! - Text that came from the system, a file or the user goes through [`sanitize`] before a terminal sees
 //!   it; JSON is written exactly (serde escapes control characters itself).
 
+use std::fmt::Display;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
 
 pub use iommu_pci::text::{clip, sanitize};
 
@@ -49,15 +56,6 @@ pub fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> anyhow::Result<String> 
     let mut s = serde_json::to_string_pretty(v)?;
     s.push('\n');
     Ok(s)
-}
-
-/// Writes `v` as pretty JSON to standard output.
-pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
-    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
 }
 
 /// Writes a command's whole output to standard output (no FILE, or `-`) or atomically to FILE through
@@ -122,5 +120,106 @@ impl Deferred {
             Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             Some(e) => Err(fail(Exit::Failed, format!("{what} finished, but its output could not be written: {e}"))),
         }
+    }
+}
+
+/// A report a command produced: shown as text (its `Display`) or JSON (its `Serialize`).
+pub trait Render {
+    /// The text form.
+    fn text(&self) -> String;
+    /// The JSON form (pretty, with a trailing newline).
+    fn json(&self) -> anyhow::Result<String>;
+}
+
+impl<T: Serialize + Display> Render for T {
+    fn text(&self) -> String {
+        self.to_string()
+    }
+
+    fn json(&self) -> anyhow::Result<String> {
+        json_text(self)
+    }
+}
+
+/// What a command prints.
+pub enum Shown {
+    /// A report, in the form `--json` asks for.
+    Report(Box<dyn Render>),
+    /// A report that exists only as JSON (with `--json`); nothing on stdout otherwise.
+    JsonOnly(Box<dyn Render>),
+    /// Bytes for standard output, or for FILE through the safe writer.
+    Bytes {
+        /// What to write.
+        bytes: Vec<u8>,
+        /// `-o FILE` (`-` or none: standard output).
+        to: Option<PathBuf>,
+    },
+    /// Nothing more: the command printed as it went (state changes print through [`Deferred`]).
+    Nothing,
+}
+
+/// A command's result: what to show, the exit code, and for a negative answer the sentence on stderr.
+pub struct Outcome {
+    /// What to print.
+    pub shown: Shown,
+    /// The exit code.
+    pub exit: Exit,
+    /// A sentence for stderr (a negative answer's reason).
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    /// A report with exit 0.
+    pub fn report(r: impl Render + 'static) -> Outcome {
+        Outcome { shown: Shown::Report(Box::new(r)), exit: Exit::Ok, message: None }
+    }
+
+    /// Bytes for stdout or `-o FILE`, exit 0.
+    pub fn bytes(bytes: Vec<u8>, to: Option<PathBuf>) -> Outcome {
+        Outcome { shown: Shown::Bytes { bytes, to }, exit: Exit::Ok, message: None }
+    }
+
+    /// Nothing more to print.
+    pub fn done(exit: Exit) -> Outcome {
+        Outcome { shown: Shown::Nothing, exit, message: None }
+    }
+
+    /// The same with another exit code.
+    pub fn with_exit(mut self, exit: Exit) -> Outcome {
+        self.exit = exit;
+        self
+    }
+}
+
+/// Renders an outcome: the report as text or JSON, or the bytes to their place; then the message on
+/// stderr. Returns the exit code.
+pub fn emit(outcome: Outcome, json: bool) -> anyhow::Result<Exit> {
+    match outcome.shown {
+        Shown::Report(r) if json => stdout(&r.json()?)?,
+        Shown::Report(r) => stdout(&r.text())?,
+        Shown::JsonOnly(r) if json => stdout(&r.json()?)?,
+        Shown::JsonOnly(_) | Shown::Nothing => {}
+        Shown::Bytes { bytes, to } => write_output(to.as_deref(), &bytes)?,
+    }
+    if let Some(m) = outcome.message {
+        warn(&format!("iommuctl: {}", message(&m)));
+    }
+    Ok(outcome.exit)
+}
+
+/// A report whose JSON keys come out sorted at every level, as `serde_json::Value` orders them. The
+/// reports of `show`, `explain`, `predict`, `qemu`, `libvirt`, `status` and `probe` have always printed
+/// their keys that way; this keeps their JSON byte for byte while the report itself is a typed struct.
+pub struct Sorted<T>(pub T);
+
+impl<T: Serialize> Serialize for Sorted<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde_json::to_value(&self.0).map_err(serde::ser::Error::custom)?.serialize(s)
+    }
+}
+
+impl<T: Display> Display for Sorted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }

@@ -1,7 +1,6 @@
 //! Text and JSON rendering.
 
 use iommu_pci::{ConfigInfo, PciIds};
-use serde_json::{json, Value};
 
 pub use crate::output::sanitize;
 
@@ -30,20 +29,31 @@ pub fn paint_header(s: &str) -> String {
     format!("\x1b[1;36m{s}\x1b[0m")
 }
 
-/// Name facts for one function.
+/// What kind of PCI function a config space describes (`PCIe root port`, `conventional PCI bridge`, ...).
+pub fn pcie_kind(c: &ConfigInfo) -> &'static str {
+    match c.pcie {
+        Some(p) => p.port_type.describe(),
+        None if c.is_bridge() => "conventional PCI bridge",
+        None => "conventional PCI function",
+    }
+}
+
+/// Name facts for one function (the JSON form sorts its keys, as `show` has always printed them).
+#[derive(serde::Serialize)]
 pub struct Names {
-    /// `vvvv`.
-    pub vendor_id: String,
-    /// `dddd`.
-    pub device_id: String,
-    /// `cccc` (base class and subclass).
-    pub class_id: String,
-    /// Vendor name.
-    pub vendor: Option<String>,
-    /// Device name.
-    pub device: Option<String>,
     /// Class name.
     pub class: Option<String>,
+    /// `cccc` (base class and subclass).
+    pub class_id: String,
+    /// `dddd`.
+    pub device_id: String,
+    /// Device name.
+    #[serde(rename = "device_name")]
+    pub device: Option<String>,
+    /// Vendor name.
+    pub vendor: Option<String>,
+    /// `vvvv`.
+    pub vendor_id: String,
 }
 
 /// Names a function from its config space.
@@ -69,18 +79,6 @@ pub fn names(ids: &PciIds, cfg: Option<&ConfigInfo>) -> Names {
 }
 
 impl Names {
-    /// JSON fields.
-    pub fn json(&self) -> Value {
-        json!({
-            "vendor_id": self.vendor_id,
-            "device_id": self.device_id,
-            "class_id": self.class_id,
-            "vendor": self.vendor,
-            "device_name": self.device,
-            "class": self.class,
-        })
-    }
-
     /// `Vendor Device [vvvv:dddd]`.
     pub fn text(&self) -> String {
         let v = self.vendor.clone().unwrap_or_else(|| "Unknown vendor".into());

@@ -1,4 +1,5 @@
-//! `libvirt` and `qemu`: VM configuration for every endpoint of a device's IOMMU group.
+//! `iommuctl qemu TARGET`: QEMU `-device vfio-pci` arguments for every endpoint of a device's IOMMU group
+//! (and the layout `libvirt --guest-slot` shares).
 //!
 //! Both start from the kernel's group of TARGET (resolved like `bind` does) and leave bridges out: VFIO
 //! needs every endpoint of the group assigned (or unbound), bridges stay with the host.
@@ -11,19 +12,19 @@
 //! (GPU + HDMI audio, a NIC's ports) finds them where it finds them on the host.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fmt;
 
 use iommu_host::bind;
 use iommu_host::Snapshot;
 use iommu_pci::{ConfigInfo, PciAddress};
 use serde::Serialize;
 
-use crate::commands::print_json;
 use crate::exit::{fail, Exit};
-use crate::render::sanitize;
+use crate::output::{sanitize, warn, Outcome, Sorted};
+use crate::source::Source;
 
 /// The endpoints of TARGET's kernel group, in address order, with the group number.
-fn endpoints(snap: &Snapshot, target: &str) -> anyhow::Result<(PciAddress, u32, Vec<PciAddress>)> {
+pub fn endpoints(snap: &Snapshot, target: &str) -> anyhow::Result<(PciAddress, u32, Vec<PciAddress>)> {
     let addr = bind::resolve_target(snap, target)?;
     let g = snap.group_of(addr).ok_or(bind::BindError::NoGroup(addr))?;
     let mut eps: Vec<PciAddress> = g
@@ -42,68 +43,16 @@ fn endpoints(snap: &Snapshot, target: &str) -> anyhow::Result<(PciAddress, u32, 
     Ok((addr, g.id, eps))
 }
 
+/// One endpoint's place in the guest and its `-device` argument.
 #[derive(Serialize)]
-struct LibvirtDevice {
+pub struct QemuDevice {
     address: PciAddress,
-    domain: String,
-    bus: String,
-    slot: String,
-    function: String,
-    xml: String,
-}
-
-/// `iommuctl libvirt TARGET [--guest-slot SLOT]`. With a guest slot, each `<hostdev>` also gets the guest
-/// `<address>` of the QEMU layout (same slots, functions and `multifunction='on'`), on guest bus 0.
-pub fn libvirt(json: bool, snap: &Snapshot, target: &str, guest_slot: Option<u8>) -> anyhow::Result<Exit> {
-    let (addr, group, eps) = endpoints(snap, target)?;
-    let layout = match guest_slot {
-        Some(first) => Some(qemu_layout(&eps, first)?),
-        None => None,
-    };
-    let devices: Vec<LibvirtDevice> = eps
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let domain = format!("{:#06x}", a.domain);
-            let bus = format!("{:#04x}", a.bus);
-            let slot = format!("{:#04x}", a.device);
-            let function = format!("{:#x}", a.function);
-            let guest = layout.as_ref().map(|l| {
-                let g = &l[i];
-                format!(
-                    "  <address type='pci' domain='0x0000' bus='0x00' slot='{:#04x}' function='{:#x}'{}/>\n",
-                    g.guest_slot,
-                    g.guest_function,
-                    if g.multifunction { " multifunction='on'" } else { "" }
-                )
-            });
-            let xml = format!(
-                "<hostdev mode='subsystem' type='pci' managed='yes'>\n  <source>\n    <address domain='{domain}' \
-                 bus='{bus}' slot='{slot}' function='{function}'/>\n  </source>\n{}</hostdev>\n",
-                guest.unwrap_or_default()
-            );
-            LibvirtDevice { address: *a, domain, bus, slot, function, xml }
-        })
-        .collect();
-    if json {
-        let xml: String = devices.iter().map(|d| d.xml.as_str()).collect();
-        print_json(&serde_json::json!({ "target": addr, "group": group, "devices": devices, "xml": xml }))?;
-        return Ok(Exit::Ok);
-    }
-    let mut out = format!("<!-- IOMMU group {group}: every endpoint; put these in the domain's <devices> -->\n");
-    for d in &devices {
-        out.push_str(&d.xml);
-    }
-    std::io::stdout().lock().write_all(out.as_bytes())?;
-    Ok(Exit::Ok)
-}
-
-#[derive(Serialize)]
-struct QemuDevice {
-    address: PciAddress,
-    guest_slot: u8,
-    guest_function: u8,
-    multifunction: bool,
+    /// The guest slot.
+    pub guest_slot: u8,
+    /// The guest function.
+    pub guest_function: u8,
+    /// Whether this function carries `multifunction=on`.
+    pub multifunction: bool,
     device: String,
 }
 
@@ -118,7 +67,7 @@ fn qemu_host_arg(a: &PciAddress) -> String {
 }
 
 /// Lays out the endpoints on guest slots: see the module documentation.
-fn qemu_layout(eps: &[PciAddress], first_slot: u8) -> anyhow::Result<Vec<QemuDevice>> {
+pub fn qemu_layout(eps: &[PciAddress], first_slot: u8) -> anyhow::Result<Vec<QemuDevice>> {
     let mut slots: BTreeMap<(u32, u8, u8), Vec<PciAddress>> = BTreeMap::new();
     for a in eps {
         slots.entry((a.domain, a.bus, a.device)).or_default().push(*a);
@@ -151,26 +100,32 @@ fn qemu_layout(eps: &[PciAddress], first_slot: u8) -> anyhow::Result<Vec<QemuDev
     Ok(out)
 }
 
-/// Parses `--guest-slot` (see [`iommu_pci::parse_guest_slot`]).
-pub fn parse_guest_slot(s: &str) -> Result<u8, String> {
-    iommu_pci::parse_guest_slot(s)
+/// The arguments, and the layout behind them.
+#[derive(Serialize)]
+pub struct QemuReport {
+    target: PciAddress,
+    group: u32,
+    devices: Vec<QemuDevice>,
+    args: Vec<String>,
 }
 
-/// `iommuctl qemu TARGET`.
-pub fn qemu(json: bool, snap: &Snapshot, target: &str, first_slot: u8) -> anyhow::Result<Exit> {
+/// `iommuctl qemu TARGET`; the text form adds a note on stderr for endpoints not on vfio-pci yet.
+pub fn run(src: &Source, target: &str, first_slot: u8, json: bool) -> anyhow::Result<Outcome> {
+    let snap = &src.snapshot;
     let (addr, group, eps) = endpoints(snap, target)?;
     let devices = qemu_layout(&eps, first_slot)?;
-    let args: Vec<String> = devices.iter().flat_map(|d| ["-device".to_string(), d.device.clone()]).collect();
-    if json {
-        print_json(&serde_json::json!({ "target": addr, "group": group, "devices": devices, "args": args }))?;
-        return Ok(Exit::Ok);
+    let args = devices.iter().flat_map(|d| ["-device".to_string(), d.device.clone()]).collect();
+    if !json {
+        not_on_vfio_note(snap, &eps);
     }
-    let lines: Vec<String> = devices.iter().map(|d| format!("-device {}", d.device)).collect();
-    let mut out = lines.join(" \\\n");
-    out.push('\n');
-    std::io::stdout().lock().write_all(out.as_bytes())?;
-    not_on_vfio_note(snap, &eps);
-    Ok(Exit::Ok)
+    Ok(Outcome::report(Sorted(QemuReport { target: addr, group, devices, args })))
+}
+
+impl fmt::Display for QemuReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.devices.iter().map(|d| format!("-device {}", d.device)).collect();
+        writeln!(f, "{}", lines.join(" \\\n"))
+    }
 }
 
 /// A note on stderr for endpoints that are not on vfio-pci yet (QEMU does not bind them itself; libvirt's
@@ -185,17 +140,14 @@ fn not_on_vfio_note(snap: &Snapshot, eps: &[PciAddress]) {
         })
         .collect();
     if !off.is_empty() {
-        crate::output::warn(&format!(
-            "note: not on vfio-pci yet: {}; run `iommuctl bind {}` first",
-            off.join(", "),
-            eps[0]
-        ));
+        warn(&format!("note: not on vfio-pci yet: {}; run `iommuctl bind {}` first", off.join(", "), eps[0]));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iommu_pci::parse_guest_slot;
 
     fn a(s: &str) -> PciAddress {
         s.parse().unwrap()

@@ -10,9 +10,8 @@ use iommu_host::bind::group_status;
 use iommu_host::Snapshot;
 use iommu_pci::PciAddress;
 
-use crate::commands::{configs, write_output};
-use crate::exit::{fail, Exit};
-use crate::Cli;
+use crate::output::Outcome;
+use crate::source::{configs, Source};
 
 /// Export formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -99,17 +98,13 @@ pub fn nfd(snap: &Snapshot) -> String {
     o
 }
 
-/// `iommuctl export`.
-pub fn export(cli: &Cli, snap: &Snapshot, format: Format, output: Option<&Path>) -> anyhow::Result<Exit> {
-    if cli.json {
-        return Err(fail(Exit::BadInput, "--json does not apply to export: it writes --format prometheus or nfd"));
-    }
+/// `iommuctl export` (`--json` is refused up front: the formats are the output).
+pub fn run(src: &Source, format: Format, output: Option<&Path>) -> anyhow::Result<Outcome> {
     let text = match format {
-        Format::Prometheus => prometheus(snap),
-        Format::Nfd => nfd(snap),
+        Format::Prometheus => prometheus(&src.snapshot),
+        Format::Nfd => nfd(&src.snapshot),
     };
-    write_output(output, text.as_bytes())?;
-    Ok(Exit::Ok)
+    Ok(Outcome::bytes(text.into_bytes(), output.map(Path::to_path_buf)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,124 @@
+//! The host a read command answers from: loaded once from its [`Origin`], with what the commands derive
+//! from it (names, decoded config spaces, the tree, the prediction).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use iommu_groups::{predict, Prediction, RuleSet, Topology};
+use iommu_host::{read_host_with, Detail, HostDevice, LspciDump, Snapshot};
+use iommu_pci::{ConfigInfo, PciAddress, PciIds};
+
+use crate::config::Origin;
+use crate::exit::{fail, Exit};
+use crate::output::{sanitize, warn};
+
+/// A loaded host.
+pub struct Source {
+    /// Where it came from.
+    pub origin: Origin,
+    /// What was read.
+    pub snapshot: Snapshot,
+}
+
+/// The tree and the groups Linux would form on it.
+pub struct Predicted {
+    /// The PCI tree.
+    pub topology: Topology,
+    /// The prediction.
+    pub prediction: Prediction,
+}
+
+impl Source {
+    /// Loads the host from `origin`, reading a live host at the given level of detail, and tells the user
+    /// on stderr what could not be read (host files) or what a dump cannot say.
+    pub fn load(origin: &Origin, detail: Detail) -> anyhow::Result<Source> {
+        let snapshot = match origin {
+            Origin::Live { root } => {
+                let snap = read_host_with(root, detail)
+                    .with_context(|| format!("reading the host below {}", root.display()))?;
+                warn_unreadable(&snap);
+                snap
+            }
+            Origin::Snapshot(f) => Snapshot::load(f).map_err(|e| match e {
+                // A read error names the file already; a parse error does not.
+                iommu_host::SnapshotError::Read { .. } => anyhow::Error::new(e),
+                _ => anyhow::Error::new(e).context(format!("snapshot {}", f.display())),
+            })?,
+            Origin::Lspci(f) => {
+                let dump = LspciDump::load(f).map_err(|e| match e {
+                    iommu_host::LspciError::Read { .. } => anyhow::Error::new(e),
+                    _ => anyhow::Error::new(e).context(format!("lspci dump {}", f.display())),
+                })?;
+                for w in dump.warnings() {
+                    warn(&format!("warning: {}", sanitize(&w)));
+                }
+                for n in dump.inferences() {
+                    warn(&format!("note: {}", sanitize(&n)));
+                }
+                dump.snapshot
+            }
+        };
+        Ok(Source { origin: origin.clone(), snapshot })
+    }
+
+    /// pci.ids names: the system's database below a live root, else this machine's, else none.
+    pub fn ids(&self) -> PciIds {
+        let root = self.origin.ids_root();
+        PciIds::load_system(root)
+            .or_else(|| PciIds::load_system(std::path::Path::new("/")))
+            .unwrap_or_else(PciIds::empty)
+    }
+
+    /// Every config space that decodes.
+    pub fn configs(&self) -> BTreeMap<PciAddress, ConfigInfo> {
+        configs(&self.snapshot)
+    }
+
+    /// The device, or a negative answer (exit 1) naming it.
+    pub fn device(&self, a: PciAddress) -> anyhow::Result<&HostDevice> {
+        self.snapshot.device(a).ok_or_else(|| fail(Exit::Negative, format!("no PCI function {a} on this host")))
+    }
+
+    /// The PCI tree, warning on stderr about config spaces that do not decode.
+    pub fn topology(&self) -> anyhow::Result<Topology> {
+        let (topology, bad) = self.snapshot.topology().context("building the PCI tree")?;
+        for (a, e) in bad {
+            warn(&format!("warning: config space of {a} does not decode ({e}); treated as unknown"));
+        }
+        Ok(topology)
+    }
+
+    /// The tree and the groups Linux would form, warning when they depend on unreadable config space.
+    pub fn predict(&self) -> anyhow::Result<Predicted> {
+        let topology = self.topology()?;
+        let prediction = predict(&topology, &self.snapshot.platform(), RuleSet::Linux6);
+        warn_uncertain(&prediction);
+        Ok(Predicted { topology, prediction })
+    }
+}
+
+/// Every config space of a snapshot that decodes.
+pub fn configs(snap: &Snapshot) -> BTreeMap<PciAddress, ConfigInfo> {
+    snap.devices.iter().filter_map(|d| Some((d.address, ConfigInfo::parse(&d.config).ok()?))).collect()
+}
+
+/// Warns on stderr when a prediction depended on config space that could not be read.
+pub fn warn_uncertain(prediction: &Prediction) {
+    if !prediction.uncertain.is_empty() {
+        let uncertain: Vec<String> = prediction.uncertain.iter().map(|a| a.to_string()).collect();
+        warn(&format!(
+            "warning: ACS or PCIe type of {} could not be read (extended config space needs root); the prediction may be wrong there",
+            uncertain.join(", ")
+        ));
+    }
+}
+
+/// Tells the user on stderr which host files exist but could not be read (at most ten, then a count).
+pub fn warn_unreadable(snap: &Snapshot) {
+    for u in snap.unreadable.iter().take(10) {
+        warn(&format!("warning: {}: {}", sanitize(&u.path.display().to_string()), sanitize(&u.error)));
+    }
+    if snap.unreadable.len() > 10 {
+        warn(&format!("warning: {} more host files could not be read", snap.unreadable.len() - 10));
+    }
+}
