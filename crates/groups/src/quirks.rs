@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 /// The kernel version these tables follow.
-pub const QUIRKS_FOLLOW: &str = "Linux v6.18 (as described in shared/kernel-groups.md)";
+pub const QUIRKS_FOLLOW: &str = "Linux v6.18";
 
 /// Matches device IDs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

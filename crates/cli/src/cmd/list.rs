@@ -18,7 +18,7 @@ pub const IOMMU_OFF_HINT: &str =
     "no IOMMU groups: the IOMMU is off or absent. Turn it on in the firmware (Intel VT-d / \
 AMD-Vi, sometimes called IOMMU or \"SVM\" settings) and on the kernel command line (intel_iommu=on on Intel; \
 amd_iommu is on by default on AMD, amd_iommu=on where it was turned off), then reboot. To try iommuctl without \
-one: iommuctl --from snapshots/lab-everything.json list";
+one: `iommuctl snapshot -o host.json` on a machine that has one, then `iommuctl --from host.json list` here";
 
 /// The groups, as `list` shows them.
 #[derive(Serialize)]
