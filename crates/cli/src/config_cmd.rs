@@ -178,7 +178,7 @@ pub fn qemu(json: bool, snap: &Snapshot, target: &str, first_slot: u8) -> anyhow
 fn not_on_vfio_note(snap: &Snapshot, eps: &[PciAddress]) {
     let off: Vec<String> = eps
         .iter()
-        .filter(|a| snap.device(**a).and_then(|d| d.driver.as_deref()) != Some("vfio-pci"))
+        .filter(|a| !snap.device(**a).and_then(|d| d.driver.as_deref()).is_some_and(iommu_pci::drivers::is_vfio_driver))
         .map(|a| {
             let d = snap.device(*a).and_then(|d| d.driver.as_deref()).unwrap_or("no driver");
             format!("{a} ({})", sanitize(d))
