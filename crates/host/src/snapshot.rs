@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use iommu_groups::{Device, Pcie, Platform, Topology, TopologyError};
+use iommu_pci::regions::ReservedRegion;
 use iommu_pci::{AcsState, ConfigError, ConfigInfo, HeaderKind, PciAddress};
 use serde::{Deserialize, Serialize};
 
@@ -75,30 +76,6 @@ pub struct KernelGroup {
     pub reserved_regions: Vec<ReservedRegion>,
     /// Member functions, sorted.
     pub devices: Vec<PciAddress>,
-}
-
-/// One line of a group's `reserved_regions`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReservedRegion {
-    /// First address.
-    pub start: u64,
-    /// Last address (inclusive).
-    pub end: u64,
-    /// `direct`, `direct-relaxable`, `reserved` or `msi`.
-    #[serde(rename = "type")]
-    pub kind: String,
-}
-
-impl ReservedRegion {
-    /// Parses one line: `0x%016x 0x%016x <type>`.
-    pub fn parse_line(line: &str) -> Option<Self> {
-        let mut it = line.split_whitespace();
-        let num = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
-        let start = num(it.next()?)?;
-        let end = num(it.next()?)?;
-        let kind = it.next()?.to_string();
-        Some(Self { start, end, kind })
-    }
 }
 
 /// One PCI function on the host.

@@ -13,7 +13,7 @@ pub fn driver_is_vfio_safe(driver: &str) -> bool {
     iommu_pci::drivers::manages_own_dma(driver)
 }
 
-/// One line of a group's `reserved_regions`.
+/// One line of a group's `reserved_regions`, as an IOVA range.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ReservedRegion {
     /// The addresses.
@@ -22,15 +22,13 @@ pub struct ReservedRegion {
     pub kind: String,
 }
 
-/// Parses `reserved_regions` (`0x00000000fee00000 0x00000000feefffff msi` per line); bad lines are skipped.
+/// Parses `reserved_regions` (`0x00000000fee00000 0x00000000feefffff msi` per line) with
+/// [`iommu_pci::regions::parse_reserved_regions`] (which see for a line without a type); lines that do not
+/// parse, or whose first address is above the last, are skipped.
 pub fn parse_reserved_regions(text: &str) -> Vec<ReservedRegion> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let s = u64::from_str_radix(it.next()?.strip_prefix("0x")?, 16).ok()?;
-            let e = u64::from_str_radix(it.next()?.strip_prefix("0x")?, 16).ok()?;
-            Some(ReservedRegion { range: IovaRange::new(s, e)?, kind: it.next().unwrap_or("reserved").to_string() })
-        })
+    iommu_pci::regions::parse_reserved_regions(text)
+        .into_iter()
+        .filter_map(|r| Some(ReservedRegion { range: IovaRange::new(r.start, r.end)?, kind: r.kind }))
         .collect()
 }
 
@@ -225,6 +223,11 @@ pub(crate) mod tests {
             vec![ReservedRegion { range: IovaRange::new(0xfee0_0000, 0xfeef_ffff).unwrap(), kind: "msi".into() }]
         );
         assert_eq!(parse_reserved_regions("junk\n0x10 0x1f direct\n0x20 0x10 bad\n").len(), 1);
+        // A line without a type keeps its range, as `reserved` (see iommu_pci::regions).
+        assert_eq!(
+            parse_reserved_regions("0x10 0x1f\n"),
+            vec![ReservedRegion { range: IovaRange::new(0x10, 0x1f).unwrap(), kind: "reserved".into() }]
+        );
     }
 
     #[test]
