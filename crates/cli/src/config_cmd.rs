@@ -15,7 +15,7 @@ use std::io::Write;
 
 use iommu_host::bind;
 use iommu_host::Snapshot;
-use iommu_pci::{ConfigInfo, PciAddress};
+use iommu_pci::PciAddress;
 use serde::Serialize;
 
 use crate::commands::print_json;
@@ -26,13 +26,7 @@ use crate::render::sanitize;
 fn endpoints(snap: &Snapshot, target: &str) -> anyhow::Result<(PciAddress, u32, Vec<PciAddress>)> {
     let addr = bind::resolve_target(snap, target)?;
     let g = snap.group_of(addr).ok_or(bind::BindError::NoGroup(addr))?;
-    let mut eps: Vec<PciAddress> = g
-        .devices
-        .iter()
-        .copied()
-        .filter(|&a| !snap.device(a).is_some_and(|d| ConfigInfo::parse(&d.config).is_ok_and(|c| c.is_bridge())))
-        .collect();
-    eps.sort();
+    let eps = snap.group_endpoints(g);
     if eps.is_empty() {
         return Err(fail(
             Exit::Negative,

@@ -234,8 +234,7 @@ pub fn plan(root: &Path, snap: &Snapshot, target: PciAddress, driver: &DriverNam
         let Some(d) = snap.device(a) else { continue };
         let current = name(a, "driver", &d.driver)?;
         let driver_override = name(a, "driver_override", &d.driver_override)?;
-        let bridge = ConfigInfo::parse(&d.config).is_ok_and(|c| c.is_bridge());
-        let action = if bridge {
+        let action = if snap.is_bridge(a) {
             Action::SkipBridge
         } else if current.as_ref() == Some(driver) {
             Action::AlreadyBound

@@ -257,6 +257,20 @@ impl Snapshot {
         self.groups.iter().find(|g| g.devices.binary_search(&addr).is_ok())
     }
 
+    /// Whether `addr` is a bridge (its config space decodes to a bridge header). A function missing from
+    /// the snapshot, or whose config space does not decode, is not known to be a bridge.
+    pub fn is_bridge(&self, addr: PciAddress) -> bool {
+        self.device(addr).is_some_and(|d| ConfigInfo::parse(&d.config).is_ok_and(|c| c.is_bridge()))
+    }
+
+    /// The endpoints of `group`: its members that are not bridges ([`Snapshot::is_bridge`]), in address
+    /// order. These are what VFIO needs assigned (or unbound) together; bridges stay with the host.
+    pub fn group_endpoints(&self, group: &KernelGroup) -> Vec<PciAddress> {
+        let mut eps: Vec<PciAddress> = group.devices.iter().copied().filter(|&a| !self.is_bridge(a)).collect();
+        eps.sort_unstable();
+        eps
+    }
+
     /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the group-changing kernel
     /// parameters (`pci=disable_acs_redir=`, `pci=config_acs=`, `pcie_acs_override=`) come from the
     /// command line.

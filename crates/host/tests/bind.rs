@@ -270,6 +270,14 @@ fn variant_vfio_drivers_make_a_group_viable_and_count_as_on_vfio_look_alikes_do_
 }
 
 #[test]
+fn group_endpoints_are_the_members_that_are_not_bridges() {
+    let s = host(&pair(), GROUPS, &["00:01.0"]);
+    assert!(s.is_bridge(a("00:01.0")) && !s.is_bridge(a("01:00.0")) && !s.is_bridge(a("09:00.0")));
+    let g = s.group_of(a("01:00.0")).unwrap();
+    assert_eq!(s.group_endpoints(g), vec![a("01:00.0"), a("01:00.1")]);
+}
+
+#[test]
 fn a_second_bind_keeps_the_first_recorded_original() {
     let k = pair();
     let st = tempfile::tempdir().unwrap();
