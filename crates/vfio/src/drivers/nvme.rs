@@ -555,6 +555,71 @@ mod tests {
     }
 
     #[test]
+    fn a_run_on_a_model_controller_writes_reads_back_and_verifies() {
+        let iommu = FakeIommu::new();
+        let space = DmaSpace::new(&iommu, &[]).unwrap();
+        let dev = super::super::nvme_fake::FakeNvme::new(&iommu);
+        let mut lines = Vec::new();
+        let mut r = Reporter::new(|l: &str| lines.push(l.to_string()));
+        run(&dev, &space, &mut r).unwrap();
+        assert!(r.all_ok(), "{:?}", r.failed());
+        drop(r);
+        if let Ok(p) = std::env::var("NVME_TRACE") {
+            std::fs::write(p, format!("{}\n{}\n", lines.join("\n"), dev.log().join("\n"))).unwrap();
+        }
+        let steps: Vec<String> = lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "controller-reset",
+                "enable",
+                "identify-controller",
+                "identify-namespace",
+                "io-queues",
+                "write-read-verify",
+                "io-completion-irq-msix",
+                "shutdown"
+            ]
+        );
+        let verify: serde_json::Value = serde_json::from_str(&lines[5]).unwrap();
+        assert_eq!((verify["bytes"].as_u64(), verify["commands"].as_u64()), (Some(TEST_BYTES as u64), Some(16)));
+        assert_eq!(dev.disk(TEST_OFFSET as usize, TEST_BYTES), pattern(TEST_OFFSET, TEST_BYTES));
+        // Every mapping is gone once the run returns.
+        assert!(iommu.mappings().is_empty());
+    }
+
+    #[test]
+    fn a_failing_step_is_reported_under_its_name() {
+        let run_on = |blocks: u64, fail_map: bool| {
+            let iommu = FakeIommu::new();
+            let space = DmaSpace::new(&iommu, &[]).unwrap();
+            let dev = super::super::nvme_fake::FakeNvme::with_blocks(&iommu, blocks);
+            if fail_map {
+                iommu.fail_next_map(12);
+            }
+            let mut lines = Vec::new();
+            let mut r = Reporter::new(|l: &str| lines.push(l.to_string()));
+            assert!(run(&dev, &space, &mut r).is_err());
+            drop(r);
+            assert!(iommu.mappings().is_empty());
+            lines
+        };
+        // Namespace 1 too small for the test range: the step fails, then its error.
+        let l = run_on(1024, false);
+        assert_eq!(l.len(), 5, "{l:?}");
+        assert!(l[3].starts_with(r#"{"step":"identify-namespace","ok":false,"block_size":512"#), "{}", l[3]);
+        assert!(l[4].starts_with(r#"{"step":"identify-namespace","ok":false,"error":"#), "{}", l[4]);
+        assert!(l[4].contains("cannot hold the test range"), "{}", l[4]);
+        // The first mapping fails: reported under enable.
+        let l = run_on(16384, true);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(l[1].starts_with(r#"{"step":"enable","ok":false,"error":"#), "{}", l[1]);
+    }
+
+    #[test]
     fn prps_use_a_list_beyond_two_pages() {
         let iommu = FakeIommu::new();
         let space = DmaSpace::new(&iommu, &[]).unwrap();
