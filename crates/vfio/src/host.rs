@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Blocker, Result, VfioError};
 use crate::info::IovaRange;
 
-/// Whether a member bound to `driver` leaves its group viable for VFIO (Linux ≥ 5.19, see
-/// `kernel-groups.md` §9): the driver manages its own DMA ([`iommu_pci::drivers::DMA_OWNING_DRIVERS`]:
+/// Whether a member bound to `driver` leaves its group viable for VFIO (Linux ≥ 5.19): the driver
+/// manages its own DMA ([`iommu_pci::drivers::DMA_OWNING_DRIVERS`]:
 /// vfio-pci and its variant drivers, pci-stub, pcieport, …). A member with no driver is fine too.
 pub fn driver_is_vfio_safe(driver: &str) -> bool {
     iommu_pci::drivers::manages_own_dma(driver)
