@@ -20,12 +20,10 @@ use crate::journal::{Entry, Journal, JournalError, StateDir};
 use crate::safety::{holders, Holder};
 use crate::snapshot::{KernelGroup, Snapshot};
 
-/// Drivers that leave a group viable for VFIO (kernel 5.19 and later).
+/// Whether a member on `driver` (`None`: no driver) leaves its group viable for VFIO: no driver, or one
+/// that manages its own DMA ([`iommu_pci::drivers::DMA_OWNING_DRIVERS`], Linux 5.19 and later).
 pub fn vfio_safe_driver(driver: Option<&str>) -> bool {
-    match driver {
-        None => true,
-        Some(d) => d == "vfio-pci" || d == "pci-stub" || d == "pcieport" || d.ends_with("-vfio-pci"),
-    }
+    iommu_pci::drivers::leaves_group_viable(driver)
 }
 
 /// What the plan does with one member of the group.
@@ -236,8 +234,7 @@ pub fn plan(root: &Path, snap: &Snapshot, target: PciAddress, driver: &DriverNam
         let Some(d) = snap.device(a) else { continue };
         let current = name(a, "driver", &d.driver)?;
         let driver_override = name(a, "driver_override", &d.driver_override)?;
-        let bridge = ConfigInfo::parse(&d.config).is_ok_and(|c| c.is_bridge());
-        let action = if bridge {
+        let action = if snap.is_bridge(a) {
             Action::SkipBridge
         } else if current.as_ref() == Some(driver) {
             Action::AlreadyBound
@@ -484,7 +481,7 @@ pub struct GroupStatus {
     pub viable: bool,
     /// Devices whose driver makes the group not viable, with the driver.
     pub blockers: Vec<(PciAddress, String)>,
-    /// Devices on vfio-pci.
+    /// Devices on a VFIO driver (vfio-pci or a variant driver, [`iommu_pci::drivers::is_vfio_driver`]).
     pub on_vfio: Vec<PciAddress>,
 }
 
@@ -500,7 +497,7 @@ pub fn group_status(snap: &Snapshot) -> Vec<GroupStatus> {
                 if !vfio_safe_driver(drv.as_deref()) {
                     blockers.push((a, drv.clone().unwrap_or_default()));
                 }
-                if drv.as_deref().is_some_and(|d| d == "vfio-pci" || d.ends_with("-vfio-pci")) {
+                if drv.as_deref().is_some_and(iommu_pci::drivers::is_vfio_driver) {
                     on_vfio.push(a);
                 }
             }

@@ -24,8 +24,8 @@ pub mod readiness;
 pub mod safety;
 mod snapshot;
 
+/// A group's reserved regions, defined once in [`iommu_pci::regions`].
+pub use iommu_pci::regions::ReservedRegion;
 pub use lspci::{LspciDump, LspciError};
 pub use read::{read_host, read_host_with, Detail, HostError};
-pub use snapshot::{
-    HostDevice, KernelGroup, KernelInfo, ReservedRegion, Snapshot, SnapshotError, Unreadable, FORMAT, VERSION,
-};
+pub use snapshot::{HostDevice, KernelGroup, KernelInfo, Snapshot, SnapshotError, Unreadable, FORMAT, VERSION};

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use iommu_fsio::{FsError, Limit};
 use iommu_pci::PciAddress;
 
-use crate::snapshot::{HostDevice, KernelGroup, KernelInfo, ReservedRegion, Snapshot, Unreadable, FORMAT, VERSION};
+use crate::snapshot::{HostDevice, KernelGroup, KernelInfo, Snapshot, Unreadable, FORMAT, VERSION};
 
 /// Why the host could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +232,7 @@ fn read_groups(notes: &Notes, root: &Path, devices: &[HostDevice]) -> Result<Vec
         devices.sort_unstable();
         let reserved_regions = notes
             .attr(&g, "reserved_regions")
-            .map(|s| s.lines().filter_map(ReservedRegion::parse_line).collect())
+            .map(|s| iommu_pci::regions::parse_reserved_regions(&s))
             .unwrap_or_default();
         KernelGroup { id, kind: notes.attr(&g, "type"), reserved_regions, devices }
     });

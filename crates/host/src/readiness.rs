@@ -231,39 +231,93 @@ fn has_param(cmdline: &str, name: &str) -> Option<String> {
     cmdline.split_whitespace().find(|w| w.split('=').next() == Some(name)).map(str::to_string)
 }
 
-/// Runs every check on a snapshot. Facts the snapshot lacks (an old snapshot, an unreadable file) make
-/// an item `info` saying so, never `pass` or `fail`.
-pub fn check(s: &Snapshot) -> Report {
-    let facts = s.readiness.clone().unwrap_or_default();
-    let unknown = |what: &str| -> String {
-        if s.readiness.is_none() {
+/// What every item reads: the snapshot, its readiness facts, and what follows from them.
+struct Ctx<'a> {
+    s: &'a Snapshot,
+    facts: ReadinessFacts,
+    cmdline: String,
+    /// The platform's IOMMU is AMD's (else Intel's).
+    amd: bool,
+    /// The kernel made IOMMU groups (the `iommu` item passes).
+    iommu_on: bool,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(s: &'a Snapshot) -> Self {
+        let facts = s.readiness.clone().unwrap_or_default();
+        let amd = amd_platform(s, &facts);
+        Self { s, facts, cmdline: s.kernel.cmdline.clone().unwrap_or_default(), amd, iommu_on: !s.groups.is_empty() }
+    }
+
+    /// The summary of an item whose facts are missing.
+    fn unknown(&self, what: &str) -> String {
+        if self.s.readiness.is_none() {
             "unknown: not recorded in this snapshot (written before `iommuctl check` existed)".to_string()
         } else {
             format!("unknown: {what}")
         }
-    };
-    let cmdline = s.kernel.cmdline.clone().unwrap_or_default();
-    let loaders = &facts.boot_loaders;
-    // The firmware's table says which IOMMU there is; without one, the CPU vendor says which to ask for.
-    let amd = if s.acpi_tables.iter().any(|t| t == "DMAR") || s.iommu_units.iter().any(|u| u.starts_with("dmar")) {
+    }
+
+    fn on_param(&self) -> &'static str {
+        if self.amd {
+            "amd_iommu=on"
+        } else {
+            "intel_iommu=on"
+        }
+    }
+
+    fn is_loaded(&self, m: &str) -> bool {
+        self.facts.modules_loaded.as_ref().is_some_and(|l| l.iter().any(|x| x == m))
+    }
+
+    fn is_available(&self, m: &str) -> bool {
+        self.is_loaded(m) || self.facts.modules_available.as_ref().is_some_and(|l| l.iter().any(|x| x == m))
+    }
+
+    fn unsafe_ok(&self) -> bool {
+        self.facts.allow_unsafe_interrupts == Some(true)
+    }
+}
+
+/// The firmware's table says which IOMMU there is; without one, the CPU vendor says which to ask for.
+fn amd_platform(s: &Snapshot, facts: &ReadinessFacts) -> bool {
+    if s.acpi_tables.iter().any(|t| t == "DMAR") || s.iommu_units.iter().any(|u| u.starts_with("dmar")) {
         false
     } else if s.acpi_tables.iter().any(|t| t == "IVRS") || s.iommu_units.iter().any(|u| u.starts_with("ivhd")) {
         true
     } else {
         matches!(facts.cpu_vendor.as_deref(), Some("AuthenticAMD") | Some("HygonGenuine"))
-    };
-    let on_param = if amd { "amd_iommu=on" } else { "intel_iommu=on" };
-    let mut items = Vec::new();
+    }
+}
 
-    // 1. The IOMMU: firmware table, kernel driver, groups.
-    let table = if amd { "IVRS" } else { "DMAR" };
+/// Runs every check on a snapshot. Facts the snapshot lacks (an old snapshot, an unreadable file) make
+/// an item `info` saying so, never `pass` or `fail`.
+pub fn check(s: &Snapshot) -> Report {
+    let c = Ctx::new(s);
+    let items: Vec<CheckItem> = [
+        Some(iommu_item(&c)),
+        Some(interrupt_remapping_item(&c)),
+        Some(vfio_modules_item(&c)),
+        Some(iommufd_item(&c)),
+        default_domain_item(&c),
+        unsafe_interrupts_item(&c),
+        rmrr_item(&c),
+        Some(boot_vga_item(s)),
+        Some(reset_item(s)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let ready = items.iter().all(|i| i.status != Status::Fail);
+    Report { ready, items }
+}
+
+/// Item 1: the IOMMU: firmware table, kernel driver, groups.
+fn iommu_item(c: &Ctx) -> CheckItem {
+    let s = c.s;
     let has_table = s.acpi_tables.iter().any(|t| t == "DMAR" || t == "IVRS");
-    let off_param = has_param(&cmdline, "intel_iommu")
-        .filter(|p| p.contains("off"))
-        .or_else(|| has_param(&cmdline, "amd_iommu").filter(|p| p.contains("off")))
-        .or_else(|| has_param(&cmdline, "iommu").filter(|p| p == "iommu=off"));
-    let iommu = if !s.groups.is_empty() {
-        CheckItem::new(
+    if c.iommu_on {
+        return CheckItem::new(
             "iommu",
             Status::Pass,
             format!(
@@ -273,46 +327,50 @@ pub fn check(s: &Snapshot) -> Report {
                 s.groups.len(),
                 if has_table { format!(", ACPI {}", s.acpi_tables.join("+")) } else { String::new() }
             ),
-        )
+        );
+    }
+    let table = if c.amd { "IVRS" } else { "DMAR" };
+    let loaders = &c.facts.boot_loaders;
+    let off_param = has_param(&c.cmdline, "intel_iommu")
+        .filter(|p| p.contains("off"))
+        .or_else(|| has_param(&c.cmdline, "amd_iommu").filter(|p| p.contains("off")))
+        .or_else(|| has_param(&c.cmdline, "iommu").filter(|p| p == "iommu=off"));
+    let mut fix = Vec::new();
+    let summary = if let Some(p) = &off_param {
+        fix.push(format!("remove `{p}` from the kernel command line"));
+        fix.extend(kernel_param_fix(c.on_param(), loaders));
+        format!("IOMMU off: the kernel command line has `{p}`")
+    } else if !has_table && s.iommu_units.is_empty() {
+        fix.push(format!(
+            "turn on {} in the firmware setup (often under Advanced / CPU or Chipset configuration; AMD boards \
+             may call it IOMMU or AMD-Vi, some need SVM on too); without it there is no ACPI {table} table",
+            if c.amd { "AMD-Vi (IOMMU)" } else { "Intel VT-d" }
+        ));
+        if !c.amd && has_param(&c.cmdline, "intel_iommu").is_none() {
+            fix.extend(kernel_param_fix(c.on_param(), loaders));
+        }
+        format!("no IOMMU: no ACPI {table} table, no IOMMU units in /sys/class/iommu, no groups")
     } else {
-        let mut fix = Vec::new();
-        let summary = if let Some(p) = &off_param {
-            fix.push(format!("remove `{p}` from the kernel command line"));
-            fix.extend(kernel_param_fix(on_param, loaders));
-            format!("IOMMU off: the kernel command line has `{p}`")
-        } else if !has_table && s.iommu_units.is_empty() {
-            fix.push(format!(
-                "turn on {} in the firmware setup (often under Advanced / CPU or Chipset configuration; AMD boards \
-                 may call it IOMMU or AMD-Vi, some need SVM on too); without it there is no ACPI {table} table",
-                if amd { "AMD-Vi (IOMMU)" } else { "Intel VT-d" }
-            ));
-            if !amd && has_param(&cmdline, "intel_iommu").is_none() {
-                fix.extend(kernel_param_fix(on_param, loaders));
-            }
-            format!("no IOMMU: no ACPI {table} table, no IOMMU units in /sys/class/iommu, no groups")
-        } else {
-            fix.extend(kernel_param_fix(on_param, loaders));
-            format!(
-                "IOMMU present ({}) but not in use: no groups in /sys/kernel/iommu_groups",
-                if has_table { format!("ACPI {}", s.acpi_tables.join("+")) } else { s.iommu_units.join(", ") }
-            )
-        };
-        CheckItem::new("iommu", Status::Fail, summary).fix(fix)
+        fix.extend(kernel_param_fix(c.on_param(), loaders));
+        format!(
+            "IOMMU present ({}) but not in use: no groups in /sys/kernel/iommu_groups",
+            if has_table { format!("ACPI {}", s.acpi_tables.join("+")) } else { s.iommu_units.join(", ") }
+        )
     };
-    let iommu_on = iommu.status == Status::Pass;
-    items.push(iommu);
+    CheckItem::new("iommu", Status::Fail, summary).fix(fix)
+}
 
-    // 2. Interrupt remapping (VFIO's type1 backend refuses to attach without it, unless told otherwise).
-    let unsafe_ok = facts.allow_unsafe_interrupts == Some(true);
-    items.push(match facts.interrupt_remapping {
-        None => CheckItem::new("interrupt-remapping", Status::Info, unknown("/proc/interrupts not readable")),
+/// Item 2: interrupt remapping (VFIO's type1 backend refuses to attach without it, unless told otherwise).
+fn interrupt_remapping_item(c: &Ctx) -> CheckItem {
+    match c.facts.interrupt_remapping {
+        None => CheckItem::new("interrupt-remapping", Status::Info, c.unknown("/proc/interrupts not readable")),
         Some(true) => {
             CheckItem::new("interrupt-remapping", Status::Pass, "interrupt remapping in use (IR- interrupt chips)")
         }
-        Some(false) if !iommu_on => {
+        Some(false) if !c.iommu_on => {
             CheckItem::new("interrupt-remapping", Status::Info, "not in use (it needs the IOMMU on first)")
         }
-        Some(false) if unsafe_ok => CheckItem::new(
+        Some(false) if c.unsafe_ok() => CheckItem::new(
             "interrupt-remapping",
             Status::Warn,
             "not in use; VFIO runs only because vfio_iommu_type1.allow_unsafe_interrupts=1, so an assigned device can \
@@ -321,7 +379,7 @@ pub fn check(s: &Snapshot) -> Report {
         .fix([format!(
             "enable interrupt remapping in the firmware (x2APIC / \"Interrupt Remapping\") and remove `intremap=off` \
              or `{}` if set",
-            if amd { "amd_iommu_intr=legacy" } else { "intremap=off" }
+            if c.amd { "amd_iommu_intr=legacy" } else { "intremap=off" }
         )]),
         Some(false) => CheckItem::new(
             "interrupt-remapping",
@@ -336,20 +394,19 @@ pub fn check(s: &Snapshot) -> Report {
              `options vfio_iommu_type1 allow_unsafe_interrupts=1` in /etc/modprobe.d/vfio.conf"
                 .to_string(),
         ]),
-    });
+    }
+}
 
-    // 3. VFIO modules.
-    let loaded = facts.modules_loaded.clone();
-    let available = facts.modules_available.clone();
-    let is_loaded = |m: &str| loaded.as_ref().is_some_and(|l| l.iter().any(|x| x == m));
-    let is_available = |m: &str| is_loaded(m) || available.as_ref().is_some_and(|l| l.iter().any(|x| x == m));
+/// Item 3: the VFIO modules.
+fn vfio_modules_item(c: &Ctx) -> CheckItem {
+    let available = c.facts.modules_available.as_ref();
     let vfio_needed = ["vfio", "vfio_iommu_type1", "vfio_pci"];
-    items.push(if loaded.is_none() && available.is_none() {
-        CheckItem::new("vfio-modules", Status::Info, unknown("neither /sys/module nor /lib/modules was readable"))
-    } else if vfio_needed.iter().all(|m| is_loaded(m)) {
+    if c.facts.modules_loaded.is_none() && available.is_none() {
+        CheckItem::new("vfio-modules", Status::Info, c.unknown("neither /sys/module nor /lib/modules was readable"))
+    } else if vfio_needed.iter().all(|m| c.is_loaded(m)) {
         CheckItem::new("vfio-modules", Status::Pass, "vfio, vfio_iommu_type1 and vfio_pci loaded")
-    } else if vfio_needed.iter().all(|m| is_available(m)) {
-        let missing: Vec<&str> = vfio_needed.iter().copied().filter(|m| !is_loaded(m)).collect();
+    } else if vfio_needed.iter().all(|m| c.is_available(m)) {
+        let missing: Vec<&str> = vfio_needed.iter().copied().filter(|m| !c.is_loaded(m)).collect();
         CheckItem::new("vfio-modules", Status::Warn, format!("available but not loaded: {}", missing.join(", "))).fix([
             "now: `modprobe vfio-pci` (iommuctl bind also needs it loaded)".to_string(),
             "at boot: put `vfio-pci` in /etc/modules-load.d/vfio.conf (and in the initramfs to claim a device \
@@ -357,8 +414,8 @@ pub fn check(s: &Snapshot) -> Report {
                 .to_string(),
         ])
     } else {
-        let missing: Vec<&str> = vfio_needed.iter().copied().filter(|m| !is_available(m)).collect();
-        let release = s.kernel.release.as_deref().unwrap_or("(unknown release)");
+        let missing: Vec<&str> = vfio_needed.iter().copied().filter(|m| !c.is_available(m)).collect();
+        let release = c.s.kernel.release.as_deref().unwrap_or("(unknown release)");
         let summary = if available.is_none() {
             format!(
                 "{} not loaded, and /lib/modules/{release} is missing, so they cannot be loaded",
@@ -373,114 +430,125 @@ pub fn check(s: &Snapshot) -> Report {
              linux-modules-extra-$(uname -r) on Ubuntu is the usual cause)"
                 .to_string(),
         ])
-    });
+    }
+}
 
-    // 4. iommufd (informational: VFIO's legacy container works without it).
-    let iommufd = facts.dev_iommu == Some(true) || is_loaded("iommufd");
-    items.push(if iommufd {
+/// Item 4: iommufd (informational: VFIO's legacy container works without it).
+fn iommufd_item(c: &Ctx) -> CheckItem {
+    if c.facts.dev_iommu == Some(true) || c.is_loaded("iommufd") {
         CheckItem::new("iommufd", Status::Info, "iommufd present (/dev/iommu): the vfio cdev interface is available")
-    } else if is_available("iommufd") {
+    } else if c.is_available("iommufd") {
         CheckItem::new("iommufd", Status::Info, "iommufd shipped but not loaded; the legacy VFIO container is used")
-    } else if facts.dev_iommu.is_none() && loaded.is_none() {
-        CheckItem::new("iommufd", Status::Info, unknown("neither /dev nor /sys/module was readable"))
+    } else if c.facts.dev_iommu.is_none() && c.facts.modules_loaded.is_none() {
+        CheckItem::new("iommufd", Status::Info, c.unknown("neither /dev nor /sys/module was readable"))
     } else {
         CheckItem::new(
             "iommufd",
             Status::Info,
             "no iommufd (Linux < 6.2 or CONFIG_IOMMUFD off); the legacy VFIO container (/dev/vfio/vfio) is used",
         )
-    });
+    }
+}
 
-    // 5. Default domain type.
+/// Item 5: default domain type (only with the IOMMU on).
+fn default_domain_item(c: &Ctx) -> Option<CheckItem> {
+    if !c.iommu_on {
+        return None;
+    }
     let mut kinds: Vec<(&str, usize)> = Vec::new();
-    for g in &s.groups {
+    for g in &c.s.groups {
         let k = g.kind.as_deref().unwrap_or("unknown");
         match kinds.iter_mut().find(|(n, _)| *n == k) {
-            Some((_, c)) => *c += 1,
+            Some((_, n)) => *n += 1,
             None => kinds.push((k, 1)),
         }
     }
     kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    if iommu_on {
-        let desc = kinds.iter().map(|(k, c)| format!("{k} ×{c}")).collect::<Vec<_>>().join(", ");
-        let pt = has_param(&cmdline, "iommu").is_some_and(|p| p == "iommu=pt")
-            || has_param(&cmdline, "iommu.passthrough").is_some_and(|p| p.ends_with("=1"));
-        let summary = if kinds.first().is_some_and(|(k, _)| *k == "identity") {
-            format!(
-                "default domain: identity (passthrough{}): host drivers' DMA is not translated; assignment is \
-                 unaffected ({desc})",
-                if pt { ", from iommu=pt" } else { "" }
-            )
-        } else {
-            format!("default domain: DMA translation for host drivers ({desc}); `iommu=pt` would skip it for speed")
-        };
-        items.push(CheckItem::new("default-domain", Status::Info, summary));
-    }
+    let desc = kinds.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", ");
+    let pt = has_param(&c.cmdline, "iommu").is_some_and(|p| p == "iommu=pt")
+        || has_param(&c.cmdline, "iommu.passthrough").is_some_and(|p| p.ends_with("=1"));
+    let summary = if kinds.first().is_some_and(|(k, _)| *k == "identity") {
+        format!(
+            "default domain: identity (passthrough{}): host drivers' DMA is not translated; assignment is \
+             unaffected ({desc})",
+            if pt { ", from iommu=pt" } else { "" }
+        )
+    } else {
+        format!("default domain: DMA translation for host drivers ({desc}); `iommu=pt` would skip it for speed")
+    };
+    Some(CheckItem::new("default-domain", Status::Info, summary))
+}
 
-    // 6. Unsafe interrupts.
-    if unsafe_ok && facts.interrupt_remapping != Some(false) {
-        items.push(
-            CheckItem::new(
-                "unsafe-interrupts",
-                Status::Warn,
-                "vfio_iommu_type1.allow_unsafe_interrupts=1 is set but not needed",
-            )
-            .fix(["remove `allow_unsafe_interrupts=1` from /etc/modprobe.d and the kernel command line".to_string()]),
-        );
-    }
+/// Item 6: unsafe interrupts allowed where remapping is not known to be missing.
+fn unsafe_interrupts_item(c: &Ctx) -> Option<CheckItem> {
+    (c.unsafe_ok() && c.facts.interrupt_remapping != Some(false)).then(|| {
+        CheckItem::new(
+            "unsafe-interrupts",
+            Status::Warn,
+            "vfio_iommu_type1.allow_unsafe_interrupts=1 is set but not needed",
+        )
+        .fix(["remove `allow_unsafe_interrupts=1` from /etc/modprobe.d and the kernel command line".to_string()])
+    })
+}
 
-    // 7. Groups with direct-mapped (RMRR) regions.
+/// Item 7: groups with direct-mapped (RMRR) regions (only with the IOMMU on).
+fn rmrr_item(c: &Ctx) -> Option<CheckItem> {
+    if !c.iommu_on {
+        return None;
+    }
     let mut rmrr_groups = Vec::new();
     let mut rmrr_devices = Vec::new();
-    for g in &s.groups {
+    for g in &c.s.groups {
         if g.reserved_regions.iter().any(|r| r.kind == "direct") {
             rmrr_groups.push(g.id.to_string());
             rmrr_devices.extend(g.devices.iter().copied());
         }
     }
-    if iommu_on {
-        items.push(if rmrr_groups.is_empty() {
-            CheckItem::new("rmrr", Status::Pass, "no group has a `direct` (RMRR) reserved region")
-        } else {
-            CheckItem::new(
-                "rmrr",
-                Status::Warn,
-                format!(
-                    "group(s) {} have `direct` reserved regions (firmware RMRR): VFIO refuses these devices \
-                     (\"Device is ineligible for IOMMU domain attach due to platform RMRR requirement\")",
-                    rmrr_groups.join(", ")
-                ),
-            )
-            .fix(["look for a firmware update or a BIOS option that drops the RMRR for the device (some HPE/Dell \
-                   servers have one per slot); USB and graphics RMRRs are `direct-relaxable` and do not block"
-                .to_string()])
-            .devices(rmrr_devices)
-        });
+    if rmrr_groups.is_empty() {
+        return Some(CheckItem::new("rmrr", Status::Pass, "no group has a `direct` (RMRR) reserved region"));
     }
-
-    // 8. The boot VGA device.
-    let boot_vga: Vec<PciAddress> = s.devices.iter().filter(|d| d.boot_vga == Some(true)).map(|d| d.address).collect();
-    items.push(if boot_vga.is_empty() {
-        CheckItem::new("boot-vga", Status::Pass, "no boot VGA device to worry about")
-    } else {
+    Some(
         CheckItem::new(
-            "boot-vga",
+            "rmrr",
             Status::Warn,
             format!(
-                "{} is the boot VGA device: the firmware console (efifb/simpledrm) holds its BAR, so assigning it \
-                 fails with \"BAR 0: can't reserve\" unless the console lets go",
-                boot_vga.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                "group(s) {} have `direct` reserved regions (firmware RMRR): VFIO refuses these devices \
+                 (\"Device is ineligible for IOMMU domain attach due to platform RMRR requirement\")",
+                rmrr_groups.join(", ")
             ),
         )
-        .fix(["use another GPU (or the iGPU) for the host console, or add `video=efifb:off` (kernels ≥ 5.15 with \
-               simpledrm: `initcall_blacklist=sysfb_init`) to the kernel command line"
+        .fix(["look for a firmware update or a BIOS option that drops the RMRR for the device (some HPE/Dell \
+               servers have one per slot); USB and graphics RMRRs are `direct-relaxable` and do not block"
             .to_string()])
-        .devices(boot_vga)
-    });
+        .devices(rmrr_devices),
+    )
+}
 
-    // 9. Endpoints without a usable reset. Since Linux 5.15 `reset_method` is shown only when the device
-    // has a method, so once any device has the attribute, an endpoint without it has none.
-    // A full read of a 5.15+ kernel that shows the attribute nowhere: no device has a method.
+/// Item 8: the boot VGA device.
+fn boot_vga_item(s: &Snapshot) -> CheckItem {
+    let boot_vga: Vec<PciAddress> = s.devices.iter().filter(|d| d.boot_vga == Some(true)).map(|d| d.address).collect();
+    if boot_vga.is_empty() {
+        return CheckItem::new("boot-vga", Status::Pass, "no boot VGA device to worry about");
+    }
+    CheckItem::new(
+        "boot-vga",
+        Status::Warn,
+        format!(
+            "{} is the boot VGA device: the firmware console (efifb/simpledrm) holds its BAR, so assigning it \
+             fails with \"BAR 0: can't reserve\" unless the console lets go",
+            boot_vga.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    )
+    .fix(["use another GPU (or the iGPU) for the host console, or add `video=efifb:off` (kernels ≥ 5.15 with \
+           simpledrm: `initcall_blacklist=sysfb_init`) to the kernel command line"
+        .to_string()])
+    .devices(boot_vga)
+}
+
+/// Item 9: endpoints without a usable reset. Since Linux 5.15 `reset_method` is shown only when the device
+/// has a method, so once any device has the attribute, an endpoint without it has none.
+/// A full read of a 5.15+ kernel that shows the attribute nowhere: no device has a method.
+fn reset_item(s: &Snapshot) -> CheckItem {
     let reset_known = s.devices.iter().any(|d| d.reset_methods.is_some())
         || (s.readiness.is_some() && s.kernel.version().is_some_and(|v| v >= (5, 15)));
     let mut no_reset = Vec::new();
@@ -494,7 +562,7 @@ pub fn check(s: &Snapshot) -> Report {
             no_reset.push(d.address);
         }
     }
-    items.push(if !reset_known && no_reset.is_empty() {
+    if !reset_known && no_reset.is_empty() {
         CheckItem::new("reset", Status::Info, "reset methods unknown (no reset_method attributes read)")
     } else if no_reset.is_empty() {
         CheckItem::new("reset", Status::Pass, "every endpoint has a reset method")
@@ -510,10 +578,7 @@ pub fn check(s: &Snapshot) -> Report {
         .fix(["prefer devices with FLR; otherwise power-cycle between users, or look for a vendor reset module"
             .to_string()])
         .devices(no_reset)
-    });
-
-    let ready = items.iter().all(|i| i.status != Status::Fail);
-    Report { ready, items }
+    }
 }
 
 #[cfg(test)]

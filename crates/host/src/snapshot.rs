@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use iommu_groups::{Device, Pcie, Platform, Topology, TopologyError};
+use iommu_pci::regions::ReservedRegion;
 use iommu_pci::{AcsState, ConfigError, ConfigInfo, HeaderKind, PciAddress};
 use serde::{Deserialize, Serialize};
 
@@ -75,30 +76,6 @@ pub struct KernelGroup {
     pub reserved_regions: Vec<ReservedRegion>,
     /// Member functions, sorted.
     pub devices: Vec<PciAddress>,
-}
-
-/// One line of a group's `reserved_regions`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReservedRegion {
-    /// First address.
-    pub start: u64,
-    /// Last address (inclusive).
-    pub end: u64,
-    /// `direct`, `direct-relaxable`, `reserved` or `msi`.
-    #[serde(rename = "type")]
-    pub kind: String,
-}
-
-impl ReservedRegion {
-    /// Parses one line: `0x%016x 0x%016x <type>`.
-    pub fn parse_line(line: &str) -> Option<Self> {
-        let mut it = line.split_whitespace();
-        let num = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
-        let start = num(it.next()?)?;
-        let end = num(it.next()?)?;
-        let kind = it.next()?.to_string();
-        Some(Self { start, end, kind })
-    }
 }
 
 /// One PCI function on the host.
@@ -278,6 +255,20 @@ impl Snapshot {
     /// The kernel group that lists `addr` among its devices.
     pub fn group_of(&self, addr: PciAddress) -> Option<&KernelGroup> {
         self.groups.iter().find(|g| g.devices.binary_search(&addr).is_ok())
+    }
+
+    /// Whether `addr` is a bridge (its config space decodes to a bridge header). A function missing from
+    /// the snapshot, or whose config space does not decode, is not known to be a bridge.
+    pub fn is_bridge(&self, addr: PciAddress) -> bool {
+        self.device(addr).is_some_and(|d| ConfigInfo::parse(&d.config).is_ok_and(|c| c.is_bridge()))
+    }
+
+    /// The endpoints of `group`: its members that are not bridges ([`Snapshot::is_bridge`]), in address
+    /// order. These are what VFIO needs assigned (or unbound) together; bridges stay with the host.
+    pub fn group_endpoints(&self, group: &KernelGroup) -> Vec<PciAddress> {
+        let mut eps: Vec<PciAddress> = group.devices.iter().copied().filter(|&a| !self.is_bridge(a)).collect();
+        eps.sort_unstable();
+        eps
     }
 
     /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the group-changing kernel

@@ -256,6 +256,28 @@ fn group_with_a_host_driver_is_not_viable_and_names_it() {
 }
 
 #[test]
+fn variant_vfio_drivers_make_a_group_viable_and_count_as_on_vfio_look_alikes_do_not() {
+    // Variant drivers register their module name with underscores (the kernel's KBUILD_MODNAME).
+    let k = FakeKernel::new(&[("00:01.0", "pcieport"), ("01:00.0", "mlx5_vfio_pci"), ("01:00.1", "pci-stub")]);
+    let st = group_status(&host(&k, &[&["00:01.0", "01:00.0", "01:00.1"]], &["00:01.0"]));
+    assert!(st[0].viable, "{st:?}");
+    assert_eq!(st[0].on_vfio, vec![a("01:00.0")]);
+    let k = FakeKernel::new(&[("01:00.0", "my-vfio-thing"), ("01:00.1", "mlx5-vfio-pci")]);
+    let st = group_status(&host(&k, &[&["01:00.0", "01:00.1"]], &[]));
+    assert!(!st[0].viable);
+    assert_eq!(st[0].blockers.len(), 2);
+    assert!(st[0].on_vfio.is_empty());
+}
+
+#[test]
+fn group_endpoints_are_the_members_that_are_not_bridges() {
+    let s = host(&pair(), GROUPS, &["00:01.0"]);
+    assert!(s.is_bridge(a("00:01.0")) && !s.is_bridge(a("01:00.0")) && !s.is_bridge(a("09:00.0")));
+    let g = s.group_of(a("01:00.0")).unwrap();
+    assert_eq!(s.group_endpoints(g), vec![a("01:00.0"), a("01:00.1")]);
+}
+
+#[test]
 fn a_second_bind_keeps_the_first_recorded_original() {
     let k = pair();
     let st = tempfile::tempdir().unwrap();

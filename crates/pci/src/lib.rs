@@ -1,5 +1,7 @@
 //! PCI building blocks for iommuctl: addresses, config-space decoding (header, capabilities, PCIe port
-//! type, ACS, SR-IOV, ARI, PM, MSI, MSI-X) and device names from the system's `pci.ids`.
+//! type, ACS, SR-IOV, ARI, PM, MSI, MSI-X), device names from the system's `pci.ids`, and the kernel facts
+//! every crate above shares: which drivers leave a group viable for VFIO ([`drivers`]) and a group's
+//! reserved regions ([`regions`]).
 //!
 //! Everything here is pure: it takes bytes and strings and never touches the file system, except
 //! [`PciIds::load_system`], which reads the one database file.
@@ -16,7 +18,9 @@
 
 mod address;
 mod config;
+pub mod drivers;
 mod ids;
+pub mod regions;
 pub mod text;
 
 pub use address::{parse_guest_slot, AddressError, PciAddress};

@@ -21,7 +21,7 @@ use crate::edu::{self, reg, DmaOutcome, Edu, CMD_START, CMD_TO_RAM, DMA_BUFFER};
 use crate::error::SimError;
 use crate::fault::Fault;
 use crate::sim::{GroupDomain, Sim, SimConfig, SimStats};
-use crate::types::{DmaDir, DomainMode, Rid};
+use crate::types::{DmaDir, DomainId, DomainMode, Rid};
 
 /// One thing done and what came of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -190,28 +190,65 @@ fn outcome_text(o: &DmaOutcome) -> String {
     }
 }
 
+/// The tour's machine once set up: the simulator and the four edus, bus mastering on, 28-bit DMA masks.
+struct Lab {
+    sim: Sim,
+    /// The edus at 01:00.0, 02:00.0, 03:00.0 and 04:00.0 (the last in no group).
+    edus: [Edu; 4],
+    /// 01:00.0 (translated domain), 02:00.0 (another translated domain), 03:00.0 (identity domain).
+    a: PciAddress,
+    b: PciAddress,
+    c: PciAddress,
+    /// The domain of 01:00.0.
+    da: DomainId,
+}
+
+impl Lab {
+    /// Predicts the groups, attaches each to a translated domain, switches 03:00.0's to identity, and
+    /// readies every edu.
+    fn new() -> Result<(Self, Vec<GroupDomain>), SimError> {
+        let mut sim = Sim::new(SimConfig::default())?;
+        let topo = topology().map_err(|_| SimError::Config("the tour's topology is inconsistent"))?;
+        let prediction = predict(&topo, &Platform::default(), RuleSet::Linux6);
+        let groups = sim.attach_groups(&prediction, DomainMode::Translated)?;
+        let (a, b, c) = (addr("01:00.0"), addr("02:00.0"), addr("03:00.0"));
+        let rids = [Rid::from(a), Rid::from(b), Rid::from(c), Rid::from(addr("04:00.0"))];
+        let dom = |x: PciAddress| sim.domain_of(Rid::from(x)).ok_or(SimError::NotAttached { rid: Rid::from(x) });
+        let (da, dc) = (dom(a)?, dom(c)?);
+        sim.set_domain_mode(dc, DomainMode::Identity)?;
+        for r in rids {
+            sim.set_dma_mask(r, edu::DMA_MASK_BITS)?;
+        }
+        let mut edus = rids.map(Edu::new);
+        for e in &mut edus {
+            e.enable_bus_master();
+        }
+        Ok((Self { sim, edus, a, b, c, da }, groups))
+    }
+}
+
 /// Runs the tour on a fresh simulator (deterministic: same report every time). Errors only if the model
 /// itself misbehaves.
 pub fn tour() -> Result<TourReport, SimError> {
-    let mut sim = Sim::new(SimConfig::default())?;
-    let topo = topology().map_err(|_| SimError::Config("the tour's topology is inconsistent"))?;
-    let prediction = predict(&topo, &Platform::default(), RuleSet::Linux6);
-    let groups = sim.attach_groups(&prediction, DomainMode::Translated)?;
-    let (a, b, c) = (addr("01:00.0"), addr("02:00.0"), addr("03:00.0"));
-    let (ra, rb, rc, rd) = (Rid::from(a), Rid::from(b), Rid::from(c), Rid::from(addr("04:00.0")));
-    let dom = |x: PciAddress| sim.domain_of(Rid::from(x)).ok_or(SimError::NotAttached { rid: Rid::from(x) });
-    let (da, dc) = (dom(a)?, dom(c)?);
-    sim.set_domain_mode(dc, DomainMode::Identity)?;
-    for r in [ra, rb, rc, rd] {
-        sim.set_dma_mask(r, edu::DMA_MASK_BITS)?;
-    }
-    let mut edus: Vec<Edu> = [ra, rb, rc, rd].into_iter().map(Edu::new).collect();
-    for e in &mut edus {
-        e.enable_bus_master();
-    }
-    let [edu_a, edu_b, edu_c, edu_d] = &mut edus[..] else { unreachable!("four devices") };
+    let (mut lab, groups) = Lab::new()?;
+    let mechanisms =
+        vec![translation(&mut lab)?, bounce_buffer(&mut lab)?, coalescing(&mut lab)?, isolation(&mut lab)?];
+    let sim = &lab.sim;
+    Ok(TourReport {
+        ok: mechanisms.iter().all(|m| m.ok),
+        groups,
+        mechanisms,
+        faults: sim.faults().entries().copied().collect(),
+        dropped_faults: sim.faults().dropped(),
+        stats: sim.stats(),
+    })
+}
 
-    // 1. Translation.
+/// Mechanism 1, translation: a buffer at 6 GiB reaches a 28-bit device through its domain, the IOTLB
+/// misses then hits, and an unmapped IOVA faults.
+fn translation(lab: &mut Lab) -> Result<Mechanism, SimError> {
+    let Lab { sim, edus, a, da, .. } = lab;
+    let (a, da, ra, edu_a) = (*a, *da, Rid::from(*a), &mut edus[0]);
     let mut steps = Vec::new();
     let buf = 0x1_8000_0000u64; // 6 GiB: far beyond 28 address bits
     let msg = pattern(0x11, 256);
@@ -232,9 +269,9 @@ pub fn tour() -> Result<TourReport, SimError> {
         m.addr() < 1 << 28 && leaf.is_some_and(|l| l.phys == buf & !0xfff),
     ));
     let before = sim.stats();
-    let o = edu_dma(edu_a, &mut sim, false, m.addr(), 0, 128)?;
+    let o = edu_dma(edu_a, sim, false, m.addr(), 0, 128)?;
     let mid = sim.stats();
-    let o2 = edu_dma(edu_a, &mut sim, false, m.addr() + 128, 128, 128)?;
+    let o2 = edu_dma(edu_a, sim, false, m.addr() + 128, 128, 128)?;
     let after = sim.stats();
     let got_ok = edu_a.buffer()[..256] == msg[..];
     steps.push(step(
@@ -259,19 +296,23 @@ pub fn tour() -> Result<TourReport, SimError> {
     ));
     let iova = m.addr();
     sim.unmap_single(m)?;
-    let o3 = edu_dma(edu_a, &mut sim, false, iova, 0, 16)?;
+    let o3 = edu_dma(edu_a, sim, false, iova, 0, 16)?;
     steps.push(step(
         format!("dma_unmap_single (strict), then edu {a} reads IOVA {iova:#x} again"),
         outcome_text(&o3),
         matches!(o3, DmaOutcome::Faulted { .. }),
     ));
-    let translation = mechanism(
+    Ok(mechanism(
         "translation",
         "The IOMMU translates each device's I/O virtual addresses to physical memory, so a device with a narrow address range reaches any buffer without copying.",
         steps,
-    );
+    ))
+}
 
-    // 2. Bounce buffers.
+/// Mechanism 2, bounce buffers: the identity-mapped 28-bit device gets a copy in the bounce pool, both ways.
+fn bounce_buffer(lab: &mut Lab) -> Result<Mechanism, SimError> {
+    let Lab { sim, edus, c, .. } = lab;
+    let (c, rc, edu_c) = (*c, Rid::from(*c), &mut edus[2]);
     let mut steps = Vec::new();
     let high = 0x1_4000_0000u64; // 5 GiB
     let out = pattern(0x22, 512);
@@ -289,7 +330,7 @@ pub fn tour() -> Result<TourReport, SimError> {
         ),
         bounced_to < 1 << 28 && bounced_to != high,
     ));
-    let o = edu_dma(edu_c, &mut sim, false, bounced_to, 0, 512)?;
+    let o = edu_dma(edu_c, sim, false, bounced_to, 0, 512)?;
     let same = edu_c.buffer()[..512] == out[..];
     steps.push(step(
         format!("edu {c} reads 512 bytes at {bounced_to:#x}"),
@@ -301,7 +342,7 @@ pub fn tour() -> Result<TourReport, SimError> {
     sim.memory().fill(high, 512, 0)?;
     let m = sim.map_single(rc, high, 512, DmaDir::FromDevice)?;
     edu_c.buffer_mut()[..512].copy_from_slice(&incoming);
-    let o = edu_dma(edu_c, &mut sim, true, m.addr(), 0, 512)?;
+    let o = edu_dma(edu_c, sim, true, m.addr(), 0, 512)?;
     let before_unmap = sim.memory().read_vec(high, 512)? == incoming;
     let to_cpu_before = sim.stats().bounce.bytes_to_cpu;
     sim.unmap_single(m)?;
@@ -315,13 +356,18 @@ pub fn tour() -> Result<TourReport, SimError> {
         ),
         matches!(o, DmaOutcome::Done { .. }) && !before_unmap && after_unmap,
     ));
-    let bounce = mechanism(
+    Ok(mechanism(
         "bounce-buffer",
         "Without translation a 28- or 32-bit device cannot reach memory above its mask, so the kernel copies through low 'bounce' slots (swiotlb) — in both directions, at a cost the IOMMU avoids.",
         steps,
-    );
+    ))
+}
 
-    // 3. Coalescing.
+/// Mechanism 3, coalescing: three scattered pages become one IOVA range and one segment (three with a
+/// 4 KiB segment limit), and a read across a seam gets both pages' bytes.
+fn coalescing(lab: &mut Lab) -> Result<Mechanism, SimError> {
+    let Lab { sim, edus, a, .. } = lab;
+    let (a, ra, edu_a) = (*a, Rid::from(*a), &mut edus[0]);
     let mut steps = Vec::new();
     let pages = [0x3000_0000u64, 0x2_0000_0000, 0x7654_3000];
     for (i, p) in pages.iter().enumerate() {
@@ -343,7 +389,7 @@ pub fn tour() -> Result<TourReport, SimError> {
         ),
         len == 3 * 4096 && sg.segments().len() == 1,
     ));
-    let o = edu_dma(edu_a, &mut sim, false, start + 4096 - 1024, 0, 2048)?;
+    let o = edu_dma(edu_a, sim, false, start + 4096 - 1024, 0, 2048)?;
     let mut want = pattern(0xa0, 4096)[3072..].to_vec();
     want.extend_from_slice(&pattern(0xa1, 4096)[..1024]);
     let seam = edu_a.buffer()[..2048] == want[..];
@@ -353,32 +399,43 @@ pub fn tour() -> Result<TourReport, SimError> {
         matches!(o, DmaOutcome::Done { .. }) && seam,
     ));
     sim.unmap_sg(sg)?;
+    steps.push(segment_limit_step(sim, ra, &entries)?);
+    Ok(mechanism(
+        "coalescing",
+        "Scattered pages can be handed to a device as one contiguous DMA range, because the IOMMU makes them contiguous in I/O virtual address space.",
+        steps,
+    ))
+}
+
+/// The same scatter list for a device with a 4 KiB maximum segment size: one range, three segments.
+fn segment_limit_step(sim: &mut Sim, ra: Rid, entries: &[SgEntry]) -> Result<Step, SimError> {
     let p = sim.dma_params(ra);
     sim.set_dma_params(ra, crate::DmaParams { max_segment_size: 4096, ..p })?;
-    let sg = sim.map_sg(ra, &entries, DmaDir::ToDevice)?;
+    let sg = sim.map_sg(ra, entries, DmaDir::ToDevice)?;
     let n = sg.segments().len();
     let one_range = sg.iova_range().is_some_and(|(_, l)| l == 3 * 4096);
     sim.unmap_sg(sg)?;
     sim.set_dma_params(ra, p)?;
-    steps.push(step(
+    Ok(step(
         "the same list for a device whose maximum segment size is 4 KiB".to_string(),
         format!("still one IOVA range ({one_range}), but {n} segments: the limit is honoured"),
         one_range && n == 3,
-    ));
-    let coalescing = mechanism(
-        "coalescing",
-        "Scattered pages can be handed to a device as one contiguous DMA range, because the IOMMU makes them contiguous in I/O virtual address space.",
-        steps,
-    );
+    ))
+}
 
-    // 4. Isolation.
+/// Mechanism 4, isolation: another group's device, a blocked domain and an unattached device are all
+/// stopped and recorded; the owner still reaches its buffer.
+fn isolation(lab: &mut Lab) -> Result<Mechanism, SimError> {
+    let Lab { sim, edus, a, b, da, .. } = lab;
+    let (a, b, da, ra, rb) = (*a, *b, *da, Rid::from(*a), Rid::from(*b));
+    let [edu_a, edu_b, _, edu_d] = edus;
     let mut steps = Vec::new();
     let secret = 0x2_4000_0000u64;
     sim.memory().write(secret, b"group 01's data, not 02's")?;
     let m = sim.map_single(ra, secret, 4096, DmaDir::Bidirectional)?;
     let target = m.addr();
     edu_b.buffer_mut().fill(0xee);
-    let o = edu_dma(edu_b, &mut sim, true, target, 0, 64)?;
+    let o = edu_dma(edu_b, sim, true, target, 0, 64)?;
     let intact = sim.memory().read_vec(secret, 25)? == b"group 01's data, not 02's";
     steps.push(step(
         format!(
@@ -387,7 +444,7 @@ pub fn tour() -> Result<TourReport, SimError> {
         format!("{}; {a}'s buffer intact: {intact}", outcome_text(&o)),
         matches!(&o, DmaOutcome::Faulted { fault } if fault.rid == rb) && intact,
     ));
-    let o = edu_dma(edu_a, &mut sim, false, target, 0, 25)?;
+    let o = edu_dma(edu_a, sim, false, target, 0, 25)?;
     steps.push(step(
         format!("edu {a} reads the same IOVA in its own domain"),
         outcome_text(&o),
@@ -395,7 +452,7 @@ pub fn tour() -> Result<TourReport, SimError> {
     ));
     sim.set_domain_mode(da, DomainMode::Blocked)?;
     edu_a.buffer_mut().fill(0xbb);
-    let o = edu_dma(edu_a, &mut sim, true, target, 0, 64)?;
+    let o = edu_dma(edu_a, sim, true, target, 0, 64)?;
     let intact = sim.memory().read_vec(secret, 25)? == b"group 01's data, not 02's";
     steps.push(step(
         format!("{a}'s domain is switched to blocked (as while its group changes owner); edu {a} writes its own IOVA {target:#x}"),
@@ -403,7 +460,7 @@ pub fn tour() -> Result<TourReport, SimError> {
         matches!(&o, DmaOutcome::Faulted { fault } if fault.reason == crate::FaultReason::Blocked) && intact,
     ));
     sim.set_domain_mode(da, DomainMode::Translated)?;
-    let o = edu_dma(edu_d, &mut sim, true, target, 0, 64)?;
+    let o = edu_dma(edu_d, sim, true, target, 0, 64)?;
     let intact = sim.memory().read_vec(secret, 25)? == b"group 01's data, not 02's";
     steps.push(step(
         format!("edu {}, attached to no domain (no context entry), writes the same address", addr("04:00.0")),
@@ -419,21 +476,11 @@ pub fn tour() -> Result<TourReport, SimError> {
         ),
         held >= 4,
     ));
-    let isolation = mechanism(
+    Ok(mechanism(
         "isolation",
         "With PCIe requester IDs the IOMMU gives every group its own address space: a device reaches only what its own domain maps, and everything else is blocked and recorded.",
         steps,
-    );
-
-    let mechanisms = vec![translation, bounce, coalescing, isolation];
-    Ok(TourReport {
-        ok: mechanisms.iter().all(|m| m.ok),
-        groups,
-        mechanisms,
-        faults: sim.faults().entries().copied().collect(),
-        dropped_faults: sim.faults().dropped(),
-        stats: sim.stats(),
-    })
+    ))
 }
 
 #[cfg(test)]

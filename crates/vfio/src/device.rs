@@ -46,7 +46,9 @@ impl VfioDevice {
             Ok(g) => g,
             Err(VfioError::Open { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
                 let blockers = host.blockers(gid).unwrap_or_default();
-                if host.driver_of(&address).as_deref() != Some("vfio-pci") && !blockers.is_empty() {
+                if !host.driver_of(&address).as_deref().is_some_and(iommu_pci::drivers::is_vfio_driver)
+                    && !blockers.is_empty()
+                {
                     return Err(VfioError::NotViable { group: gid, blockers });
                 }
                 return Err(VfioError::GroupNotBound { group: gid, path, device: address });

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use crate::error::{Blocker, Result, VfioError};
 use crate::info::IovaRange;
 
-/// Drivers that leave a group viable for VFIO (Linux ≥ 5.19, see `kernel-groups.md` §9): vfio-pci and its
-/// variant drivers, pci-stub, and pcieport on bridges. A member with no driver is fine too.
+/// Whether a member bound to `driver` leaves its group viable for VFIO (Linux ≥ 5.19): the driver
+/// manages its own DMA ([`iommu_pci::drivers::DMA_OWNING_DRIVERS`]:
+/// vfio-pci and its variant drivers, pci-stub, pcieport, …). A member with no driver is fine too.
 pub fn driver_is_vfio_safe(driver: &str) -> bool {
-    matches!(driver, "vfio-pci" | "pci-stub" | "pcieport") || driver.contains("vfio")
+    iommu_pci::drivers::manages_own_dma(driver)
 }
 
-/// One line of a group's `reserved_regions`.
+/// One line of a group's `reserved_regions`, as an IOVA range.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ReservedRegion {
     /// The addresses.
@@ -21,15 +22,13 @@ pub struct ReservedRegion {
     pub kind: String,
 }
 
-/// Parses `reserved_regions` (`0x00000000fee00000 0x00000000feefffff msi` per line); bad lines are skipped.
+/// Parses `reserved_regions` (`0x00000000fee00000 0x00000000feefffff msi` per line) with
+/// [`iommu_pci::regions::parse_reserved_regions`] (which see for a line without a type); lines that do not
+/// parse, or whose first address is above the last, are skipped.
 pub fn parse_reserved_regions(text: &str) -> Vec<ReservedRegion> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let s = u64::from_str_radix(it.next()?.strip_prefix("0x")?, 16).ok()?;
-            let e = u64::from_str_radix(it.next()?.strip_prefix("0x")?, 16).ok()?;
-            Some(ReservedRegion { range: IovaRange::new(s, e)?, kind: it.next().unwrap_or("reserved").to_string() })
-        })
+    iommu_pci::regions::parse_reserved_regions(text)
+        .into_iter()
+        .filter_map(|r| Some(ReservedRegion { range: IovaRange::new(r.start, r.end)?, kind: r.kind }))
         .collect()
 }
 
@@ -208,8 +207,11 @@ pub(crate) mod tests {
         assert!(h.blockers(5).unwrap().is_empty());
         assert_eq!(h.members(5).unwrap(), vec![Member { address: "0000:01:00.0".into(), driver: None }]);
         assert!(
-            driver_is_vfio_safe("pcieport") && driver_is_vfio_safe("mlx5-vfio-pci") && !driver_is_vfio_safe("e1000e")
+            driver_is_vfio_safe("pcieport") && driver_is_vfio_safe("mlx5_vfio_pci") && !driver_is_vfio_safe("e1000e")
         );
+        // The kernel registers variant drivers by module name, with underscores; a name that merely
+        // contains "vfio" is not one.
+        assert!(!driver_is_vfio_safe("mlx5-vfio-pci") && !driver_is_vfio_safe("my-vfio-thing"));
     }
 
     #[test]
@@ -221,5 +223,23 @@ pub(crate) mod tests {
             vec![ReservedRegion { range: IovaRange::new(0xfee0_0000, 0xfeef_ffff).unwrap(), kind: "msi".into() }]
         );
         assert_eq!(parse_reserved_regions("junk\n0x10 0x1f direct\n0x20 0x10 bad\n").len(), 1);
+        // A line without a type keeps its range, as `reserved` (see iommu_pci::regions).
+        assert_eq!(
+            parse_reserved_regions("0x10 0x1f\n"),
+            vec![ReservedRegion { range: IovaRange::new(0x10, 0x1f).unwrap(), kind: "reserved".into() }]
+        );
+    }
+
+    #[test]
+    fn a_variant_vfio_driver_does_not_block_and_a_look_alike_does() {
+        let t = tree();
+        let d = t.path().join("sys/devices/pci0000:00/0000:00:10.0/driver");
+        for (drv, blocks) in [("mlx5_vfio_pci", false), ("my-vfio-thing", true), ("vfio_iommu_type1", true)] {
+            std::fs::remove_file(&d).unwrap();
+            let dd = t.path().join("sys/bus/pci/drivers").join(drv);
+            std::fs::create_dir_all(&dd).unwrap();
+            symlink(&dd, &d).unwrap();
+            assert_eq!(!Host::at(t.path()).blockers(4).unwrap().is_empty(), blocks, "{drv}");
+        }
     }
 }

@@ -75,13 +75,12 @@ pub fn prometheus(snap: &Snapshot) -> String {
 /// Node Feature Discovery feature lines for a snapshot.
 pub fn nfd(snap: &Snapshot) -> String {
     let cfgs = configs(snap);
-    let is_bridge = |a: &PciAddress| cfgs.get(a).is_some_and(|c| c.is_bridge());
     let base_class = |a: &PciAddress| cfgs.get(a).map(|c| (c.class >> 16) as u8);
     // A device is isolated when everything else in its group is a bridge.
     let mut gpus = 0;
     let mut nics = 0;
     for g in &snap.groups {
-        let endpoints: Vec<&PciAddress> = g.devices.iter().filter(|a| !is_bridge(a)).collect();
+        let endpoints = snap.group_endpoints(g);
         if let [one] = endpoints.as_slice() {
             match base_class(one) {
                 Some(0x03) => gpus += 1,

@@ -16,7 +16,7 @@ use std::fmt;
 
 use iommu_host::bind;
 use iommu_host::Snapshot;
-use iommu_pci::{ConfigInfo, PciAddress};
+use iommu_pci::PciAddress;
 use serde::Serialize;
 
 use crate::exit::{fail, Exit};
@@ -27,13 +27,7 @@ use crate::source::Source;
 pub fn endpoints(snap: &Snapshot, target: &str) -> anyhow::Result<(PciAddress, u32, Vec<PciAddress>)> {
     let addr = bind::resolve_target(snap, target)?;
     let g = snap.group_of(addr).ok_or(bind::BindError::NoGroup(addr))?;
-    let mut eps: Vec<PciAddress> = g
-        .devices
-        .iter()
-        .copied()
-        .filter(|&a| !snap.device(a).is_some_and(|d| ConfigInfo::parse(&d.config).is_ok_and(|c| c.is_bridge())))
-        .collect();
-    eps.sort();
+    let eps = snap.group_endpoints(g);
     if eps.is_empty() {
         return Err(fail(
             Exit::Negative,
@@ -133,7 +127,7 @@ impl fmt::Display for QemuReport {
 fn not_on_vfio_note(snap: &Snapshot, eps: &[PciAddress]) {
     let off: Vec<String> = eps
         .iter()
-        .filter(|a| snap.device(**a).and_then(|d| d.driver.as_deref()) != Some("vfio-pci"))
+        .filter(|a| !snap.device(**a).and_then(|d| d.driver.as_deref()).is_some_and(iommu_pci::drivers::is_vfio_driver))
         .map(|a| {
             let d = snap.device(*a).and_then(|d| d.driver.as_deref()).unwrap_or("no driver");
             format!("{a} ({})", sanitize(d))

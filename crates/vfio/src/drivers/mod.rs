@@ -5,6 +5,8 @@
 
 pub mod edu;
 pub mod nvme;
+#[cfg(test)]
+mod nvme_fake;
 
 use std::time::{Duration, Instant};
 

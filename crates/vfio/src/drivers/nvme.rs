@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{poll, Reporter};
 use crate::backend::{DeviceAccess, DmaBackend, Mmio};
-use crate::dma::{DmaBuffer, DmaDir, DmaSpace, MapOptions};
+use crate::dma::{DmaBuffer, DmaDir, DmaMapping, DmaSpace, MapOptions};
 use crate::error::{Result, VfioError};
 use crate::info::IrqKind;
 
@@ -368,74 +368,25 @@ fn run_steps<D: DeviceAccess, B: DmaBackend>(
     r: &mut Reporter<'_>,
     step: &mut &'static str,
 ) -> Result<()> {
-    let mut ctrl = Controller::new(dev)?;
-    let function_reset = if dev.device_info().reset_supported() {
-        dev.reset()?;
-        true
-    } else {
-        false
-    };
-    dev.enable_bus_master()?;
+    let (mut ctrl, function_reset) = open(dev)?;
 
     *step = "controller-reset";
-    ctrl.disable()?;
-    r.step(
-        step,
-        true,
-        json!({ "device": dev.name(), "function_reset": function_reset, "cap": format!("{:#018x}", ctrl.cap()), "version": ctrl.version()?,
-                "mqes": ctrl.max_queue_entries(), "dstrd": ctrl.doorbell_stride(), "csts": ctrl.csts()? }),
-    );
+    controller_reset(&ctrl, function_reset, r)?;
 
     *step = "enable";
     let entries = ctrl.max_queue_entries().min(64) as u16;
-    let (asq, acq) = (DmaBuffer::new(PAGE)?, DmaBuffer::new(PAGE)?);
-    let (masq, macq) = (space.map(&asq, DmaDir::ToDevice)?, space.map(&acq, DmaDir::FromDevice)?);
-    let mut aq = QueuePair::new(0, entries.min(32), &asq, masq.iova(), &acq, macq.iova())?;
-    let csts = ctrl.enable(&aq)?;
-    r.step(
-        step,
-        csts & 1 == 1,
-        json!({ "csts": csts, "admin_entries": aq.entries, "asq_iova": masq.iova(), "acq_iova": macq.iova() }),
-    );
+    let admin = QueueMemory::new()?;
+    let admin_maps = admin.map(space)?;
+    let mut aq = admin_maps.pair(0, entries.min(32))?;
+    enable(&ctrl, &aq, r)?;
 
     *step = "identify-controller";
     let id = DmaBuffer::new(PAGE)?;
     let mid = space.map(&id, DmaDir::FromDevice)?;
-    ctrl.submit(
-        &mut aq,
-        &Command { opcode: admin::IDENTIFY, prp1: mid.iova(), cdw: [1, 0, 0, 0, 0, 0], ..Default::default() },
-    )?;
-    let idc = id.to_vec(0, PAGE)?;
-    let mdts = idc[77];
-    let nn = u32::from_le_bytes([idc[516], idc[517], idc[518], idc[519]]);
-    let vid = u16::from_le_bytes([idc[0], idc[1]]);
-    r.step(
-        step,
-        vid != 0 && nn >= 1,
-        json!({ "vid": format!("{vid:#06x}"), "serial": ascii(&idc[4..24]), "model": ascii(&idc[24..64]), "firmware": ascii(&idc[64..72]),
-                "mdts": mdts, "namespaces": nn, "iova": mid.iova() }),
-    );
+    let mdts = identify_controller(&mut ctrl, &mut aq, &id, mid.iova(), r)?;
 
     *step = "identify-namespace";
-    ctrl.submit(
-        &mut aq,
-        &Command { opcode: admin::IDENTIFY, nsid: 1, prp1: mid.iova(), cdw: [0; 6], ..Default::default() },
-    )?;
-    let ns = id.to_vec(0, PAGE)?;
-    let nsze = u64::from_le_bytes(ns[0..8].try_into().unwrap_or_default());
-    let flbas = ns[26] & 0xf;
-    let lbaf =
-        u32::from_le_bytes(ns[128 + 4 * flbas as usize..132 + 4 * flbas as usize].try_into().unwrap_or_default());
-    let block = 1u64 << ((lbaf >> 16) & 0xff);
-    let fits =
-        (TEST_OFFSET + TEST_BYTES as u64) <= nsze * block && block >= 512 && (TEST_BYTES as u64).is_multiple_of(block);
-    r.step(step, nsze > 0 && fits, json!({ "nsid": 1, "blocks": nsze, "block_size": block, "bytes": nsze * block }));
-    if !fits {
-        return Err(VfioError::DeviceReported {
-            device: dev.name().into(),
-            what: format!("namespace 1 ({} bytes) cannot hold the test range", nsze * block),
-        });
-    }
+    let block = identify_namespace(&mut ctrl, &mut aq, &id, mid.iova(), r)?;
     drop(mid);
 
     *step = "io-queues";
@@ -445,77 +396,16 @@ fn run_steps<D: DeviceAccess, B: DmaBackend>(
         Ok(i) if i.count > 0 => Some(dev.enable_irqs(IrqKind::Msix, 1)?.remove(0)),
         _ => None,
     };
-    let (iosq, iocq) = (DmaBuffer::new(PAGE)?, DmaBuffer::new(PAGE)?);
-    let (msq, mcq) = (space.map(&iosq, DmaDir::ToDevice)?, space.map(&iocq, DmaDir::FromDevice)?);
-    let io_entries = entries.min(64);
-    let mut ioq = QueuePair::new(1, io_entries, &iosq, msq.iova(), &iocq, mcq.iova())?;
-    let qsize = u32::from(io_entries - 1) << 16;
-    let ien = if msix.is_some() { 0b10 } else { 0 }; // CDW11: IV 0 (bits 31:16), IEN (bit 1), PC (bit 0)
-    ctrl.submit(
-        &mut aq,
-        &Command {
-            opcode: admin::CREATE_CQ,
-            prp1: mcq.iova(),
-            cdw: [qsize | 1, ien | 1, 0, 0, 0, 0],
-            ..Default::default()
-        },
-    )?;
-    ctrl.submit(
-        &mut aq,
-        &Command {
-            opcode: admin::CREATE_SQ,
-            prp1: msq.iova(),
-            cdw: [qsize | 1, (1 << 16) | 1, 0, 0, 0, 0],
-            ..Default::default()
-        },
-    )?;
-    r.step(
-        step,
-        true,
-        json!({ "qid": 1, "entries": io_entries, "sq_iova": msq.iova(), "cq_iova": mcq.iova(), "msix": msix.is_some() }),
-    );
+    let io = QueueMemory::new()?;
+    let io_maps = io.map(space)?;
+    let mut ioq = io_maps.pair(1, entries.min(64))?;
+    create_io_queues(&mut ctrl, &mut aq, &ioq, msix.is_some(), r)?;
 
     *step = "write-read-verify";
     let max_xfer = if mdts == 0 { MAX_CHUNK } else { (PAGE << mdts).min(MAX_CHUNK) };
-    let chunks = TEST_BYTES.div_ceil(max_xfer);
-    let wbuf = DmaBuffer::prefer_hugepages(TEST_BYTES)?;
-    let rbuf = DmaBuffer::new(TEST_BYTES)?;
-    let lists = DmaBuffer::new(2 * chunks * PAGE)?;
-    let want = pattern(TEST_OFFSET, TEST_BYTES);
-    wbuf.copy_in(0, &want)?;
-    rbuf.fill(0, TEST_BYTES, 0xcc)?;
-    let mw =
-        space.map_with(&wbuf, MapOptions { dir: DmaDir::ToDevice, len: Some(TEST_BYTES), ..Default::default() })?;
-    let mr = space.map(&rbuf, DmaDir::FromDevice)?;
-    let ml = space.map(&lists, DmaDir::ToDevice)?;
-    let mut commands = 0;
-    let mut list_entries = 0;
-    for (opcode, base, list_base) in [(io::WRITE, mw.iova(), 0), (io::READ, mr.iova(), chunks * PAGE)] {
-        for c in 0..chunks {
-            let off = c * max_xfer;
-            let len = max_xfer.min(TEST_BYTES - off);
-            let (prp1, prp2, n) = build_prps(base + off as u64, len, &lists, list_base + c * PAGE, ml.iova())?;
-            list_entries += n;
-            let slba = (TEST_OFFSET + off as u64) / block;
-            let nlb = (len as u64 / block - 1) as u32;
-            let cmd = Command { opcode, nsid: 1, prp1, prp2, cdw: [slba as u32, (slba >> 32) as u32, nlb, 0, 0, 0] };
-            ctrl.submit(&mut ioq, &cmd)?;
-            commands += 1;
-        }
-        if opcode == io::WRITE {
-            ctrl.submit(&mut ioq, &Command { opcode: io::FLUSH, nsid: 1, ..Default::default() })?;
-        }
-    }
-    let got = rbuf.to_vec(0, TEST_BYTES)?;
-    let first_bad = got.iter().zip(&want).position(|(a, b)| a != b);
-    let verified = first_bad.unwrap_or(TEST_BYTES);
-    r.step(
-        step,
-        first_bad.is_none(),
-        json!({ "bytes": verified, "offset": TEST_OFFSET, "lba": TEST_OFFSET / block, "commands": commands, "per_command": max_xfer,
-                "prp_list_entries": list_entries, "write_iova": mw.iova(), "read_iova": mr.iova(), "write_hugepages": wbuf.is_huge(),
-                "first_mismatch": first_bad }),
-    );
+    let data = TestData::new(TEST_BYTES.div_ceil(max_xfer))?;
+    let data_maps = data.map(space)?;
+    let commands = write_read_verify(&mut ctrl, &mut ioq, &data, &data_maps, max_xfer, block, r)?;
 
     if let Some(fd) = &msix {
         *step = "io-completion-irq-msix";
@@ -525,11 +415,267 @@ fn run_steps<D: DeviceAccess, B: DmaBackend>(
     }
 
     *step = "shutdown";
-    ctrl.submit(&mut aq, &Command { opcode: admin::DELETE_SQ, cdw: [1, 0, 0, 0, 0, 0], ..Default::default() })?;
-    ctrl.submit(&mut aq, &Command { opcode: admin::DELETE_CQ, cdw: [1, 0, 0, 0, 0, 0], ..Default::default() })?;
-    ctrl.shutdown()?;
-    r.step(step, true, json!({ "csts": ctrl.csts()?, "dma_mappings": space.stats().mappings }));
+    shutdown(&mut ctrl, &mut aq, space, r)
+}
+
+/// Maps BAR0, resets the function when VFIO can, and turns bus mastering on. Returns whether the
+/// function was reset.
+fn open<D: DeviceAccess>(dev: &D) -> Result<(Controller<'_, D>, bool)> {
+    let ctrl = Controller::new(dev)?;
+    let function_reset = if dev.device_info().reset_supported() {
+        dev.reset()?;
+        true
+    } else {
+        false
+    };
+    dev.enable_bus_master()?;
+    Ok((ctrl, function_reset))
+}
+
+/// Step `controller-reset`: CC.EN = 0 and the controller's identity registers.
+fn controller_reset<D: DeviceAccess>(
+    ctrl: &Controller<'_, D>,
+    function_reset: bool,
+    r: &mut Reporter<'_>,
+) -> Result<()> {
+    ctrl.disable()?;
+    r.step(
+        "controller-reset",
+        true,
+        json!({ "device": ctrl.dev.name(), "function_reset": function_reset, "cap": format!("{:#018x}", ctrl.cap()), "version": ctrl.version()?,
+                "mqes": ctrl.max_queue_entries(), "dstrd": ctrl.doorbell_stride(), "csts": ctrl.csts()? }),
+    );
     Ok(())
+}
+
+/// Step `enable`: the admin queue pair programmed, the controller enabled.
+fn enable<D: DeviceAccess>(ctrl: &Controller<'_, D>, aq: &QueuePair<'_>, r: &mut Reporter<'_>) -> Result<()> {
+    let csts = ctrl.enable(aq)?;
+    r.step(
+        "enable",
+        csts & 1 == 1,
+        json!({ "csts": csts, "admin_entries": aq.entries, "asq_iova": aq.sq_iova, "acq_iova": aq.cq_iova }),
+    );
+    Ok(())
+}
+
+/// Step `identify-controller` into `id` (seen at `iova`); returns MDTS.
+fn identify_controller<D: DeviceAccess>(
+    ctrl: &mut Controller<'_, D>,
+    aq: &mut QueuePair<'_>,
+    id: &DmaBuffer,
+    iova: u64,
+    r: &mut Reporter<'_>,
+) -> Result<u8> {
+    ctrl.submit(aq, &Command { opcode: admin::IDENTIFY, prp1: iova, cdw: [1, 0, 0, 0, 0, 0], ..Default::default() })?;
+    let idc = id.to_vec(0, PAGE)?;
+    let mdts = idc[77];
+    let nn = u32::from_le_bytes([idc[516], idc[517], idc[518], idc[519]]);
+    let vid = u16::from_le_bytes([idc[0], idc[1]]);
+    r.step(
+        "identify-controller",
+        vid != 0 && nn >= 1,
+        json!({ "vid": format!("{vid:#06x}"), "serial": ascii(&idc[4..24]), "model": ascii(&idc[24..64]), "firmware": ascii(&idc[64..72]),
+                "mdts": mdts, "namespaces": nn, "iova": iova }),
+    );
+    Ok(mdts)
+}
+
+/// Step `identify-namespace` (namespace 1) into `id` (seen at `iova`); returns its block size, and fails
+/// when the namespace cannot hold the test range.
+fn identify_namespace<D: DeviceAccess>(
+    ctrl: &mut Controller<'_, D>,
+    aq: &mut QueuePair<'_>,
+    id: &DmaBuffer,
+    iova: u64,
+    r: &mut Reporter<'_>,
+) -> Result<u64> {
+    ctrl.submit(aq, &Command { opcode: admin::IDENTIFY, nsid: 1, prp1: iova, cdw: [0; 6], ..Default::default() })?;
+    let ns = id.to_vec(0, PAGE)?;
+    let nsze = u64::from_le_bytes(ns[0..8].try_into().unwrap_or_default());
+    let flbas = ns[26] & 0xf;
+    let lbaf =
+        u32::from_le_bytes(ns[128 + 4 * flbas as usize..132 + 4 * flbas as usize].try_into().unwrap_or_default());
+    let block = 1u64 << ((lbaf >> 16) & 0xff);
+    let fits =
+        (TEST_OFFSET + TEST_BYTES as u64) <= nsze * block && block >= 512 && (TEST_BYTES as u64).is_multiple_of(block);
+    r.step(
+        "identify-namespace",
+        nsze > 0 && fits,
+        json!({ "nsid": 1, "blocks": nsze, "block_size": block, "bytes": nsze * block }),
+    );
+    if !fits {
+        return Err(VfioError::DeviceReported {
+            device: ctrl.dev.name().into(),
+            what: format!("namespace 1 ({} bytes) cannot hold the test range", nsze * block),
+        });
+    }
+    Ok(block)
+}
+
+/// Step `io-queues`: completion queue 1 (raising MSI-X vector 0 when `msix`), then submission queue 1.
+fn create_io_queues<D: DeviceAccess>(
+    ctrl: &mut Controller<'_, D>,
+    aq: &mut QueuePair<'_>,
+    ioq: &QueuePair<'_>,
+    msix: bool,
+    r: &mut Reporter<'_>,
+) -> Result<()> {
+    let qsize = u32::from(ioq.entries - 1) << 16;
+    let ien = if msix { 0b10 } else { 0 }; // CDW11: IV 0 (bits 31:16), IEN (bit 1), PC (bit 0)
+    ctrl.submit(
+        aq,
+        &Command {
+            opcode: admin::CREATE_CQ,
+            prp1: ioq.cq_iova,
+            cdw: [qsize | 1, ien | 1, 0, 0, 0, 0],
+            ..Default::default()
+        },
+    )?;
+    ctrl.submit(
+        aq,
+        &Command {
+            opcode: admin::CREATE_SQ,
+            prp1: ioq.sq_iova,
+            cdw: [qsize | 1, (1 << 16) | 1, 0, 0, 0, 0],
+            ..Default::default()
+        },
+    )?;
+    r.step(
+        "io-queues",
+        true,
+        json!({ "qid": 1, "entries": ioq.entries, "sq_iova": ioq.sq_iova, "cq_iova": ioq.cq_iova, "msix": msix }),
+    );
+    Ok(())
+}
+
+/// Step `write-read-verify`: the test range written in chunks of `max_xfer` (then flushed), read back
+/// into another buffer and compared. Returns the number of write and read commands.
+fn write_read_verify<D: DeviceAccess, B: DmaBackend>(
+    ctrl: &mut Controller<'_, D>,
+    ioq: &mut QueuePair<'_>,
+    data: &TestData,
+    maps: &TestMappings<'_, B>,
+    max_xfer: usize,
+    block: u64,
+    r: &mut Reporter<'_>,
+) -> Result<usize> {
+    let mut commands = 0;
+    let mut list_entries = 0;
+    for (opcode, base, list_base) in [(io::WRITE, maps.w.iova(), 0), (io::READ, maps.r.iova(), data.chunks * PAGE)] {
+        for c in 0..data.chunks {
+            let off = c * max_xfer;
+            let len = max_xfer.min(TEST_BYTES - off);
+            let (prp1, prp2, n) =
+                build_prps(base + off as u64, len, &data.lists, list_base + c * PAGE, maps.lists.iova())?;
+            list_entries += n;
+            let slba = (TEST_OFFSET + off as u64) / block;
+            let nlb = (len as u64 / block - 1) as u32;
+            let cmd = Command { opcode, nsid: 1, prp1, prp2, cdw: [slba as u32, (slba >> 32) as u32, nlb, 0, 0, 0] };
+            ctrl.submit(ioq, &cmd)?;
+            commands += 1;
+        }
+        if opcode == io::WRITE {
+            ctrl.submit(ioq, &Command { opcode: io::FLUSH, nsid: 1, ..Default::default() })?;
+        }
+    }
+    let got = data.r.to_vec(0, TEST_BYTES)?;
+    let first_bad = got.iter().zip(&data.want).position(|(a, b)| a != b);
+    let verified = first_bad.unwrap_or(TEST_BYTES);
+    r.step(
+        "write-read-verify",
+        first_bad.is_none(),
+        json!({ "bytes": verified, "offset": TEST_OFFSET, "lba": TEST_OFFSET / block, "commands": commands, "per_command": max_xfer,
+                "prp_list_entries": list_entries, "write_iova": maps.w.iova(), "read_iova": maps.r.iova(), "write_hugepages": data.w.is_huge(),
+                "first_mismatch": first_bad }),
+    );
+    Ok(commands)
+}
+
+/// Step `shutdown`: the I/O queues deleted, then a normal shutdown.
+fn shutdown<D: DeviceAccess, B: DmaBackend>(
+    ctrl: &mut Controller<'_, D>,
+    aq: &mut QueuePair<'_>,
+    space: &DmaSpace<B>,
+    r: &mut Reporter<'_>,
+) -> Result<()> {
+    ctrl.submit(aq, &Command { opcode: admin::DELETE_SQ, cdw: [1, 0, 0, 0, 0, 0], ..Default::default() })?;
+    ctrl.submit(aq, &Command { opcode: admin::DELETE_CQ, cdw: [1, 0, 0, 0, 0, 0], ..Default::default() })?;
+    ctrl.shutdown()?;
+    r.step("shutdown", true, json!({ "csts": ctrl.csts()?, "dma_mappings": space.stats().mappings }));
+    Ok(())
+}
+
+/// The memory of one queue pair: a page for the submission queue, a page for the completion queue.
+struct QueueMemory {
+    sq: DmaBuffer,
+    cq: DmaBuffer,
+}
+
+/// A [`QueueMemory`] mapped for the device (dropped completion queue first).
+struct QueueMappings<'a, B: DmaBackend> {
+    mem: &'a QueueMemory,
+    cq: DmaMapping<'a, B>,
+    sq: DmaMapping<'a, B>,
+}
+
+impl QueueMemory {
+    fn new() -> Result<Self> {
+        Ok(Self { sq: DmaBuffer::new(PAGE)?, cq: DmaBuffer::new(PAGE)? })
+    }
+
+    /// Maps the submission queue (to the device), then the completion queue (from it).
+    fn map<'a, B: DmaBackend>(&'a self, space: &'a DmaSpace<B>) -> Result<QueueMappings<'a, B>> {
+        let sq = space.map(&self.sq, DmaDir::ToDevice)?;
+        let cq = space.map(&self.cq, DmaDir::FromDevice)?;
+        Ok(QueueMappings { mem: self, cq, sq })
+    }
+}
+
+impl<'a, B: DmaBackend> QueueMappings<'a, B> {
+    /// Queue `qid` with `entries` slots over this memory.
+    fn pair(&self, qid: u16, entries: u16) -> Result<QueuePair<'a>> {
+        QueuePair::new(qid, entries, &self.mem.sq, self.sq.iova(), &self.mem.cq, self.cq.iova())
+    }
+}
+
+/// The round trip's buffers: the pattern to write (huge pages when there are), a buffer to read into
+/// (filled with 0xcc), and a page of PRP list per command.
+struct TestData {
+    w: DmaBuffer,
+    r: DmaBuffer,
+    lists: DmaBuffer,
+    want: Vec<u8>,
+    /// Commands per direction.
+    chunks: usize,
+}
+
+/// [`TestData`] mapped for the device (dropped in the reverse order of mapping).
+struct TestMappings<'a, B: DmaBackend> {
+    lists: DmaMapping<'a, B>,
+    r: DmaMapping<'a, B>,
+    w: DmaMapping<'a, B>,
+}
+
+impl TestData {
+    fn new(chunks: usize) -> Result<Self> {
+        let w = DmaBuffer::prefer_hugepages(TEST_BYTES)?;
+        let r = DmaBuffer::new(TEST_BYTES)?;
+        let lists = DmaBuffer::new(2 * chunks * PAGE)?;
+        let want = pattern(TEST_OFFSET, TEST_BYTES);
+        w.copy_in(0, &want)?;
+        r.fill(0, TEST_BYTES, 0xcc)?;
+        Ok(Self { w, r, lists, want, chunks })
+    }
+
+    /// Maps the write buffer, the read buffer and the PRP lists, in that order.
+    fn map<'a, B: DmaBackend>(&'a self, space: &'a DmaSpace<B>) -> Result<TestMappings<'a, B>> {
+        let w = space
+            .map_with(&self.w, MapOptions { dir: DmaDir::ToDevice, len: Some(TEST_BYTES), ..Default::default() })?;
+        let r = space.map(&self.r, DmaDir::FromDevice)?;
+        let lists = space.map(&self.lists, DmaDir::ToDevice)?;
+        Ok(TestMappings { lists, r, w })
+    }
 }
 
 #[cfg(test)]
@@ -552,6 +698,71 @@ mod tests {
         let d = c.dwords(9);
         assert_eq!(d[0], 0x0009_0002);
         assert_eq!((d[1], d[6], d[7], d[8], d[10], d[12]), (1, 0x2345_6000, 1, 0x7000, 2048, 7));
+    }
+
+    #[test]
+    fn a_run_on_a_model_controller_writes_reads_back_and_verifies() {
+        let iommu = FakeIommu::new();
+        let space = DmaSpace::new(&iommu, &[]).unwrap();
+        let dev = super::super::nvme_fake::FakeNvme::new(&iommu);
+        let mut lines = Vec::new();
+        let mut r = Reporter::new(|l: &str| lines.push(l.to_string()));
+        run(&dev, &space, &mut r).unwrap();
+        assert!(r.all_ok(), "{:?}", r.failed());
+        drop(r);
+        if let Ok(p) = std::env::var("NVME_TRACE") {
+            std::fs::write(p, format!("{}\n{}\n", lines.join("\n"), dev.log().join("\n"))).unwrap();
+        }
+        let steps: Vec<String> = lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "controller-reset",
+                "enable",
+                "identify-controller",
+                "identify-namespace",
+                "io-queues",
+                "write-read-verify",
+                "io-completion-irq-msix",
+                "shutdown"
+            ]
+        );
+        let verify: serde_json::Value = serde_json::from_str(&lines[5]).unwrap();
+        assert_eq!((verify["bytes"].as_u64(), verify["commands"].as_u64()), (Some(TEST_BYTES as u64), Some(16)));
+        assert_eq!(dev.disk(TEST_OFFSET as usize, TEST_BYTES), pattern(TEST_OFFSET, TEST_BYTES));
+        // Every mapping is gone once the run returns.
+        assert!(iommu.mappings().is_empty());
+    }
+
+    #[test]
+    fn a_failing_step_is_reported_under_its_name() {
+        let run_on = |blocks: u64, fail_map: bool| {
+            let iommu = FakeIommu::new();
+            let space = DmaSpace::new(&iommu, &[]).unwrap();
+            let dev = super::super::nvme_fake::FakeNvme::with_blocks(&iommu, blocks);
+            if fail_map {
+                iommu.fail_next_map(12);
+            }
+            let mut lines = Vec::new();
+            let mut r = Reporter::new(|l: &str| lines.push(l.to_string()));
+            assert!(run(&dev, &space, &mut r).is_err());
+            drop(r);
+            assert!(iommu.mappings().is_empty());
+            lines
+        };
+        // Namespace 1 too small for the test range: the step fails, then its error.
+        let l = run_on(1024, false);
+        assert_eq!(l.len(), 5, "{l:?}");
+        assert!(l[3].starts_with(r#"{"step":"identify-namespace","ok":false,"block_size":512"#), "{}", l[3]);
+        assert!(l[4].starts_with(r#"{"step":"identify-namespace","ok":false,"error":"#), "{}", l[4]);
+        assert!(l[4].contains("cannot hold the test range"), "{}", l[4]);
+        // The first mapping fails: reported under enable.
+        let l = run_on(16384, true);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(l[1].starts_with(r#"{"step":"enable","ok":false,"error":"#), "{}", l[1]);
     }
 
     #[test]
