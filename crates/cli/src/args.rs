@@ -106,6 +106,10 @@ pub enum Command {
     Probe {
         /// PCI address (DDDD:BB:DD.F or BB:DD.F); its group must be bound to vfio-pci.
         address: String,
+        /// `container` (/dev/vfio/vfio and the group) or `iommufd` (/dev/iommu and the device cdev);
+        /// by default iommufd when the host has it and the device has a cdev.
+        #[arg(long, value_name = "BACKEND", value_parser = ["container", "iommufd"])]
+        backend: Option<String>,
     },
     /// Walk through what an IOMMU does on the software model: translation, bounce buffers, coalescing,
     /// isolation with a blocked access and its fault record.
@@ -121,6 +125,10 @@ pub enum Command {
         /// keeping functions and `multifunction='on'` (as `qemu` does). Without it libvirt places them.
         #[arg(long, value_name = "SLOT", value_parser = iommu_pci::parse_guest_slot)]
         guest_slot: Option<u8>,
+        /// Use iommufd and the device cdev instead of the legacy container: `<driver iommufd='yes'/>` in
+        /// every `<hostdev>` (libvirt 12.2+, a kernel with iommufd and VFIO device cdevs).
+        #[arg(long)]
+        iommufd: bool,
     },
     /// Print QEMU `-device vfio-pci` arguments for every endpoint of TARGET's IOMMU group, keeping the
     /// multifunction layout.
@@ -130,6 +138,10 @@ pub enum Command {
         /// The first guest slot (hex, 0x1..0x1f) on the default root bus; each host slot takes the next.
         #[arg(long, value_name = "SLOT", default_value = "0x10", value_parser = iommu_pci::parse_guest_slot)]
         guest_slot: u8,
+        /// Use iommufd and the device cdev instead of the legacy container: `-object iommufd,id=iommufd0`
+        /// and `iommufd=iommufd0` on every device (QEMU 8.2+, a kernel with iommufd and VFIO device cdevs).
+        #[arg(long)]
+        iommufd: bool,
     },
     /// Export facts for monitoring and scheduling: Prometheus textfile-collector metrics or a Node Feature
     /// Discovery feature file.

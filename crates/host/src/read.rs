@@ -133,12 +133,18 @@ fn read_device(
         sriov_totalvfs: None,
         sriov_numvfs: None,
         net: Vec::new(),
+        vfio_cdev: None,
     };
     if detail == Detail::Full {
         d.driver_override = notes.attr(dir, "driver_override").filter(|s| !s.is_empty() && s != "(null)");
         d.net = fs::read_dir(dir.join("net"))
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
+        d.vfio_cdev = fs::read_dir(dir.join("vfio-dev")).ok().and_then(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with("vfio"))
+        });
         d.reset_methods = notes.attr(dir, "reset_method").map(|s| s.split_whitespace().map(str::to_string).collect());
         d.boot_vga = notes.attr(dir, "boot_vga").map(|s| s == "1");
         d.numa_node = notes.attr(dir, "numa_node").and_then(|s| s.parse().ok());

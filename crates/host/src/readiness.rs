@@ -31,6 +31,11 @@ pub struct ReadinessFacts {
     pub dev_vfio: Option<bool>,
     /// `/dev/iommu` exists (iommufd).
     pub dev_iommu: Option<bool>,
+    /// The kernel has VFIO device cdevs (`CONFIG_VFIO_DEVICE_CDEV`): `/dev/vfio/devices` or a
+    /// `vfio-dev/` directory under a PCI function says yes; a function on a VFIO driver without one says
+    /// no; else the kernel's `/boot/config-<release>`. `None` when nothing tells.
+    #[serde(default)]
+    pub vfio_cdev: Option<bool>,
     /// Boot loaders whose configuration files exist: `grub`, `systemd-boot`, `kernelstub`.
     pub boot_loaders: Vec<String>,
 }
@@ -97,6 +102,38 @@ pub fn watched_modules_in(text: &str) -> Vec<String> {
     found
 }
 
+/// Whether the kernel has VFIO device cdevs, from what the host shows (see [`ReadinessFacts::vfio_cdev`]).
+fn vfio_cdev(root: &Path, release: Option<&str>) -> Option<bool> {
+    if root.join("dev/vfio/devices").is_dir() {
+        return Some(true);
+    }
+    let mut on_vfio_without_cdev = false;
+    if let Ok(rd) = fs::read_dir(root.join("sys/bus/pci/devices")) {
+        for e in rd.flatten() {
+            let dir = e.path();
+            if dir.join("vfio-dev").is_dir() {
+                return Some(true);
+            }
+            let driver = fs::read_link(dir.join("driver")).ok();
+            let name = driver.as_ref().and_then(|t| t.file_name()).and_then(|n| n.to_str());
+            if name.is_some_and(iommu_pci::drivers::is_vfio_driver) {
+                on_vfio_without_cdev = true;
+            }
+        }
+    }
+    if on_vfio_without_cdev {
+        return Some(false);
+    }
+    let config = read_table(&root.join("boot").join(format!("config-{}", release?)))?;
+    if config.lines().any(|l| l.trim() == "CONFIG_VFIO_DEVICE_CDEV=y") {
+        Some(true)
+    } else if config.lines().any(|l| l.trim() == "# CONFIG_VFIO_DEVICE_CDEV is not set") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Reads the readiness facts below `root`.
 pub fn read_facts(root: &Path, release: Option<&str>) -> ReadinessFacts {
     let cpu_vendor = read_table(&root.join("proc/cpuinfo")).and_then(|t| cpu_vendor_of(&t));
@@ -112,6 +149,7 @@ pub fn read_facts(root: &Path, release: Option<&str>) -> ReadinessFacts {
     let dev_known = dev.is_dir();
     let dev_vfio = dev_known.then(|| dev.join("vfio/vfio").exists());
     let dev_iommu = dev_known.then(|| dev.join("iommu").exists());
+    let vfio_cdev = vfio_cdev(root, release);
     let mut boot_loaders = Vec::new();
     if root.join("etc/default/grub").exists() {
         boot_loaders.push("grub".to_string());
@@ -134,6 +172,7 @@ pub fn read_facts(root: &Path, release: Option<&str>) -> ReadinessFacts {
         allow_unsafe_interrupts,
         dev_vfio,
         dev_iommu,
+        vfio_cdev,
         boot_loaders,
     }
 }
@@ -436,7 +475,21 @@ fn vfio_modules_item(c: &Ctx) -> CheckItem {
 /// Item 4: iommufd (informational: VFIO's legacy container works without it).
 fn iommufd_item(c: &Ctx) -> CheckItem {
     if c.facts.dev_iommu == Some(true) || c.is_loaded("iommufd") {
-        CheckItem::new("iommufd", Status::Info, "iommufd present (/dev/iommu): the vfio cdev interface is available")
+        let summary = match c.facts.vfio_cdev {
+            Some(true) => {
+                "iommufd (/dev/iommu) and VFIO device cdevs (/dev/vfio/devices/vfioN): devices can be driven \
+                 through iommufd"
+            }
+            Some(false) => {
+                "iommufd present (/dev/iommu), but this kernel has no VFIO device cdevs \
+                 (CONFIG_VFIO_DEVICE_CDEV off): VFIO uses the legacy container (/dev/vfio/vfio)"
+            }
+            None => {
+                "iommufd present (/dev/iommu); whether VFIO device cdevs exist shows once a device is on \
+                 vfio-pci (/dev/vfio/devices/vfioN)"
+            }
+        };
+        CheckItem::new("iommufd", Status::Info, summary)
     } else if c.is_available("iommufd") {
         CheckItem::new("iommufd", Status::Info, "iommufd shipped but not loaded; the legacy VFIO container is used")
     } else if c.facts.dev_iommu.is_none() && c.facts.modules_loaded.is_none() {

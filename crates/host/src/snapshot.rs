@@ -110,6 +110,10 @@ pub struct HostDevice {
     pub sriov_numvfs: Option<u32>,
     /// Network interfaces this function owns (`net/`).
     pub net: Vec<String>,
+    /// Its VFIO device cdev (`vfio0`, from `vfio-dev/`): present while it is on a VFIO driver on a kernel
+    /// with `CONFIG_VFIO_DEVICE_CDEV`; the node is `/dev/vfio/devices/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vfio_cdev: Option<String>,
 }
 
 impl HostDevice {
@@ -130,6 +134,7 @@ impl HostDevice {
             sriov_totalvfs: None,
             sriov_numvfs: None,
             net: Vec::new(),
+            vfio_cdev: None,
         }
     }
 }

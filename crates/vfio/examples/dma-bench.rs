@@ -1,15 +1,17 @@
-//! `dma-bench ADDR [SCALE]`: map+unmap of 4 KiB, 64 KiB and 2 MiB buffers in the container of the device at
-//! ADDR, through the library (`DmaSpace::map` + `DmaMapping::unmap`: IOVA allocation, limit bookkeeping,
-//! error mapping) and through the bare ioctl sequence (`sys::iommu_map_dma` + `sys::iommu_unmap_dma` at a
-//! fixed IOVA), after one warm-up pass each, in 7 rounds that alternate which path goes first. Prints one
-//! JSON line per size with ns/op for both; SCALE multiplies the iteration counts (default 1).
+//! `dma-bench ADDR [SCALE] [--backend container|iommufd]`: map+unmap of 4 KiB, 64 KiB and 2 MiB buffers in
+//! the device's address space (its type1 container, or its iommufd IOAS; by default whichever the host
+//! offers), through the library (`DmaSpace::map` + `DmaMapping::unmap`: IOVA allocation, limit
+//! bookkeeping, error mapping) and through the bare ioctl sequence at a fixed IOVA (`VFIO_IOMMU_MAP_DMA` +
+//! `VFIO_IOMMU_UNMAP_DMA`, or `IOMMU_IOAS_MAP` + `IOMMU_IOAS_UNMAP`), after one warm-up pass each, in 7
+//! rounds that alternate which path goes first. Prints one JSON line per size with ns/op for both and the
+//! backend; SCALE multiplies the iteration counts (default 1).
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use iommu_vfio::drivers::Reporter;
-use iommu_vfio::{sys, DmaBuffer, DmaDir, VfioDevice, VfioError};
+use iommu_vfio::{sys, Backend, BackendKind, DmaBuffer, DmaDir, Host, VfioDevice, VfioError};
 use serde_json::json;
 
 const ROUNDS: usize = 7;
@@ -21,12 +23,28 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn bench(dev: &VfioDevice, size: usize, iters: usize, r: &mut Reporter<'_>) -> Result<(), VfioError> {
     let space = dev.dma_space()?;
-    let container = dev.container().clone();
+    let backend = dev.backend();
     let buf = DmaBuffer::new(size)?;
     buf.fill(0, size, 1)?; // fault the pages in before timing
     let hole = space.reserve(size as u64)?; // the bare path's IOVA, kept away from the library's
-    let flags = iommu_vfio::dma::map_flags(DmaDir::Bidirectional);
     let raw_err = |source| VfioError::Map { iova: hole.iova(), len: size as u64, source };
+    // The bare ioctls of whichever backend the device is on.
+    let raw_pair = || -> std::io::Result<()> {
+        match &backend {
+            Backend::Container(c) => {
+                let flags = iommu_vfio::dma::map_flags(DmaDir::Bidirectional);
+                sys::iommu_map_dma(c.as_fd(), buf.area(), 0, size, hole.iova(), flags)?;
+                sys::iommu_unmap_dma(c.as_fd(), hole.iova(), size as u64)?;
+            }
+            Backend::Iommufd(i) => {
+                let flags = iommu_vfio::iommufd::map_flags(DmaDir::Bidirectional);
+                let ioas = i.ioas_id();
+                sys::iommufd::ioas_map(i.as_fd(), ioas, buf.area(), 0, size, Some(hole.iova()), flags)?;
+                sys::iommufd::ioas_unmap(i.as_fd(), ioas, hole.iova(), size as u64)?;
+            }
+        }
+        Ok(())
+    };
     let (mut lib, mut raw) = (Vec::new(), Vec::new());
     let run_lib = || -> Result<f64, VfioError> {
         let t = Instant::now();
@@ -38,8 +56,7 @@ fn bench(dev: &VfioDevice, size: usize, iters: usize, r: &mut Reporter<'_>) -> R
     let run_raw = || -> Result<f64, VfioError> {
         let t = Instant::now();
         for _ in 0..iters {
-            sys::iommu_map_dma(container.as_fd(), buf.area(), 0, size, hole.iova(), flags).map_err(raw_err)?;
-            sys::iommu_unmap_dma(container.as_fd(), hole.iova(), size as u64).map_err(raw_err)?;
+            raw_pair().map_err(raw_err)?;
         }
         Ok(t.elapsed().as_nanos() as f64 / iters as f64)
     };
@@ -61,7 +78,7 @@ fn bench(dev: &VfioDevice, size: usize, iters: usize, r: &mut Reporter<'_>) -> R
     r.step(
         &format!("map-unmap-{size}"),
         true,
-        json!({ "size": size, "iters": iters, "rounds": ROUNDS,
+        json!({ "size": size, "iters": iters, "rounds": ROUNDS, "backend": backend.kind().name(),
                 "lib_ns_median": lib_med.round(), "raw_ns_median": raw_med.round(),
                 "lib_ns_min": lib_min.round(), "raw_ns_min": raw_min.round(),
                 "overhead_pct_median": ((lib_med / raw_med - 1.0) * 1000.0).round() / 10.0,
@@ -71,23 +88,35 @@ fn bench(dev: &VfioDevice, size: usize, iters: usize, r: &mut Reporter<'_>) -> R
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    const USAGE: &str = "usage: dma-bench PCI_ADDRESS [SCALE] [--backend container|iommufd]";
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut kind = None;
+    if let Some(i) = args.iter().position(|a| a == "--backend") {
+        match args.get(i + 1).map(|b| b.parse::<BackendKind>()) {
+            Some(Ok(k)) => kind = Some(k),
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+        args.drain(i..i + 2);
+    }
     let (addr, scale) = match args.as_slice() {
         [a] => (a, 1.0),
         [a, s] => match s.parse::<f64>() {
             Ok(s) if s > 0.0 => (a, s),
             _ => {
-                eprintln!("usage: dma-bench PCI_ADDRESS [SCALE]");
+                eprintln!("{USAGE}");
                 return ExitCode::from(2);
             }
         },
         _ => {
-            eprintln!("usage: dma-bench PCI_ADDRESS [SCALE]");
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
     let mut r = Reporter::stdout();
-    let dev = match VfioDevice::open(addr) {
+    let dev = match VfioDevice::open_backend(&Host::live(), kind, addr) {
         Ok(d) => d,
         Err(e) => {
             r.error("open", &e);

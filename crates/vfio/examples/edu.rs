@@ -1,4 +1,6 @@
-//! `edu ADDR`: drives QEMU's `edu` device at PCI address ADDR through VFIO and proves DMA isolation.
+//! `edu ADDR [--backend container|iommufd]`: drives QEMU's `edu` device at PCI address ADDR through VFIO
+//! (the legacy container or iommufd with the device cdev; by default whichever the host offers) and
+//! proves DMA isolation.
 //! `edu --sim [ADDR]`: runs the same driver against the software IOMMU and edu model of `iommu-sim`
 //! (requester ID from ADDR, default `0000:01:00.0`); the blocked DMAs list the recorded faults.
 //!
@@ -9,18 +11,26 @@
 use std::process::ExitCode;
 
 use iommu_vfio::drivers::{edu, Reporter};
-use iommu_vfio::{sim_backend, DmaSpace, VfioDevice};
+use iommu_vfio::{sim_backend, BackendKind, DmaSpace, Host, VfioDevice};
 
 fn main() -> ExitCode {
+    const USAGE: &str = "usage: edu PCI_ADDRESS [--backend container|iommufd] | edu --sim [PCI_ADDRESS]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut r = Reporter::stdout();
     match args.as_slice() {
         ["--sim"] => sim(&mut r, "0000:01:00.0"),
         ["--sim", addr] => sim(&mut r, addr),
-        [addr] if !addr.starts_with('-') => vfio(&mut r, addr),
+        [addr] if !addr.starts_with('-') => vfio(&mut r, addr, None),
+        [addr, "--backend", b] if !addr.starts_with('-') => match b.parse::<BackendKind>() {
+            Ok(k) => vfio(&mut r, addr, Some(k)),
+            Err(_) => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         _ => {
-            eprintln!("usage: edu PCI_ADDRESS | edu --sim [PCI_ADDRESS]");
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     }
@@ -32,11 +42,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn vfio(r: &mut Reporter<'_>, addr: &str) {
-    let dev = match VfioDevice::open(addr) {
+fn vfio(r: &mut Reporter<'_>, addr: &str, kind: Option<BackendKind>) {
+    let dev = match VfioDevice::open_backend(&Host::live(), kind, addr) {
         Ok(d) => d,
         Err(e) => return r.error("open", &e),
     };
+    r.opened(&dev);
     let space = match dev.dma_space() {
         Ok(s) => s.with_dma_mask(edu::DMA_MASK_BITS),
         Err(e) => return r.error("dma-space", &e),

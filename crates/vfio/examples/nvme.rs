@@ -1,4 +1,5 @@
-//! `nvme ADDR`: drives the NVMe controller at PCI address ADDR through VFIO: reset, enable, admin queues,
+//! `nvme ADDR [--backend container|iommufd]`: drives the NVMe controller at PCI address ADDR through VFIO
+//! (the legacy container or iommufd; by default whichever the host offers): reset, enable, admin queues,
 //! Identify Controller and Namespace, one I/O queue pair, and a verified 1 MiB write/read round trip at
 //! byte offset 1 MiB of namespace 1 (THIS OVERWRITES THAT DATA).
 //!
@@ -8,22 +9,34 @@
 use std::process::ExitCode;
 
 use iommu_vfio::drivers::{nvme, Reporter};
-use iommu_vfio::VfioDevice;
+use iommu_vfio::{BackendKind, Host, VfioDevice};
 
 fn main() -> ExitCode {
+    const USAGE: &str = "usage: nvme PCI_ADDRESS [--backend container|iommufd]";
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [addr] = args.as_slice() else {
-        eprintln!("usage: nvme PCI_ADDRESS");
-        return ExitCode::from(2);
+    let (addr, kind) = match args.as_slice() {
+        [addr] => (addr, None),
+        [addr, flag, b] if flag == "--backend" => match b.parse::<BackendKind>() {
+            Ok(k) => (addr, Some(k)),
+            Err(_) => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
     };
     let mut r = Reporter::stdout();
-    let dev = match VfioDevice::open(addr) {
+    let dev = match VfioDevice::open_backend(&Host::live(), kind, addr) {
         Ok(d) => d,
         Err(e) => {
             r.error("open", &e);
             return ExitCode::from(1);
         }
     };
+    r.opened(&dev);
     let space = match dev.dma_space() {
         Ok(s) => s,
         Err(e) => {

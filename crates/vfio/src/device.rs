@@ -7,15 +7,19 @@ use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio as b;
 
-use crate::backend::{DeviceAccess, EventFd, Mmio};
+use std::path::{Path, PathBuf};
+
+use crate::backend::{DeviceAccess, DmaBackend, EventFd, Mmio};
 use crate::container::{Container, Group};
-use crate::dma::DmaSpace;
+use crate::dma::{DmaDir, DmaMemory, DmaSpace};
 use crate::error::{Result, VfioError};
 use crate::host::Host;
-use crate::info::{parse_region_info, region_name, DeviceInfo, IrqInfo, IrqKind, RegionInfo};
+use crate::info::{parse_region_info, region_name, DeviceInfo, IommuInfo, IrqInfo, IrqKind, RegionInfo};
+use crate::iommufd::{BackendKind, Iommufd};
 use crate::sys::{self, MappedArea};
 
-/// A PCI device opened through VFIO: its group is viable and attached to a type1v2 container.
+/// A PCI device opened through VFIO: through its group in a type1v2 container, or through its device cdev
+/// bound to an iommufd.
 #[derive(Debug)]
 pub struct VfioDevice {
     address: String,
@@ -23,9 +27,58 @@ pub struct VfioDevice {
     info: DeviceInfo,
     regions: Vec<RegionInfo>,
     irqs: Vec<IrqInfo>,
-    group: Group,
-    container: Arc<Container>,
+    attachment: Attachment,
     host: Host,
+}
+
+/// How a device's DMA is set up.
+#[derive(Debug)]
+enum Attachment {
+    /// Its group joined a type1v2 container.
+    Container { group: Group, container: Arc<Container> },
+    /// Its cdev is bound to an iommufd (device ID `devid`) and attached to the IOAS through the hardware
+    /// page table `hwpt`.
+    Iommufd { iommufd: Arc<Iommufd>, group: u32, cdev: PathBuf, devid: u32, hwpt: u32 },
+}
+
+/// The DMA backend of an opened device, whichever it is: what [`VfioDevice::dma_space`] maps through.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The type1v2 container.
+    Container(Arc<Container>),
+    /// The iommufd IOAS.
+    Iommufd(Arc<Iommufd>),
+}
+
+impl Backend {
+    /// Which interface this is.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Container(_) => BackendKind::Container,
+            Backend::Iommufd(_) => BackendKind::Iommufd,
+        }
+    }
+}
+
+impl DmaBackend for Backend {
+    fn iommu_info(&self) -> Result<IommuInfo> {
+        match self {
+            Backend::Container(c) => c.iommu_info(),
+            Backend::Iommufd(i) => i.iommu_info(),
+        }
+    }
+    fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
+        match self {
+            Backend::Container(c) => c.map(iova, mem, offset, len, dir),
+            Backend::Iommufd(i) => i.map(iova, mem, offset, len, dir),
+        }
+    }
+    fn unmap(&self, iova: u64, len: u64) -> Result<()> {
+        match self {
+            Backend::Container(c) => c.unmap(iova, len),
+            Backend::Iommufd(i) => i.unmap(iova, len),
+        }
+    }
 }
 
 impl VfioDevice {
@@ -64,6 +117,55 @@ impl VfioDevice {
         };
         container.attach(&group)?;
         let file = File::from(group.device_fd(&address)?);
+        Self::with_file(host, address, file, Attachment::Container { group, container })
+    }
+
+    /// Opens `address` on `host` with the backend asked for, or the one the host offers
+    /// ([`BackendKind::detect`]) when `kind` is `None`.
+    pub fn open_backend(host: &Host, kind: Option<BackendKind>, address: &str) -> Result<Self> {
+        let canonical =
+            iommu_pci::PciAddress::parse(address).map_err(|e| VfioError::Invalid(e.to_string()))?.to_string();
+        match kind.unwrap_or_else(|| BackendKind::detect(host, &canonical)) {
+            BackendKind::Container => Self::open_with(host, None, &canonical),
+            BackendKind::Iommufd => {
+                let iommufd = Arc::new(Iommufd::open_at(&host.dev_iommu())?);
+                Self::open_iommufd(host, iommufd, &canonical)
+            }
+        }
+    }
+
+    /// Opens `address` through its VFIO device cdev (`/dev/vfio/devices/vfioN`), binds it to `iommufd`
+    /// (`VFIO_DEVICE_BIND_IOMMUFD`) and attaches it to the IOAS (`VFIO_DEVICE_ATTACH_IOMMUFD_PT`).
+    ///
+    /// The kernel refuses the bind while another member of the group is on a driver that does its own
+    /// DMA; that is reported as [`VfioError::NotViable`] with the members to unbind.
+    pub fn open_iommufd(host: &Host, iommufd: Arc<Iommufd>, address: &str) -> Result<Self> {
+        let address = iommu_pci::PciAddress::parse(address).map_err(|e| VfioError::Invalid(e.to_string()))?.to_string();
+        let group = host.group_of(&address)?;
+        let cdev = host.device_cdev(&address)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&cdev)
+            .map_err(|source| VfioError::Open { path: cdev.clone(), source })?;
+        let devid = match sys::iommufd::device_bind_iommufd(file.as_fd(), iommufd.as_fd()) {
+            Ok(id) => id,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EPERM) => {
+                let blockers = host.blockers(group).unwrap_or_default();
+                if blockers.is_empty() {
+                    return Err(VfioError::Ioctl { call: "VFIO_DEVICE_BIND_IOMMUFD", path: cdev, source: e });
+                }
+                return Err(VfioError::NotViable { group, blockers });
+            }
+            Err(source) => return Err(VfioError::Ioctl { call: "VFIO_DEVICE_BIND_IOMMUFD", path: cdev, source }),
+        };
+        let hwpt = sys::iommufd::device_attach_pt(file.as_fd(), iommufd.ioas_id())
+            .map_err(|source| VfioError::Ioctl { call: "VFIO_DEVICE_ATTACH_IOMMUFD_PT", path: cdev.clone(), source })?;
+        Self::with_file(host, address, file, Attachment::Iommufd { iommufd, group, cdev, devid, hwpt })
+    }
+
+    /// Reads the device's info, regions and interrupts from its open VFIO device file.
+    fn with_file(host: &Host, address: String, file: File, attachment: Attachment) -> Result<Self> {
         let dev_err = |call: &str, source| VfioError::Device { call: call.into(), device: address.clone(), source };
         let raw = sys::device_get_info(file.as_fd()).map_err(|e| dev_err("VFIO_DEVICE_GET_INFO", e))?;
         let info = DeviceInfo { flags: raw.flags, num_regions: raw.num_regions, num_irqs: raw.num_irqs };
@@ -83,7 +185,7 @@ impl VfioDevice {
                 .unwrap_or(IrqInfo { index, count: 0, flags: 0 });
             irqs.push(i);
         }
-        Ok(Self { address, file: Arc::new(file), info, regions, irqs, group, container, host: host.clone() })
+        Ok(Self { address, file: Arc::new(file), info, regions, irqs, attachment, host: host.clone() })
     }
 
     /// The canonical PCI address.
@@ -93,12 +195,50 @@ impl VfioDevice {
 
     /// The IOMMU group number.
     pub fn group_id(&self) -> u32 {
-        self.group.id()
+        match &self.attachment {
+            Attachment::Container { group, .. } => group.id(),
+            Attachment::Iommufd { group, .. } => *group,
+        }
     }
 
-    /// The container the device's group joined.
-    pub fn container(&self) -> &Arc<Container> {
-        &self.container
+    /// The container the device's group joined (`None` on iommufd).
+    pub fn container(&self) -> Option<&Arc<Container>> {
+        match &self.attachment {
+            Attachment::Container { container, .. } => Some(container),
+            Attachment::Iommufd { .. } => None,
+        }
+    }
+
+    /// The iommufd the device is bound to (`None` in a container).
+    pub fn iommufd(&self) -> Option<&Arc<Iommufd>> {
+        match &self.attachment {
+            Attachment::Iommufd { iommufd, .. } => Some(iommufd),
+            Attachment::Container { .. } => None,
+        }
+    }
+
+    /// The device cdev it was opened through (`None` in a container).
+    pub fn cdev(&self) -> Option<&Path> {
+        match &self.attachment {
+            Attachment::Iommufd { cdev, .. } => Some(cdev),
+            Attachment::Container { .. } => None,
+        }
+    }
+
+    /// On iommufd: the device ID from the bind and the hardware page table it is attached to.
+    pub fn iommufd_ids(&self) -> Option<(u32, u32)> {
+        match &self.attachment {
+            Attachment::Iommufd { devid, hwpt, .. } => Some((*devid, *hwpt)),
+            Attachment::Container { .. } => None,
+        }
+    }
+
+    /// The backend its DMA goes through.
+    pub fn backend(&self) -> Backend {
+        match &self.attachment {
+            Attachment::Container { container, .. } => Backend::Container(container.clone()),
+            Attachment::Iommufd { iommufd, .. } => Backend::Iommufd(iommufd.clone()),
+        }
     }
 
     /// Every region (absent ones with size 0).
@@ -111,10 +251,11 @@ impl VfioDevice {
         &self.irqs
     }
 
-    /// A [`DmaSpace`] over this device's container that avoids the group's reserved regions.
-    pub fn dma_space(&self) -> Result<DmaSpace<Arc<Container>>> {
-        let reserved: Vec<_> = self.host.reserved_regions(self.group.id())?.into_iter().map(|r| r.range).collect();
-        DmaSpace::new(self.container.clone(), &reserved)
+    /// A [`DmaSpace`] over this device's backend that avoids the group's reserved regions (on iommufd the
+    /// IOAS's ranges leave them out already; they are avoided twice, harmlessly).
+    pub fn dma_space(&self) -> Result<DmaSpace<Backend>> {
+        let reserved: Vec<_> = self.host.reserved_regions(self.group_id())?.into_iter().map(|r| r.range).collect();
+        DmaSpace::new(self.backend(), &reserved)
     }
 
     fn region(&self, index: u32) -> Result<&RegionInfo> {
@@ -148,6 +289,16 @@ impl VfioDevice {
                 source,
             }
         })
+    }
+}
+
+impl Drop for VfioDevice {
+    /// On iommufd, detaches the device from its page table (DMA is blocked from then on); closing the
+    /// device file, when the last handle to it goes, unbinds it from the iommufd.
+    fn drop(&mut self) {
+        if let Attachment::Iommufd { .. } = self.attachment {
+            let _ = sys::iommufd::device_detach_pt(self.file.as_fd());
+        }
     }
 }
 

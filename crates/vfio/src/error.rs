@@ -53,6 +53,20 @@ pub enum VfioError {
         /// The cause (errno).
         source: io::Error,
     },
+    /// The kernel offers no iommufd here.
+    #[error("{path} does not exist: this kernel has no iommufd (CONFIG_IOMMUFD, Linux 6.2+, or the iommufd module is not loaded); use the container backend (/dev/vfio/vfio)")]
+    NoIommufd {
+        /// The node looked for.
+        path: PathBuf,
+    },
+    /// The device has no VFIO character device to open.
+    #[error("{device} has no VFIO device cdev: {why}")]
+    NoCdev {
+        /// The device's PCI address.
+        device: String,
+        /// Why, with what to do.
+        why: String,
+    },
     /// A sysfs file or link could not be read.
     #[error("cannot read {path}")]
     Sysfs {

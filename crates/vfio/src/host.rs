@@ -78,6 +78,39 @@ impl Host {
         self.root.join("dev/vfio")
     }
 
+    /// `<root>/dev/iommu`, the iommufd node.
+    pub fn dev_iommu(&self) -> PathBuf {
+        self.root.join("dev/iommu")
+    }
+
+    /// The device's VFIO character device (`<root>/dev/vfio/devices/vfioN`), found through
+    /// `/sys/bus/pci/devices/ADDR/vfio-dev/vfioN`. Says why there is none: the device is not on a VFIO
+    /// driver, or it is and the kernel was built without `CONFIG_VFIO_DEVICE_CDEV`.
+    pub fn device_cdev(&self, address: &str) -> Result<PathBuf> {
+        let dir = self.device_dir(address).join("vfio-dev");
+        let name = std::fs::read_dir(&dir).ok().and_then(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with("vfio") && n[4..].bytes().all(|b| b.is_ascii_digit()) && n.len() > 4)
+        });
+        match name {
+            Some(n) => Ok(self.dev_vfio().join("devices").join(n)),
+            None => {
+                let driver = self.driver_of(address);
+                let why = match driver.as_deref() {
+                    Some(d) if iommu_pci::drivers::is_vfio_driver(d) => format!(
+                        "it is on {d} but {} does not exist: this kernel has no VFIO device cdevs \
+                         (CONFIG_VFIO_DEVICE_CDEV, Linux 6.6+); use the container backend",
+                        dir.display()
+                    ),
+                    Some(d) => format!("it is bound to {d}, not to vfio-pci; `iommuctl bind {address}` first"),
+                    None => format!("it has no driver; `iommuctl bind {address}` puts it on vfio-pci"),
+                };
+                Err(VfioError::NoCdev { device: address.to_string(), why })
+            }
+        }
+    }
+
     fn device_dir(&self, address: &str) -> PathBuf {
         self.root.join("sys/bus/pci/devices").join(address)
     }

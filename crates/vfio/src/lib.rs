@@ -25,7 +25,9 @@
 //! - [`backend`]: the traits the logic and the drivers use — [`DmaBackend`] (map/unmap/info),
 //!   [`DeviceAccess`] (regions, config space, BARs, interrupts, reset) and [`Mmio`]. A software IOMMU
 //!   implements them to run the same drivers (see the module docs).
-//! - [`Container`], [`Group`], [`VfioDevice`], [`Bar`]: the kernel implementation.
+//! - [`Container`], [`Group`], [`VfioDevice`], [`Bar`]: the kernel implementation over the legacy
+//!   container; [`Iommufd`] and [`VfioDevice::open_iommufd`] over iommufd and the device cdev;
+//!   [`Backend`] and [`VfioDevice::open_backend`] choose between them at run time.
 //! - [`DmaBuffer`], [`DmaSpace`], [`DmaMapping`], [`SgMapping`]: DMA memory and mappings.
 //! - [`iova`]: the IOVA allocator (pure; valid ranges, reserved regions, DMA mask, alignment, reuse).
 //! - [`fake`]: an in-memory IOMMU for tests, and the reference for simulators.
@@ -44,17 +46,19 @@ mod error;
 pub mod fake;
 pub mod host;
 pub mod info;
+pub mod iommufd;
 pub mod iova;
 pub mod sim_backend;
 pub mod sys;
 
 pub use backend::{DeviceAccess, DmaBackend, EventFd, Mmio};
 pub use container::{Container, Group, GroupStatus};
-pub use device::{Bar, VfioDevice};
+pub use device::{Backend, Bar, VfioDevice};
 pub use dma::{DmaBuffer, DmaDir, DmaMapping, DmaMemory, DmaSpace, DmaStats, IovaReservation, MapOptions, SgMapping};
 pub use error::{Blocker, Result, VfioError};
 pub use host::Host;
 pub use info::{DeviceInfo, IommuInfo, IovaRange, IrqInfo, IrqKind, RegionInfo};
+pub use iommufd::{BackendKind, Iommufd};
 
 /// The error and its sources joined by `: `, for one-line reports.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -16,6 +16,8 @@ use std::ptr::NonNull;
 
 use vfio_bindings::bindings::vfio as b;
 
+pub mod iommufd;
+
 /// `_IO(VFIO_TYPE, VFIO_BASE + n)`: VFIO ioctls carry no size or direction bits.
 const fn vfio_io(n: u32) -> libc::c_ulong {
     ((b::VFIO_TYPE as u32) << 8 | (b::VFIO_BASE + n)) as libc::c_ulong

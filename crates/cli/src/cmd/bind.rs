@@ -9,6 +9,7 @@ use iommu_host::bind::{self, Action, BindError, GroupStatus, Plan};
 use iommu_host::driver::{DriverName, Sysfs};
 use iommu_host::journal::StateDir;
 use iommu_host::{read_host, Snapshot};
+use iommu_pci::PciAddress;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -41,6 +42,9 @@ struct DryRun<'a> {
 struct Bound<'a> {
     plan: &'a Plan,
     status: Option<&'a GroupStatus>,
+    /// The VFIO device cdevs of the group's members (kernels with `CONFIG_VFIO_DEVICE_CDEV`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cdevs: Vec<(PciAddress, String)>,
 }
 
 /// `--driver`, checked before anything is locked, read or changed (exit 2 when it is not a driver name).
@@ -116,11 +120,22 @@ fn bind_inner(cfg: &Config, root: &Path, a: &BindArgs<'_>, out: &mut Deferred) -
     })?;
     let after = read(&root)?;
     let st = bind::group_status(&after).into_iter().find(|g| g.group == plan.group);
+    let cdevs: Vec<(PciAddress, String)> = plan
+        .devices
+        .iter()
+        .filter_map(|d| {
+            let name = after.device(d.address)?.vfio_cdev.as_ref()?;
+            Some((d.address, format!("/dev/vfio/devices/{name}")))
+        })
+        .collect();
     if cfg.json {
-        out.json(&Sorted(Bound { plan: &plan, status: st.as_ref() }));
+        out.json(&Sorted(Bound { plan: &plan, status: st.as_ref(), cdevs }));
     } else if let Some(st) = &st {
         if st.viable {
             out.line(&format!("group {} is viable for VFIO: /dev/vfio/{}", st.group, st.group));
+            for (a, node) in &cdevs {
+                out.line(&format!("  {a} device cdev: {}", sanitize(node)));
+            }
         } else {
             for (a, d) in &st.blockers {
                 out.line(&format!("group {} is not viable: {a} is on {}", st.group, sanitize(d)));

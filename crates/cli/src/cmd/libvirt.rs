@@ -22,7 +22,10 @@ struct LibvirtDevice {
 
 /// `iommuctl libvirt TARGET [--guest-slot SLOT]`. With a guest slot, each `<hostdev>` also gets the guest
 /// `<address>` of the QEMU layout (same slots, functions and `multifunction='on'`), on guest bus 0.
-pub fn run(src: &Source, target: &str, guest_slot: Option<u8>) -> anyhow::Result<Outcome> {
+///
+/// With `iommufd`, each `<hostdev>` carries `<driver iommufd='yes'/>`: libvirt opens `/dev/iommu` and the
+/// device cdev and hands them to QEMU's iommufd backend.
+pub fn run(src: &Source, target: &str, guest_slot: Option<u8>, iommufd: bool) -> anyhow::Result<Outcome> {
     let (addr, group, eps) = endpoints(&src.snapshot, target)?;
     let layout = match guest_slot {
         Some(first) => Some(qemu_layout(&eps, first)?),
@@ -45,8 +48,9 @@ pub fn run(src: &Source, target: &str, guest_slot: Option<u8>) -> anyhow::Result
                     if g.multifunction { " multifunction='on'" } else { "" }
                 )
             });
+            let driver = if iommufd { "  <driver iommufd='yes'/>\n" } else { "" };
             let xml = format!(
-                "<hostdev mode='subsystem' type='pci' managed='yes'>\n  <source>\n    <address domain='{domain}' \
+                "<hostdev mode='subsystem' type='pci' managed='yes'>\n{driver}  <source>\n    <address domain='{domain}' \
                  bus='{bus}' slot='{slot}' function='{function}'/>\n  </source>\n{}</hostdev>\n",
                 guest.unwrap_or_default()
             );

@@ -48,7 +48,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Outcome> {
             let args = persist::PersistArgs { target: target.as_deref(), remove: *remove, dry_run: *dry_run, driver };
             persist::run(cfg, live_root(cfg)?, args)
         }
-        Command::Probe { address } => probe::run(live_root(cfg)?, address),
+        Command::Probe { address, backend } => probe::run(live_root(cfg)?, address, backend.as_deref()),
         Command::List => list::run(&load(Detail::Listing)?, cfg.color),
         Command::Export { format, output } => export::run(&load(Detail::Listing)?, *format, output.as_deref()),
         Command::Graph { format, output } => graph::run(&load(Detail::Listing)?, *format, output.as_deref()),
@@ -76,8 +76,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<Outcome> {
                 predict::what_if(&src, what_if)
             }
         }
-        Command::Libvirt { target, guest_slot } => libvirt::run(&load(Detail::Full)?, target, *guest_slot),
-        Command::Qemu { target, guest_slot } => qemu::run(&load(Detail::Full)?, target, *guest_slot, cfg.json),
+        Command::Libvirt { target, guest_slot, iommufd } => {
+            libvirt::run(&load(Detail::Full)?, target, *guest_slot, *iommufd)
+        }
+        Command::Qemu { target, guest_slot, iommufd } => {
+            qemu::run(&load(Detail::Full)?, target, *guest_slot, *iommufd, cfg.json)
+        }
     }
 }
 

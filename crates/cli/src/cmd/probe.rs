@@ -7,7 +7,7 @@ use std::path::Path;
 use iommu_pci::PciAddress;
 use iommu_vfio::host::ReservedRegion;
 use iommu_vfio::info::region_name;
-use iommu_vfio::{error_chain, DeviceAccess, DmaBackend, IovaRange, IrqKind, VfioDevice, VfioError};
+use iommu_vfio::{error_chain, BackendKind, DeviceAccess, DmaBackend, IovaRange, IrqKind, VfioDevice, VfioError};
 use serde::Serialize;
 
 use crate::exit::{fail, Exit};
@@ -15,7 +15,11 @@ use crate::output::{sanitize, Outcome, Sorted};
 
 fn exit_for(e: &VfioError) -> Exit {
     match e {
-        VfioError::NotViable { .. } | VfioError::GroupNotBound { .. } | VfioError::NoGroup { .. } => Exit::Negative,
+        VfioError::NotViable { .. }
+        | VfioError::GroupNotBound { .. }
+        | VfioError::NoGroup { .. }
+        | VfioError::NoCdev { .. }
+        | VfioError::NoIommufd { .. } => Exit::Negative,
         VfioError::Sysfs { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Exit::Negative,
         VfioError::Invalid(_) => Exit::BadInput,
         _ => Exit::Failed,
@@ -40,6 +44,11 @@ fn page_sizes(bitmap: u64) -> Vec<u64> {
 pub struct ProbeReport {
     address: String,
     group: u32,
+    backend: &'static str,
+    /// The device cdev on iommufd.
+    cdev: Option<String>,
+    /// On iommufd: the device ID, the IOAS and the hardware page table it is attached to.
+    iommufd: Option<IommufdIds>,
     flags: u32,
     pci: bool,
     reset_supported: bool,
@@ -74,20 +83,28 @@ struct Irq {
 }
 
 #[derive(Serialize)]
+struct IommufdIds {
+    devid: u32,
+    ioas: u32,
+    hwpt: u32,
+}
+
+#[derive(Serialize)]
 struct Iommu {
     page_sizes: Vec<u64>,
     iova_ranges: Vec<IovaRange>,
     dma_avail: Option<u32>,
 }
 
-/// `iommuctl probe ADDR` on the live host below `root`.
-pub fn run(root: &Path, address: &str) -> anyhow::Result<Outcome> {
+/// `iommuctl probe ADDR [--backend container|iommufd]` on the live host below `root`.
+pub fn run(root: &Path, address: &str, backend: Option<&str>) -> anyhow::Result<Outcome> {
     let addr = PciAddress::parse(address)?;
+    let kind = backend.map(str::parse::<BackendKind>).transpose().map_err(|e| fail(Exit::BadInput, e.to_string()))?;
     let host = iommu_vfio::Host::at(root.to_path_buf());
-    let dev = VfioDevice::open_with(&host, None, &addr.to_string())
+    let dev = VfioDevice::open_backend(&host, kind, &addr.to_string())
         .map_err(|e| fail(exit_for(&e), sanitize(&error_chain(&e))))?;
     let info = dev.device_info();
-    let iommu = dev.container().iommu_info().map_err(|e| fail(Exit::Failed, error_chain(&e)))?;
+    let iommu = dev.backend().iommu_info().map_err(|e| fail(Exit::Failed, error_chain(&e)))?;
     let reserved_regions = host.reserved_regions(dev.group_id()).unwrap_or_default();
     let regions = dev
         .regions()
@@ -118,9 +135,14 @@ pub fn run(root: &Path, address: &str) -> anyhow::Result<Outcome> {
             automasked: i.automasked(),
         })
         .collect();
+    let iommufd =
+        dev.iommufd_ids().zip(dev.iommufd()).map(|((devid, hwpt), fd)| IommufdIds { devid, ioas: fd.ioas_id(), hwpt });
     Ok(Outcome::report(Sorted(ProbeReport {
         address: dev.address().to_string(),
         group: dev.group_id(),
+        backend: dev.backend().kind().name(),
+        cdev: dev.cdev().map(|p| p.display().to_string()),
+        iommufd,
         flags: info.flags,
         pci: info.is_pci(),
         reset_supported: info.reset_supported(),
@@ -149,6 +171,17 @@ impl fmt::Display for ProbeReport {
             self.flags,
             if self.pci { " (PCI)" } else { "" }
         )?;
+        match (&self.cdev, &self.iommufd) {
+            (Some(cdev), Some(ids)) => writeln!(
+                f,
+                "backend: iommufd (/dev/iommu): cdev {}, device ID {}, IOAS {}, page table {}",
+                sanitize(cdev),
+                ids.devid,
+                ids.ioas,
+                ids.hwpt
+            )?,
+            _ => writeln!(f, "backend: container (/dev/vfio/vfio, group /dev/vfio/{})", self.group)?,
+        }
         writeln!(f, "regions:")?;
         for r in &self.regions {
             let mut w = flag_words(&[(r.read, "read"), (r.write, "write"), (r.mmap, "mmap")]);

@@ -103,12 +103,23 @@ pub struct QemuReport {
     args: Vec<String>,
 }
 
-/// `iommuctl qemu TARGET`; the text form adds a note on stderr for endpoints not on vfio-pci yet.
-pub fn run(src: &Source, target: &str, first_slot: u8, json: bool) -> anyhow::Result<Outcome> {
+/// The iommufd object every device names with `--iommufd`.
+pub const IOMMUFD_OBJECT: &str = "iommufd,id=iommufd0";
+
+/// `iommuctl qemu TARGET`; the text form adds a note on stderr for endpoints not on vfio-pci yet. With
+/// `iommufd`, the devices use `-object iommufd` (QEMU's iommufd backend) instead of the container.
+pub fn run(src: &Source, target: &str, first_slot: u8, iommufd: bool, json: bool) -> anyhow::Result<Outcome> {
     let snap = &src.snapshot;
     let (addr, group, eps) = endpoints(snap, target)?;
-    let devices = qemu_layout(&eps, first_slot)?;
-    let args = devices.iter().flat_map(|d| ["-device".to_string(), d.device.clone()]).collect();
+    let mut devices = qemu_layout(&eps, first_slot)?;
+    let mut args: Vec<String> = Vec::new();
+    if iommufd {
+        for d in &mut devices {
+            d.device.push_str(",iommufd=iommufd0");
+        }
+        args.extend(["-object".to_string(), IOMMUFD_OBJECT.to_string()]);
+    }
+    args.extend(devices.iter().flat_map(|d| ["-device".to_string(), d.device.clone()]));
     if !json {
         not_on_vfio_note(snap, &eps);
     }
@@ -117,7 +128,7 @@ pub fn run(src: &Source, target: &str, first_slot: u8, json: bool) -> anyhow::Re
 
 impl fmt::Display for QemuReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines: Vec<String> = self.devices.iter().map(|d| format!("-device {}", d.device)).collect();
+        let lines: Vec<String> = self.args.chunks(2).map(|pair| pair.join(" ")).collect();
         writeln!(f, "{}", lines.join(" \\\n"))
     }
 }

@@ -25,6 +25,9 @@ pub struct StatusReport {
     groups: Vec<GroupStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot: Option<PathBuf>,
+    /// The VFIO device cdev node of each journaled device that has one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cdevs: Vec<(PciAddress, String)>,
     /// The driver each journaled device is on now (text only).
     #[serde(skip)]
     now: Vec<(PciAddress, String)>,
@@ -48,7 +51,16 @@ pub fn run(cfg: &Config, src: &Source) -> anyhow::Result<Outcome> {
             (e.address, d)
         })
         .collect();
+    let cdevs = bound
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = snap.device(e.address)?.vfio_cdev.as_ref()?;
+            Some((e.address, format!("/dev/vfio/devices/{name}")))
+        })
+        .collect();
     Ok(Outcome::report(Sorted(StatusReport {
+        cdevs,
         bound_by_iommuctl: bound,
         groups,
         snapshot,
@@ -85,13 +97,15 @@ impl fmt::Display for StatusReport {
             writeln!(f, "no devices bound by iommuctl")?;
         }
         for (e, (_, now)) in entries.iter().zip(&self.now) {
+            let cdev = self.cdevs.iter().find(|(a, _)| *a == e.address).map(|(_, n)| format!("; {}", sanitize(n)));
             writeln!(
                 f,
-                "{}  bound to {} (now {}), was {}",
+                "{}  bound to {} (now {}), was {}{}",
                 e.address,
                 e.bound_to,
                 sanitize(now),
-                e.original_driver.as_ref().map_or("no driver", |d| d.as_str())
+                e.original_driver.as_ref().map_or("no driver", |d| d.as_str()),
+                cdev.unwrap_or_default()
             )?;
         }
         for g in

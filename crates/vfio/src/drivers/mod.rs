@@ -59,6 +59,25 @@ impl<'a> Reporter<'a> {
         (self.sink)(&line);
     }
 
+    /// Reports the `open` step of a device: address, group, backend, and on iommufd the cdev, device ID,
+    /// hardware page table and IOAS.
+    pub fn opened(&mut self, dev: &crate::VfioDevice) {
+        let ids = dev.iommufd_ids();
+        self.step(
+            "open",
+            true,
+            json!({
+                "device": dev.address(),
+                "group": dev.group_id(),
+                "backend": dev.backend().kind().name(),
+                "cdev": dev.cdev().map(|p| p.display().to_string()),
+                "devid": ids.map(|i| i.0),
+                "hwpt": ids.map(|i| i.1),
+                "ioas": dev.iommufd().map(|i| i.ioas_id()),
+            }),
+        );
+    }
+
     /// Reports a failed step for an error (with its whole chain under `"error"`).
     pub fn error(&mut self, name: &str, e: &VfioError) {
         self.step(name, false, json!({ "error": crate::error_chain(e) }));
