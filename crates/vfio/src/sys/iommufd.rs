@@ -130,6 +130,13 @@ pub struct VfioDeviceDetachIommufdPt {
     flags: u32,
 }
 
+/// Where `iova` sits in [`IommuIoasMap`] (for the lab's check against the real header).
+pub const IOAS_MAP_IOVA_OFFSET: usize = std::mem::offset_of!(IommuIoasMap, iova);
+/// Where `allowed_iovas` sits in [`IommuIoasIovaRanges`].
+pub const IOVA_RANGES_ALLOWED_OFFSET: usize = std::mem::offset_of!(IommuIoasIovaRanges, allowed_iovas);
+/// Where `out_devid` sits in [`VfioDeviceBindIommufd`].
+pub const BIND_OUT_DEVID_OFFSET: usize = std::mem::offset_of!(VfioDeviceBindIommufd, out_devid);
+
 fn size_u32<T>() -> u32 {
     std::mem::size_of::<T>() as u32
 }
