@@ -2,93 +2,48 @@
 //! 6.1 lays them out (mountinfo fields, /sys/dev/block links, vtconsole, net operstate).
 
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::Path;
 
-use iommu_host::driver::DriverName;
 use iommu_host::persist::{apply, persisted, plan_persist, plan_remove, PersistError, MODPROBE_CONF, UDEV_RULE};
 use iommu_host::safety::holders;
-use iommu_host::HostDevice;
-use iommu_pci::PciAddress;
 
-fn a(s: &str) -> PciAddress {
-    s.parse().unwrap()
-}
+use crate::util::{a, dev, n, Tree};
 
-fn n(s: &str) -> DriverName {
-    DriverName::parse(s).unwrap()
-}
-
-fn dev(addr: &str) -> HostDevice {
-    HostDevice::new(a(addr))
-}
-
-/// An NVMe at 01:00.0 with a partition nvme0n1p1 (259:1) and a dm device on top of it.
-fn nvme_tree(root: &Path) {
-    let disk = root.join("sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/nvme/nvme0/nvme0n1");
-    fs::create_dir_all(disk.join("nvme0n1p1")).unwrap();
-    fs::write(disk.join("nvme0n1p1/partition"), "1\n").unwrap();
-    fs::create_dir_all(root.join("sys/devices/virtual/block/dm-0/slaves")).unwrap();
-    fs::create_dir_all(root.join("sys/dev/block")).unwrap();
-    fs::create_dir_all(root.join("sys/class/block")).unwrap();
-    symlink(
-        "../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/nvme/nvme0/nvme0n1/nvme0n1p1",
-        root.join("sys/dev/block/259:1"),
-    )
-    .unwrap();
-    symlink(
-        "../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/nvme/nvme0/nvme0n1/nvme0n1p1",
-        root.join("sys/class/block/nvme0n1p1"),
-    )
-    .unwrap();
-    symlink("../../devices/virtual/block/dm-0", root.join("sys/class/block/dm-0")).unwrap();
-    symlink("../../devices/virtual/block/dm-0", root.join("sys/dev/block/254:0")).unwrap();
-    symlink(
-        "../../../../pci0000:00/0000:00:01.0/0000:01:00.0/nvme/nvme0/nvme0n1/nvme0n1p1",
-        root.join("sys/devices/virtual/block/dm-0/slaves/nvme0n1p1"),
-    )
-    .unwrap();
-    fs::create_dir_all(root.join("proc/self")).unwrap();
+/// An NVMe at 01:00.0 with a partition nvme0n1p1 (259:1) and a dm device (254:0) on top of it.
+fn nvme_tree() -> Tree {
+    let t = Tree::new();
+    t.nvme("01:00.0", "nvme0", "nvme0n1", 0, 1);
+    t.stacked("dm-0", "254:0", &["nvme0n1p1"], ("dm/name", "home"));
+    t
 }
 
 #[test]
 fn a_mounted_partition_holds_its_nvme_function() {
-    let t = tempfile::tempdir().unwrap();
-    nvme_tree(t.path());
-    fs::write(
-        t.path().join("proc/self/mountinfo"),
+    let t = nvme_tree();
+    t.mountinfo(
         "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw\n25 22 0:5 / /dev rw - devtmpfs udev rw\n",
-    )
-    .unwrap();
-    let d = dev("01:00.0");
-    let h = holders(t.path(), &[&d]);
+    );
+    let h = t.holders("01:00.0");
     assert_eq!(h.len(), 1, "{h:?}");
     assert_eq!(h[0].device, a("01:00.0"));
     assert!(h[0].what.contains("mounted file system / (from /dev/nvme0n1p1)"), "{}", h[0].what);
     // Another device is not held.
-    assert!(holders(t.path(), &[&dev("02:00.0")]).is_empty());
+    assert!(t.holders("02:00.0").is_empty());
 }
 
 #[test]
 fn a_mount_on_device_mapper_is_followed_to_the_disk_below() {
-    let t = tempfile::tempdir().unwrap();
-    nvme_tree(t.path());
-    fs::write(t.path().join("proc/self/mountinfo"), "30 1 254:0 / /home rw - xfs /dev/mapper/home rw\n").unwrap();
-    let h = holders(t.path(), &[&dev("01:00.0")]);
+    let t = nvme_tree();
+    t.mountinfo("30 1 254:0 / /home rw - xfs /dev/mapper/home rw\n");
+    let h = t.holders("01:00.0");
     assert_eq!(h.len(), 1, "{h:?}");
     assert!(h[0].what.contains("/home"));
 }
 
 #[test]
 fn active_swap_holds_its_device() {
-    let t = tempfile::tempdir().unwrap();
-    nvme_tree(t.path());
-    fs::write(
-        t.path().join("proc/swaps"),
-        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/nvme0n1p1                          partition\t1048572\t\t0\t\t-2\n",
-    )
-    .unwrap();
-    let h = holders(t.path(), &[&dev("01:00.0")]);
+    let t = nvme_tree();
+    t.swaps("/dev/nvme0n1p1                          partition\t1048572\t\t0\t\t-2\n");
+    let h = t.holders("01:00.0");
     assert_eq!(h.len(), 1);
     assert_eq!(h[0].what, "active swap on /dev/nvme0n1p1");
 }

@@ -1,8 +1,5 @@
-//! Shared by the engine's test files: lab snapshots, synthetic hosts, and readers that parse the SVG and
-//! the DOT back.
-
-// Each test file uses its own part of this module.
-#![allow(dead_code)]
+//! Shared by the test modules: lab snapshots, synthetic hosts, and readers that parse the SVG and the DOT
+//! back.
 
 use std::path::{Path, PathBuf};
 

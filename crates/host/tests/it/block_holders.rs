@@ -6,104 +6,11 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use iommu_host::safety::{exclusive_open, holders, holders_with, BlockDevice, Exclusive, Holder};
-use iommu_host::HostDevice;
-use iommu_pci::PciAddress;
+use iommu_host::safety::{exclusive_open, holders, BlockDevice, Exclusive};
 
-fn a(s: &str) -> PciAddress {
-    s.parse().unwrap()
-}
-
-fn dev(addr: &str) -> HostDevice {
-    HostDevice::new(a(addr))
-}
-
-/// A fake host: NVMe functions with disks and partitions, stacked devices, tables.
-struct Tree {
-    dir: tempfile::TempDir,
-}
-
-impl Tree {
-    fn new() -> Tree {
-        let t = Tree { dir: tempfile::tempdir().unwrap() };
-        for d in ["sys/class/block", "sys/dev/block", "proc/self"] {
-            fs::create_dir_all(t.root().join(d)).unwrap();
-        }
-        t
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Registers a block device directory `rel` (below `sys/`) named `name` with number `num`.
-    fn block(&self, rel: &str, name: &str, num: &str) -> PathBuf {
-        let d = self.root().join("sys").join(rel);
-        fs::create_dir_all(d.join("holders")).unwrap();
-        fs::create_dir_all(d.join("slaves")).unwrap();
-        fs::write(d.join("dev"), format!("{num}\n")).unwrap();
-        let (maj, min) = num.split_once(':').unwrap();
-        fs::write(d.join("uevent"), format!("MAJOR={maj}\nMINOR={min}\nDEVNAME={name}\nDEVTYPE=disk\n")).unwrap();
-        symlink(format!("../../{rel}"), self.root().join("sys/class/block").join(name)).unwrap();
-        symlink(format!("../../{rel}"), self.root().join("sys/dev/block").join(num)).unwrap();
-        d
-    }
-
-    /// An NVMe function at `pci` (on root port 00:01.N) with disk `disk` (259:M) and partitions
-    /// `disk` + `p1`, `p2`, ... numbered from M+1.
-    fn nvme(&self, pci: &str, ctrl: &str, disk: &str, first_minor: u32, parts: usize) {
-        let port = format!("0000:00:01.{}", &pci[6..7]);
-        let rel = format!("devices/pci0000:00/{port}/0000:{pci}/nvme/{ctrl}/{disk}");
-        self.block(&rel, disk, &format!("259:{first_minor}"));
-        for i in 1..=parts {
-            let p = format!("{disk}p{i}");
-            let d = self.block(&format!("{rel}/{p}"), &p, &format!("259:{}", first_minor + i as u32));
-            fs::write(d.join("partition"), format!("{i}\n")).unwrap();
-        }
-    }
-
-    /// A virtual block device (`dm-N`, `mdN`) stacked on `lower` devices, with `holders/` links on them.
-    fn stacked(&self, name: &str, num: &str, lower: &[&str], attr: (&str, &str)) {
-        let rel = format!("devices/virtual/block/{name}");
-        let d = self.block(&rel, name, num);
-        let (file, value) = attr;
-        fs::create_dir_all(d.join(file).parent().unwrap()).unwrap();
-        fs::write(d.join(file), format!("{value}\n")).unwrap();
-        for l in lower {
-            let ld = fs::canonicalize(self.root().join("sys/class/block").join(l)).unwrap();
-            symlink(&ld, d.join("slaves").join(l)).unwrap();
-            symlink(&d, ld.join("holders").join(name)).unwrap();
-        }
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.root().join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, text).unwrap();
-    }
-
-    fn mountinfo(&self, text: &str) {
-        self.write("proc/self/mountinfo", text);
-    }
-
-    fn swaps(&self, lines: &str) {
-        self.write("proc/swaps", &format!("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n{lines}"));
-    }
-
-    fn holders(&self, addr: &str) -> Vec<Holder> {
-        holders(self.root(), &[&dev(addr)])
-    }
-
-    fn holders_with(&self, addr: &str, probe: &dyn Fn(&BlockDevice) -> Exclusive) -> Vec<Holder> {
-        holders_with(self.root(), &[&dev(addr)], probe)
-    }
-}
-
-fn whats(h: &[Holder]) -> Vec<&str> {
-    h.iter().map(|h| h.what.as_str()).collect()
-}
+use crate::util::{a, dev, whats, Tree};
 
 /// Two NVMe functions: 01:00.0 (nvme0n1, p1..p3) and 02:00.0 (nvme1n1, p1..p2).
 fn two_nvmes() -> Tree {

@@ -2,23 +2,10 @@
 //! `list --json`; `-o` writes atomically.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn lab(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../snapshots").join(name)
-}
-
-fn run(snap: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iommuctl")).arg("--from").arg(lab(snap)).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
+use crate::util::{assert_contains, assert_exit, err, json, mkfifo, ok_out, on_lab};
 
 /// Samples as `name{labels}` -> value; checks every family has HELP and TYPE before its samples.
 fn samples(t: &str) -> BTreeMap<String, f64> {
@@ -43,8 +30,8 @@ fn samples(t: &str) -> BTreeMap<String, f64> {
 #[test]
 fn prometheus_metrics_agree_with_the_listing() {
     for snap in ["lab-everything.json", "lab-switch.json", "lab-amd-mixed.json"] {
-        let m = samples(&text(&run(snap, &["export", "--format", "prometheus"])));
-        let list: Value = serde_json::from_slice(&run(snap, &["--json", "list"]).stdout).unwrap();
+        let m = samples(&ok_out(&on_lab(snap, &["export", "--format", "prometheus"])));
+        let list = json(&on_lab(snap, &["--json", "list"]));
         let groups = list["groups"].as_array().unwrap();
         assert_eq!(m["iommuctl_iommu_enabled"], 1.0);
         assert_eq!(m["iommuctl_iommu_groups"], groups.len() as f64, "{snap}");
@@ -73,7 +60,7 @@ fn prometheus_metrics_agree_with_the_listing() {
 #[test]
 fn a_group_with_a_host_driver_is_not_viable() {
     // lab-everything: the NVMe at 0b:00.0 is on nvme, alone in group 20.
-    let m = samples(&text(&run("lab-everything.json", &["export", "--format", "prometheus"])));
+    let m = samples(&ok_out(&on_lab("lab-everything.json", &["export", "--format", "prometheus"])));
     assert_eq!(m["iommuctl_group_viable{group=\"20\"}"], 0.0);
     assert_eq!(m["iommuctl_group_viable{group=\"9\"}"], 1.0);
 }
@@ -81,8 +68,8 @@ fn a_group_with_a_host_driver_is_not_viable() {
 #[test]
 fn nfd_counts_gpus_and_nics_alone_in_their_group_or_with_only_bridges() {
     for snap in ["lab-everything.json", "lab-switch.json", "lab-amd-mixed.json", "lab-pxb.json"] {
-        let t = text(&run(snap, &["export", "--format", "nfd"]));
-        let list: Value = serde_json::from_slice(&run(snap, &["--json", "list"]).stdout).unwrap();
+        let t = ok_out(&on_lab(snap, &["export", "--format", "nfd"]));
+        let list = json(&on_lab(snap, &["--json", "list"]));
         let (mut gpus, mut nics) = (0, 0);
         for g in list["groups"].as_array().unwrap() {
             let eps: Vec<&Value> = g["devices"]
@@ -114,8 +101,8 @@ fn output_file_is_written_atomically_and_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("iommu.prom");
     std::fs::write(&f, "old").unwrap();
-    let o = run("lab-switch.json", &["export", "--format", "prometheus", "-o", f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = on_lab("lab-switch.json", &["export", "--format", "prometheus", "-o", f.to_str().unwrap()]);
+    assert_exit(&o, 0);
     assert!(o.stdout.is_empty());
     assert!(std::fs::read_to_string(&f).unwrap().contains("iommuctl_iommu_groups 7\n"));
     let names: Vec<String> =
@@ -125,17 +112,17 @@ fn output_file_is_written_atomically_and_replaced() {
 
 #[test]
 fn unwritable_output_names_the_file_and_exits_4() {
-    let o = run("lab-switch.json", &["export", "--format", "nfd", "-o", "/nonexistent-dir/x.features"]);
-    assert_eq!(o.status.code(), Some(4));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent-dir/x.features"));
+    let o = on_lab("lab-switch.json", &["export", "--format", "nfd", "-o", "/nonexistent-dir/x.features"]);
+    assert_exit(&o, 4);
+    assert_contains(&err(&o), "/nonexistent-dir/x.features");
 }
 
 #[test]
 fn bad_format_and_json_are_bad_input() {
-    assert_eq!(run("lab-switch.json", &["export", "--format", "csv"]).status.code(), Some(2));
-    let o = run("lab-switch.json", &["--json", "export", "--format", "nfd"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--json"));
+    assert_eq!(on_lab("lab-switch.json", &["export", "--format", "csv"]).status.code(), Some(2));
+    let o = on_lab("lab-switch.json", &["--json", "export", "--format", "nfd"]);
+    assert_exit(&o, 2);
+    assert_contains(&err(&o), "--json");
 }
 
 #[test]
@@ -145,15 +132,15 @@ fn output_to_a_fifo_or_device_is_written_through_not_replaced() {
     use std::os::unix::fs::FileTypeExt;
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("metrics.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    mkfifo(&fifo);
     let reader = {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
     };
-    let o = run("lab-everything.json", &["export", "--format", "prometheus", "-o", fifo.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = on_lab("lab-everything.json", &["export", "--format", "prometheus", "-o", fifo.to_str().unwrap()]);
+    assert_exit(&o, 0);
     // Checked before joining: had the FIFO been replaced, the reader would wait forever.
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
     let got = reader.join().unwrap();
-    assert!(got.contains("iommuctl_iommu_groups 25"), "{got}");
+    assert_contains(&got, "iommuctl_iommu_groups 25");
 }

@@ -1,148 +1,33 @@
 //! Claims about planning, binding, rollback and restore, against a simulated driver core that behaves
 //! like the kernel's: probe honours driver_override, otherwise picks the device's native driver.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
-
 use iommu_host::bind::{error_chain, execute, group_status, plan, resolve_target, restore, Action, BindError, Plan};
-use iommu_host::driver::{DriverCore, DriverError, DriverName};
 use iommu_host::journal::StateDir;
-use iommu_host::{HostDevice, KernelGroup, KernelInfo, Snapshot, FORMAT, VERSION};
+use iommu_host::{HostDevice, Snapshot};
 use iommu_pci::PciAddress;
 
-fn a(s: &str) -> PciAddress {
-    s.parse().unwrap()
-}
+use crate::util::{a, config, group, n, snapshot, SimKernel};
 
-fn n(s: &str) -> DriverName {
-    DriverName::parse(s).unwrap()
-}
-
-#[derive(Default)]
-struct FakeKernel {
-    native: BTreeMap<PciAddress, String>,
-    bound: RefCell<BTreeMap<PciAddress, String>>,
-    overrides: RefCell<BTreeMap<PciAddress, String>>,
-    registered: RefCell<BTreeSet<String>>,
-    refuse_probe: BTreeSet<PciAddress>,
-    unplugged: RefCell<BTreeSet<PciAddress>>,
-    /// Clearing driver_override fails with EACCES for these.
-    refuse_clear: RefCell<BTreeSet<PciAddress>>,
-    log: RefCell<Vec<String>>,
-}
-
-impl FakeKernel {
-    fn new(devs: &[(&str, &str)]) -> Self {
-        let k = FakeKernel::default();
-        let mut k = k;
-        for (addr, drv) in devs {
-            k.native.insert(a(addr), drv.to_string());
-            k.bound.borrow_mut().insert(a(addr), drv.to_string());
-            k.registered.borrow_mut().insert(drv.to_string());
-        }
-        k.registered.borrow_mut().insert("vfio-pci".into());
-        k
-    }
-}
-
-impl DriverCore for FakeKernel {
-    fn present(&self, x: PciAddress) -> bool {
-        self.native.contains_key(&x) && !self.unplugged.borrow().contains(&x)
-    }
-    fn driver(&self, x: PciAddress) -> Result<Option<DriverName>, DriverError> {
-        Ok(self.bound.borrow().get(&x).map(|d| n(d)))
-    }
-    fn driver_override(&self, x: PciAddress) -> Result<Option<DriverName>, DriverError> {
-        Ok(self.overrides.borrow().get(&x).map(|d| n(d)))
-    }
-    fn set_driver_override(&self, x: PciAddress, d: Option<&DriverName>) -> Result<(), DriverError> {
-        self.log.borrow_mut().push(format!("override {x} {:?}", d.map(|d| d.as_str())));
-        if d.is_none() && self.refuse_clear.borrow().contains(&x) {
-            return Err(DriverError::Write {
-                path: format!("/sys/bus/pci/devices/{x}/driver_override").into(),
-                value: "\n".into(),
-                source: std::io::Error::from_raw_os_error(13),
-            });
-        }
-        match d {
-            Some(d) => self.overrides.borrow_mut().insert(x, d.to_string()),
-            None => self.overrides.borrow_mut().remove(&x),
-        };
-        Ok(())
-    }
-    fn unbind(&self, x: PciAddress, _d: &DriverName) -> Result<(), DriverError> {
-        self.log.borrow_mut().push(format!("unbind {x}"));
-        self.bound.borrow_mut().remove(&x);
-        Ok(())
-    }
-    fn probe(&self, x: PciAddress) -> Result<(), DriverError> {
-        self.log.borrow_mut().push(format!("probe {x}"));
-        if self.bound.borrow().contains_key(&x) {
-            return Ok(());
-        }
-        let want = self.overrides.borrow().get(&x).cloned().or_else(|| self.native.get(&x).cloned());
-        if let Some(w) = want {
-            let refused = w == "vfio-pci" && self.refuse_probe.contains(&x);
-            if self.registered.borrow().contains(&w) && !refused {
-                self.bound.borrow_mut().insert(x, w);
-            }
-        }
-        Ok(())
-    }
-    fn bind(&self, x: PciAddress, d: &DriverName) -> Result<(), DriverError> {
-        self.bound.borrow_mut().insert(x, d.to_string());
-        Ok(())
-    }
-    fn driver_registered(&self, d: &DriverName) -> bool {
-        self.registered.borrow().contains(d.as_str())
-    }
-    fn load_module(&self, d: &DriverName) -> Result<(), DriverError> {
-        Err(DriverError::ModuleLoad { module: d.module(), detail: "not found in modules.dep".into() })
-    }
-}
-
-fn cfg(header: u8, vendor: u16, device: u16) -> Vec<u8> {
-    let mut c = vec![0u8; 64];
-    c[0..2].copy_from_slice(&vendor.to_le_bytes());
-    c[2..4].copy_from_slice(&device.to_le_bytes());
-    c[0x0e] = header;
-    c
-}
-
-fn host(k: &FakeKernel, groups: &[&[&str]], bridges: &[&str]) -> Snapshot {
+/// The kernel's view as a snapshot: `k`'s devices on their drivers, 1234:11e8 for function 0 and 1234:11e9
+/// for the others, `bridges` of header type 1 (the rest multifunction endpoints), in `groups` numbered from 0.
+fn host(k: &SimKernel, groups: &[&[&str]], bridges: &[&str]) -> Snapshot {
     let mut devices = Vec::new();
-    for (addr, _) in k.native.iter() {
+    for addr in k.devices.iter() {
         let bridge = bridges.contains(&&addr.to_string()[5..]);
         devices.push(HostDevice {
-            config: cfg(if bridge { 1 } else { 0x80 }, 0x1234, if addr.function == 0 { 0x11e8 } else { 0x11e9 }),
-            driver: k.bound.borrow().get(addr).cloned(),
+            config: config(0x1234, if addr.function == 0 { 0x11e8 } else { 0x11e9 })
+                .header(if bridge { 1 } else { 0x80 })
+                .bytes(),
+            driver: k.driver_of(*addr),
             ..HostDevice::new(*addr)
         });
     }
-    Snapshot {
-        format: FORMAT.into(),
-        version: VERSION,
-        kernel: KernelInfo::default(),
-        iommu_units: vec![],
-        acpi_tables: vec![],
-        groups: groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| KernelGroup {
-                id: i as u32,
-                kind: None,
-                reserved_regions: vec![],
-                devices: g.iter().map(|s| a(s)).collect(),
-            })
-            .collect(),
-        devices,
-        readiness: None,
-        unreadable: Vec::new(),
-    }
+    let groups = groups.iter().enumerate().map(|(i, g)| group(i as u32, g.iter().map(|s| a(s)).collect())).collect();
+    snapshot(devices, groups)
 }
 
-fn pair() -> FakeKernel {
-    FakeKernel::new(&[
+fn pair() -> SimKernel {
+    SimKernel::with_drivers(&[
         ("00:01.0", "pcieport"),
         ("01:00.0", "snd_hda_intel"),
         ("01:00.1", "xhci_hcd"),
@@ -150,13 +35,9 @@ fn pair() -> FakeKernel {
     ])
 }
 
-fn drv(k: &FakeKernel, x: PciAddress) -> Option<String> {
-    k.bound.borrow().get(&x).cloned()
-}
-
 const GROUPS: &[&[&str]] = &[&["00:01.0", "01:00.0", "01:00.1"], &["02:00.0"]];
 
-fn planned(k: &FakeKernel) -> Plan {
+fn planned(k: &SimKernel) -> Plan {
     let root = tempfile::tempdir().unwrap();
     plan(root.path(), &host(k, GROUPS, &["00:01.0"]), a("01:00.0"), &n("vfio-pci")).unwrap()
 }
@@ -181,9 +62,9 @@ fn bind_moves_every_endpoint_to_vfio_and_journals_the_originals() {
     let st = tempfile::tempdir().unwrap();
     let state = StateDir::new(st.path());
     execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
-    assert_eq!(drv(&k, a("01:00.0")).as_deref(), Some("vfio-pci"));
-    assert_eq!(drv(&k, a("01:00.1")).as_deref(), Some("vfio-pci"));
-    assert_eq!(drv(&k, a("00:01.0")).as_deref(), Some("pcieport"));
+    assert_eq!(k.driver_of(a("01:00.0")).as_deref(), Some("vfio-pci"));
+    assert_eq!(k.driver_of(a("01:00.1")).as_deref(), Some("vfio-pci"));
+    assert_eq!(k.driver_of(a("00:01.0")).as_deref(), Some("pcieport"));
     let j = state.load().unwrap();
     assert_eq!(j.get(a("01:00.1")).unwrap().original_driver, Some(n("xhci_hcd")));
 }
@@ -191,7 +72,7 @@ fn bind_moves_every_endpoint_to_vfio_and_journals_the_originals() {
 #[test]
 fn failed_probe_of_the_second_device_rolls_back_the_first() {
     let mut k = pair();
-    k.refuse_probe.insert(a("01:00.1"));
+    k.refuse_vfio.insert(a("01:00.1"));
     let st = tempfile::tempdir().unwrap();
     let state = StateDir::new(st.path());
     let err = execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap_err();
@@ -204,8 +85,8 @@ fn failed_probe_of_the_second_device_rolls_back_the_first() {
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("back on their original drivers"), "{err}");
-    assert_eq!(drv(&k, a("01:00.0")).as_deref(), Some("snd_hda_intel"));
-    assert_eq!(drv(&k, a("01:00.1")).as_deref(), Some("xhci_hcd"));
+    assert_eq!(k.driver_of(a("01:00.0")).as_deref(), Some("snd_hda_intel"));
+    assert_eq!(k.driver_of(a("01:00.1")).as_deref(), Some("xhci_hcd"));
     assert!(k.overrides.borrow().is_empty());
     assert!(state.load().unwrap().entries.is_empty());
 }
@@ -218,7 +99,7 @@ fn restore_brings_back_original_drivers_and_is_idempotent() {
     execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap();
     let r = restore(&k, &state, None).unwrap();
     assert_eq!(r.restored, vec![a("01:00.0"), a("01:00.1")]);
-    assert_eq!(drv(&k, a("01:00.0")).as_deref(), Some("snd_hda_intel"));
+    assert_eq!(k.driver_of(a("01:00.0")).as_deref(), Some("snd_hda_intel"));
     assert!(state.load().unwrap().entries.is_empty());
     let again = restore(&k, &state, None).unwrap();
     assert!(again.restored.is_empty() && again.failed.is_empty());
@@ -258,11 +139,11 @@ fn group_with_a_host_driver_is_not_viable_and_names_it() {
 #[test]
 fn variant_vfio_drivers_make_a_group_viable_and_count_as_on_vfio_look_alikes_do_not() {
     // Variant drivers register their module name with underscores (the kernel's KBUILD_MODNAME).
-    let k = FakeKernel::new(&[("00:01.0", "pcieport"), ("01:00.0", "mlx5_vfio_pci"), ("01:00.1", "pci-stub")]);
+    let k = SimKernel::with_drivers(&[("00:01.0", "pcieport"), ("01:00.0", "mlx5_vfio_pci"), ("01:00.1", "pci-stub")]);
     let st = group_status(&host(&k, &[&["00:01.0", "01:00.0", "01:00.1"]], &["00:01.0"]));
     assert!(st[0].viable, "{st:?}");
     assert_eq!(st[0].on_vfio, vec![a("01:00.0")]);
-    let k = FakeKernel::new(&[("01:00.0", "my-vfio-thing"), ("01:00.1", "mlx5-vfio-pci")]);
+    let k = SimKernel::with_drivers(&[("01:00.0", "my-vfio-thing"), ("01:00.1", "mlx5-vfio-pci")]);
     let st = group_status(&host(&k, &[&["01:00.0", "01:00.1"]], &[]));
     assert!(!st[0].viable);
     assert_eq!(st[0].blockers.len(), 2);
@@ -293,7 +174,7 @@ fn a_second_bind_keeps_the_first_recorded_original() {
 #[test]
 fn a_failure_on_the_first_device_never_journals_or_touches_the_second() {
     let mut k = pair();
-    k.refuse_probe.insert(a("01:00.0"));
+    k.refuse_vfio.insert(a("01:00.0"));
     let st = tempfile::tempdir().unwrap();
     let state = StateDir::new(st.path());
     let err = execute(&k, &state, &planned(&k), &mut |_: &str| {}).unwrap_err();
@@ -305,7 +186,7 @@ fn a_failure_on_the_first_device_never_journals_or_touches_the_second() {
 #[test]
 fn after_a_rollback_the_journal_holds_exactly_the_devices_not_restored() {
     let mut k = pair();
-    k.refuse_probe.insert(a("01:00.1"));
+    k.refuse_vfio.insert(a("01:00.1"));
     k.refuse_clear.borrow_mut().insert(a("01:00.0"));
     let st = tempfile::tempdir().unwrap();
     let state = StateDir::new(st.path());
@@ -325,7 +206,7 @@ fn after_a_rollback_the_journal_holds_exactly_the_devices_not_restored() {
     // Once the override can be cleared again, restore finishes the job.
     k.refuse_clear.borrow_mut().clear();
     assert_eq!(restore(&k, &state, None).unwrap().restored, vec![a("01:00.0")]);
-    assert_eq!(drv(&k, a("01:00.0")).as_deref(), Some("snd_hda_intel"));
+    assert_eq!(k.driver_of(a("01:00.0")).as_deref(), Some("snd_hda_intel"));
 }
 
 #[test]

@@ -2,69 +2,38 @@
 //! with a root port and an NVMe controller below it (paths, link targets and file formats as in sysfs).
 
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use iommu_host::{read_host, HostError, Snapshot, SnapshotError};
 use iommu_pci::PciAddress;
 
-fn config(vendor: u16, device: u16, header: u8, pcie_type: Option<u8>) -> Vec<u8> {
-    let mut c = vec![0u8; 4096];
-    c[0..2].copy_from_slice(&vendor.to_le_bytes());
-    c[2..4].copy_from_slice(&device.to_le_bytes());
-    c[0x0e] = header;
-    if let Some(t) = pcie_type {
-        c[6] = 0x10; // capability list
-        c[0x34] = 0x40;
-        c[0x40] = 0x10;
-        c[0x42] = t << 4 | 2;
-    }
-    c
-}
+use crate::util::{a, config, function};
 
-fn func(root: &Path, canonical: &str, cfg: &[u8], driver: Option<&str>, group: Option<u32>) {
-    let dir = root.join("sys/devices").join(canonical);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("config"), cfg).unwrap();
-    fs::write(dir.join("numa_node"), "-1\n").unwrap();
-    fs::write(dir.join("driver_override"), "(null)\n").unwrap();
-    fs::write(dir.join("reset_method"), "flr bus\n").unwrap();
-    let name = Path::new(canonical).file_name().unwrap().to_str().unwrap().to_string();
+/// A function with the attributes Linux 6.1 shows for it (no NUMA, no override, FLR and bus reset).
+fn func(root: &Path, canonical: &str, cfg: Vec<u8>, driver: Option<&str>, group: Option<u32>) {
+    let mut f = function(root, canonical, &cfg)
+        .attr("numa_node", "-1\n")
+        .attr("driver_override", "(null)\n")
+        .attr("reset_method", "flr bus\n");
     if let Some(d) = driver {
-        fs::create_dir_all(root.join("sys/bus/pci/drivers").join(d)).unwrap();
-        symlink(format!("../../../../bus/pci/drivers/{d}"), dir.join("driver")).unwrap();
+        f = f.driver(d);
     }
     if let Some(g) = group {
-        let gd = root.join(format!("sys/kernel/iommu_groups/{g}/devices"));
-        fs::create_dir_all(&gd).unwrap();
-        symlink(format!("../../../../devices/{canonical}"), gd.join(&name)).unwrap();
-        // As in sysfs: relative from the function's directory, however deep it sits.
-        let up = "../".repeat(Path::new(canonical).components().count() + 1);
-        symlink(format!("{up}kernel/iommu_groups/{g}"), dir.join("iommu_group")).unwrap();
-        fs::write(root.join(format!("sys/kernel/iommu_groups/{g}/type")), "DMA\n").unwrap();
-        fs::write(
-            root.join(format!("sys/kernel/iommu_groups/{g}/reserved_regions")),
-            "0x00000000fee00000 0x00000000feefffff msi\n",
-        )
-        .unwrap();
+        f.group(g);
     }
-    let bus = root.join("sys/bus/pci/devices");
-    fs::create_dir_all(&bus).unwrap();
-    symlink(format!("../../../devices/{canonical}"), bus.join(&name)).unwrap();
 }
 
 fn q35(root: &Path) {
-    func(root, "pci0000:00/0000:00:00.0", &config(0x8086, 0x29c0, 0, None), None, Some(0));
-    func(root, "pci0000:00/0000:00:01.0", &config(0x1b36, 0x000c, 1, Some(4)), Some("pcieport"), Some(1));
-    func(root, "pci0000:00/0000:00:01.0/0000:01:00.0", &config(0x1b36, 0x0010, 0, Some(0)), Some("nvme"), Some(2));
+    let host_bridge = config(0x8086, 0x29c0).size(4096).bytes();
+    func(root, "pci0000:00/0000:00:00.0", host_bridge, None, Some(0));
+    let port = config(0x1b36, 0x000c).size(4096).header(1).pcie(4).bytes();
+    func(root, "pci0000:00/0000:00:01.0", port, Some("pcieport"), Some(1));
+    let nvme = config(0x1b36, 0x0010).size(4096).pcie(0).bytes();
+    func(root, "pci0000:00/0000:00:01.0/0000:01:00.0", nvme, Some("nvme"), Some(2));
     fs::create_dir_all(root.join("sys/class/iommu/dmar0")).unwrap();
     fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
     fs::write(root.join("proc/cmdline"), "console=ttyS0 intel_iommu=on\n").unwrap();
     fs::write(root.join("proc/sys/kernel/osrelease"), "6.1.0-56-amd64\n").unwrap();
-}
-
-fn a(s: &str) -> PciAddress {
-    s.parse().unwrap()
 }
 
 #[test]
@@ -127,7 +96,7 @@ fn missing_sysfs_names_the_path() {
 #[test]
 fn host_without_iommu_has_no_groups() {
     let t = tempfile::tempdir().unwrap();
-    func(t.path(), "pci0000:00/0000:00:00.0", &config(0x8086, 0x29c0, 0, None), None, None);
+    func(t.path(), "pci0000:00/0000:00:00.0", config(0x8086, 0x29c0).size(4096).bytes(), None, None);
     let s = read_host(t.path()).unwrap();
     assert!(s.groups.is_empty());
     assert_eq!(s.devices.len(), 1);

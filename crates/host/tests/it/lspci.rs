@@ -8,6 +8,8 @@ use iommu_groups::{predict, RuleSet};
 use iommu_host::{LspciDump, LspciError, Snapshot};
 use iommu_pci::PciAddress;
 
+use crate::util::a;
+
 fn fixture(name: &str) -> String {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lspci").join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -34,10 +36,6 @@ fn predicted_partition(s: &Snapshot) -> BTreeSet<Vec<PciAddress>> {
     p.groups.into_iter().map(|g| g.devices).collect()
 }
 
-fn addr(s: &str) -> PciAddress {
-    s.parse().unwrap()
-}
-
 #[test]
 fn a_full_dump_from_the_everything_topology_predicts_the_kernels_groups() {
     let d = LspciDump::parse(&fixture("everything-6.1-xxxx-D.txt")).unwrap();
@@ -51,7 +49,7 @@ fn a_full_dump_from_the_everything_topology_predicts_the_kernels_groups() {
 #[test]
 fn the_tree_follows_secondary_bus_numbers() {
     let s = LspciDump::parse(&fixture("everything-6.1-xxxx-D.txt")).unwrap().snapshot;
-    let parent = |a: &str| s.device(addr(a)).unwrap().parent.map(|p| p.to_string());
+    let parent = |x: &str| s.device(a(x)).unwrap().parent.map(|p| p.to_string());
     // Switch below root port 00:05.0: upstream port on bus 04, downstream ports on bus 05.
     assert_eq!(parent("04:00.0").as_deref(), Some("0000:00:05.0"));
     assert_eq!(parent("05:01.0").as_deref(), Some("0000:04:00.0"));
@@ -72,7 +70,7 @@ fn the_same_dump_without_domains_gives_the_same_snapshot() {
 #[test]
 fn an_amd_dump_with_nn_and_v_lines_predicts_the_kernels_groups_and_infers_ivrs() {
     let d = LspciDump::parse(&fixture("amd-mixed-6.1-xxxx-nnv.txt")).unwrap();
-    assert_eq!(d.amd_iommu, Some(addr("00:02.0")));
+    assert_eq!(d.amd_iommu, Some(a("00:02.0")));
     assert_eq!(d.snapshot.acpi_tables, vec!["IVRS"]);
     assert_eq!(d.inferences().len(), 1);
     // The AMD IOMMU's own function is in no group, in the kernel and in the prediction.
@@ -128,9 +126,9 @@ fn virtual_functions_in_a_real_dump_are_found_from_their_pfs_and_predict_the_ker
     assert_eq!(vfs.len(), 6);
     assert!(vfs.contains(&("0000:01:00.3".into(), "0000:01:00.0".into())));
     assert!(vfs.contains(&("0000:02:00.1".into(), "0000:02:00.0".into())));
-    let vf = d.snapshot.device(addr("01:00.1")).unwrap();
+    let vf = d.snapshot.device(a("01:00.1")).unwrap();
     // The dump says ff ff ff ff; the PF's vendor and its SR-IOV VF device ID are put in.
     assert_eq!(&vf.config[0..4], &[0x36, 0x1b, 0x10, 0x00]);
-    assert_eq!(vf.parent, Some(addr("00:02.0")));
+    assert_eq!(vf.parent, Some(a("00:02.0")));
     assert_eq!(predicted_partition(&d.snapshot), kernel_partition("sriov-6.1.groups"));
 }

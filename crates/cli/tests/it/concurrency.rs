@@ -7,18 +7,17 @@
 //! entry comes and goes inside the lock), and the restore always fails for one seeded entry (a device that
 //! stays on vfio-pci), which must survive every round untouched.
 
-mod fake_sysfs;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fake_sysfs::{err, out, Tree};
 use iommu_host::journal::Journal;
 use iommu_host::persist::{parse_softdep_line, persisted, MODPROBE_CONF, UDEV_RULE};
 use iommu_pci::PciAddress;
+
+use crate::util::{err, journal, out, Tree};
 
 const ROUNDS: usize = 100;
 
@@ -38,9 +37,7 @@ fn concurrent_bind_restore_and_persist_keep_journal_and_rules_whole() {
     // A journal entry restore can never finish on this tree: 05:00.0 stays on vfio-pci.
     fs::create_dir(&t.state).unwrap();
     fs::set_permissions(&t.state, fs::Permissions::from_mode(0o700)).unwrap();
-    let seeded = format!(
-        r#"{{"version": 1, "entries": [{{"address": "{stuck}", "group": 5, "original_driver": "nvme", "original_override": null, "bound_to": "vfio-pci"}}]}}"#
-    );
+    let seeded = journal(&[(&stuck, 5, "nvme")]);
     fs::write(t.journal_path(), &seeded).unwrap();
     let seeded = Journal::parse(seeded.as_bytes()).unwrap();
     let host_driver = ["nvme", "snd_hda_intel", "xhci_hcd"];

@@ -2,35 +2,15 @@
 //! Snapshots here are built in code: a q35 machine with one root port (ACS or not) and an NVMe below it.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use iommu_host::{HostDevice, KernelGroup, KernelInfo, Snapshot, FORMAT, VERSION};
 use iommu_pci::PciAddress;
-use serde_json::Value;
+
+use crate::util::{addresses, assert_contains, assert_exit, config, err, from, iommuctl, json, out};
 
 fn a(s: &str) -> PciAddress {
     s.parse().unwrap()
-}
-
-fn config(vendor: u16, device: u16, header: u8, pcie_type: Option<u8>, acs: bool) -> Vec<u8> {
-    let mut c = vec![0u8; 4096];
-    c[0..2].copy_from_slice(&vendor.to_le_bytes());
-    c[2..4].copy_from_slice(&device.to_le_bytes());
-    c[0x0b] = if header == 1 { 0x06 } else { 0x01 };
-    c[0x0a] = if header == 1 { 0x04 } else { 0x08 };
-    c[0x0e] = header;
-    if let Some(t) = pcie_type {
-        c[6] = 0x10;
-        c[0x34] = 0x40;
-        c[0x40] = 0x10;
-        c[0x42] = t << 4 | 2;
-    }
-    if acs {
-        c[0x100..0x104].copy_from_slice(&0x0001_000du32.to_le_bytes());
-        c[0x104] = 0x1f; // capability SV TB RR CR UF
-        c[0x106] = 0x1d; // control SV RR CR UF
-    }
-    c
 }
 
 fn dev(addr: &str, parent: Option<&str>, cfg: Vec<u8>, driver: Option<&str>, group: u32) -> HostDevice {
@@ -47,10 +27,17 @@ fn dev(addr: &str, parent: Option<&str>, cfg: Vec<u8>, driver: Option<&str>, gro
 }
 
 fn q35(port_acs: bool, kernel_groups: &[&[&str]]) -> Snapshot {
+    let port = config(0x1b36, 0x000c).size(4096).class(0x060400).header(1).pcie(4);
     let devices = vec![
-        dev("00:00.0", None, config(0x8086, 0x29c0, 0, None, false), None, 0),
-        dev("00:01.0", None, config(0x1b36, 0x000c, 1, Some(4), port_acs), Some("pcieport"), 1),
-        dev("01:00.0", Some("00:01.0"), config(0x1b36, 0x0010, 0, Some(0), false), Some("nvme"), 2),
+        dev("00:00.0", None, config(0x8086, 0x29c0).size(4096).class(0x010800).bytes(), None, 0),
+        dev("00:01.0", None, if port_acs { port.acs() } else { port }.bytes(), Some("pcieport"), 1),
+        dev(
+            "01:00.0",
+            Some("00:01.0"),
+            config(0x1b36, 0x0010).size(4096).class(0x010800).pcie(0).bytes(),
+            Some("nvme"),
+            2,
+        ),
     ];
     let groups = kernel_groups
         .iter()
@@ -79,16 +66,7 @@ fn run(snap: &Snapshot, args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("s.json");
     std::fs::write(&f, snap.to_json()).unwrap();
-    iommuctl(&[&["--from", f.to_str().unwrap()], args].concat())
-}
-
-fn iommuctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iommuctl")).args(args).env("NO_COLOR", "1").output().unwrap()
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+    from(&f, args)
 }
 
 const ISOLATED: &[&[&str]] = &[&["00:00.0"], &["00:01.0"], &["01:00.0"]];
@@ -96,7 +74,7 @@ const ISOLATED: &[&[&str]] = &[&["00:00.0"], &["00:01.0"], &["01:00.0"]];
 #[test]
 fn list_json_has_groups_with_ids_and_full_addresses() {
     let o = run(&q35(true, ISOLATED), &["list", "--json"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_exit(&o, 0);
     let v = json(&o);
     let g = v["groups"].as_array().unwrap();
     assert_eq!(g.len(), 3);
@@ -108,19 +86,19 @@ fn list_json_has_groups_with_ids_and_full_addresses() {
 #[test]
 fn list_is_the_default_command() {
     let o = run(&q35(true, ISOLATED), &[]);
-    assert_eq!(o.status.code(), Some(0));
-    let text = String::from_utf8(o.stdout).unwrap();
-    assert!(text.contains("IOMMU group 2 (DMA)"), "{text}");
-    assert!(text.contains("0000:01:00.0"), "{text}");
+    assert_exit(&o, 0);
+    let text = out(&o);
+    assert_contains(&text, "IOMMU group 2 (DMA)");
+    assert_contains(&text, "0000:01:00.0");
 }
 
 #[test]
 fn predict_diff_exits_0_when_the_kernel_agrees_and_1_when_not() {
     let ok = run(&q35(true, ISOLATED), &["predict", "--diff"]);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert_exit(&ok, 0);
     // Without ACS on the root port the prediction puts port and NVMe together; the kernel groups say otherwise.
     let bad = run(&q35(false, ISOLATED), &["predict", "--diff", "--json"]);
-    assert_eq!(bad.status.code(), Some(1));
+    assert_exit(&bad, 1);
     let v = json(&bad);
     assert_eq!(v["matches_kernel"], false);
     assert!(!v["differences"].as_array().unwrap().is_empty());
@@ -131,52 +109,50 @@ fn predict_json_follows_the_contract() {
     let v = json(&run(&q35(false, ISOLATED), &["predict", "--json"]));
     let groups = v["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2);
-    let addrs: Vec<&str> =
-        groups[1]["devices"].as_array().unwrap().iter().map(|d| d["address"].as_str().unwrap()).collect();
-    assert_eq!(addrs, ["0000:00:01.0", "0000:01:00.0"]);
+    assert_eq!(addresses(&groups[1]), ["0000:00:01.0", "0000:01:00.0"]);
 }
 
 #[test]
 fn bad_address_names_the_input_and_exits_2() {
     let o = run(&q35(true, ISOLATED), &["show", "01:00"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("\"01:00\""));
+    assert_exit(&o, 2);
+    assert_contains(&err(&o), "\"01:00\"");
 }
 
 #[test]
 fn unknown_device_exits_1_with_a_message() {
     let o = run(&q35(true, ISOLATED), &["explain", "05:00.0"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no PCI function 0000:05:00.0"));
+    assert_exit(&o, 1);
+    assert_contains(&err(&o), "no PCI function 0000:05:00.0");
 }
 
 #[test]
 fn host_without_groups_says_how_to_turn_the_iommu_on() {
     let o = run(&q35(true, &[]), &["list"]);
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("intel_iommu=on") && err.contains("amd_iommu=on"), "{err}");
+    assert_exit(&o, 1);
+    let e = err(&o);
+    assert!(e.contains("intel_iommu=on") && e.contains("amd_iommu=on"), "{e}");
 }
 
 #[test]
 fn export_on_a_host_without_groups_says_the_iommu_is_off_and_exits_0() {
     let o = run(&q35(true, &[]), &["export", "--format", "prometheus"]);
-    assert_eq!(o.status.code(), Some(0));
-    let t = String::from_utf8_lossy(&o.stdout);
+    assert_exit(&o, 0);
+    let t = out(&o);
     assert!(t.contains("iommuctl_iommu_enabled 0\n") && t.contains("iommuctl_iommu_groups 0\n"), "{t}");
     let o = run(&q35(true, &[]), &["export", "--format", "nfd"]);
-    assert_eq!(o.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("feature.node.kubernetes.io/iommu-enabled=false\n"));
+    assert_exit(&o, 0);
+    assert!(out(&o).starts_with("feature.node.kubernetes.io/iommu-enabled=false\n"));
 }
 
 #[test]
 fn explain_names_the_bridge_without_acs() {
     let groups: &[&[&str]] = &[&["00:00.0"], &["00:01.0", "01:00.0"]];
     let o = run(&q35(false, groups), &["explain", "01:00.0"]);
-    assert_eq!(o.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("0000:00:01.0 (root port): no ACS capability"), "{text}");
-    assert!(text.contains("kernel agrees"), "{text}");
+    assert_exit(&o, 0);
+    let text = out(&o);
+    assert_contains(&text, "0000:00:01.0 (root port): no ACS capability");
+    assert_contains(&text, "kernel agrees");
 }
 
 #[test]
@@ -190,8 +166,8 @@ fn show_reports_path_with_acs_per_hop() {
 #[test]
 fn unreadable_snapshot_names_the_file_and_exits_2() {
     let o = iommuctl(&["--from", "/nonexistent/snap.json", "list"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/snap.json"));
+    assert_exit(&o, 2);
+    assert_contains(&err(&o), "/nonexistent/snap.json");
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("junk.json");
     std::fs::write(&f, b"{not json").unwrap();
@@ -205,7 +181,7 @@ fn snapshot_written_then_read_gives_the_same_listing() {
     std::fs::write(&f, q35(true, ISOLATED).to_json()).unwrap();
     let out = dir.path().join("again.json");
     let o = iommuctl(&["--from", f.to_str().unwrap(), "snapshot", "-o", out.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_exit(&o, 0);
     let l1 = iommuctl(&["--from", f.to_str().unwrap(), "list", "--json"]);
     let l2 = iommuctl(&["--from", out.to_str().unwrap(), "list", "--json"]);
     assert_eq!(l1.stdout, l2.stdout);
@@ -215,8 +191,8 @@ fn snapshot_written_then_read_gives_the_same_listing() {
 #[test]
 fn sim_tour_shows_the_four_mechanisms_and_the_fault_log() {
     let o = iommuctl(&["sim"]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout);
+    assert_exit(&o, 0);
+    let text = out(&o);
     for part in
         ["== translation [ok]", "== bounce-buffer [ok]", "== coalescing [ok]", "== isolation [ok]", "fault reason 0x05"]
     {

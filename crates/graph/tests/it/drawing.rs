@@ -3,12 +3,10 @@
 //! escapes what the system says; the DOT has one cluster per group and one edge per function below a
 //! bridge; names come from pci.ids; the title says what the caller told it.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use iommu_graph::{Group, Model, Title};
 use iommu_host::{HostDevice, KernelGroup, Snapshot};
 use iommu_pci::{ConfigInfo, PciIds};

@@ -6,133 +6,14 @@
 //! The kill is a panic (`Killed`) raised by the simulated core and caught around the operation: nothing of
 //! the operation runs after it, exactly as after SIGKILL, and the journal file is whatever it had written.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use iommu_host::bind::{execute, plan, restore, Action, Plan};
-use iommu_host::driver::{DriverCore, DriverError, DriverName};
 use iommu_host::journal::StateDir;
-use iommu_host::{HostDevice, KernelGroup, KernelInfo, Snapshot, FORMAT, VERSION};
+use iommu_host::{HostDevice, Snapshot};
 use iommu_pci::PciAddress;
 
-fn n(s: &str) -> DriverName {
-    DriverName::parse(s).unwrap()
-}
-
-/// The panic payload of a simulated kill.
-struct Killed;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum When {
-    /// The Nth write never happens.
-    Before,
-    /// The Nth write happens, then the process dies.
-    After,
-}
-
-/// A driver core that behaves like the kernel's where binding depends on it: probe binds the override
-/// driver when one is set (and registered), the native driver otherwise; an explicit bind fails on a bound
-/// device or against the override; unbind fails unless bound to that driver.
-#[derive(Default)]
-struct SimKernel {
-    devices: BTreeSet<PciAddress>,
-    native: BTreeMap<PciAddress, String>,
-    registered: BTreeSet<String>,
-    /// vfio-pci's probe fails for these (forces a rollback).
-    refuse_vfio: BTreeSet<PciAddress>,
-    bound: RefCell<BTreeMap<PciAddress, String>>,
-    overrides: RefCell<BTreeMap<PciAddress, String>>,
-    writes: Cell<usize>,
-    kill: Cell<Option<(usize, When)>>,
-}
-
-fn enodev(what: String) -> DriverError {
-    DriverError::Write { path: what.into(), value: String::new(), source: std::io::Error::from_raw_os_error(19) }
-}
-
-impl SimKernel {
-    /// One sysfs write: counts it and dies before or after it when told to.
-    fn write<T>(&self, apply: impl FnOnce() -> T) -> T {
-        let i = self.writes.get() + 1;
-        self.writes.set(i);
-        if self.kill.get() == Some((i, When::Before)) {
-            std::panic::panic_any(Killed);
-        }
-        let r = apply();
-        if self.kill.get() == Some((i, When::After)) {
-            std::panic::panic_any(Killed);
-        }
-        r
-    }
-
-    fn state(&self) -> BTreeMap<PciAddress, (Option<String>, Option<String>)> {
-        self.devices
-            .iter()
-            .map(|a| (*a, (self.bound.borrow().get(a).cloned(), self.overrides.borrow().get(a).cloned())))
-            .collect()
-    }
-}
-
-impl DriverCore for SimKernel {
-    fn present(&self, a: PciAddress) -> bool {
-        self.devices.contains(&a)
-    }
-    fn driver(&self, a: PciAddress) -> Result<Option<DriverName>, DriverError> {
-        Ok(self.bound.borrow().get(&a).map(|d| n(d)))
-    }
-    fn driver_override(&self, a: PciAddress) -> Result<Option<DriverName>, DriverError> {
-        Ok(self.overrides.borrow().get(&a).map(|d| n(d)))
-    }
-    fn set_driver_override(&self, a: PciAddress, d: Option<&DriverName>) -> Result<(), DriverError> {
-        self.write(|| {
-            match d {
-                Some(d) => self.overrides.borrow_mut().insert(a, d.to_string()),
-                None => self.overrides.borrow_mut().remove(&a),
-            };
-            Ok(())
-        })
-    }
-    fn unbind(&self, a: PciAddress, d: &DriverName) -> Result<(), DriverError> {
-        self.write(|| {
-            if self.bound.borrow().get(&a).map(String::as_str) != Some(d.as_str()) {
-                return Err(enodev(format!("drivers/{d}/unbind")));
-            }
-            self.bound.borrow_mut().remove(&a);
-            Ok(())
-        })
-    }
-    fn probe(&self, a: PciAddress) -> Result<(), DriverError> {
-        self.write(|| {
-            if self.bound.borrow().contains_key(&a) {
-                return Ok(());
-            }
-            let want = self.overrides.borrow().get(&a).cloned().or_else(|| self.native.get(&a).cloned());
-            if let Some(w) = want {
-                if self.registered.contains(&w) && !(w == "vfio-pci" && self.refuse_vfio.contains(&a)) {
-                    self.bound.borrow_mut().insert(a, w);
-                }
-            }
-            Ok(())
-        })
-    }
-    fn bind(&self, a: PciAddress, d: &DriverName) -> Result<(), DriverError> {
-        self.write(|| {
-            let o = self.overrides.borrow().get(&a).cloned();
-            if self.bound.borrow().contains_key(&a) || o.is_some_and(|o| o != d.as_str()) {
-                return Err(enodev(format!("drivers/{d}/bind")));
-            }
-            self.bound.borrow_mut().insert(a, d.to_string());
-            Ok(())
-        })
-    }
-    fn driver_registered(&self, d: &DriverName) -> bool {
-        self.registered.contains(d.as_str())
-    }
-    fn load_module(&self, d: &DriverName) -> Result<(), DriverError> {
-        Err(DriverError::ModuleLoad { module: d.module(), detail: "simulated".into() })
-    }
-}
+use crate::util::{config, group, n, snapshot, Killed, SimKernel, When};
 
 /// How a device starts: (bound driver, driver_override, native driver).
 #[derive(Clone, Copy, Debug)]
@@ -156,28 +37,17 @@ const KINDS: [Kind; 7] = [
 fn kernel(kinds: &[Kind]) -> SimKernel {
     let mut k = SimKernel::default();
     for d in ["vfio-pci", "nvme", "xhci_hcd", "ahci", "uio_pci_generic", "snd_hda_intel", "e1000e", "igb"] {
-        k.registered.insert(d.into()); // pci-stub is not loaded: its override leaves the device unbound
+        k.registered.get_mut().insert(d.into()); // pci-stub is not loaded: its override leaves the device unbound
     }
     for (i, kind) in kinds.iter().enumerate() {
-        let a = PciAddress::new(0, 1, 0, i as u8).unwrap();
-        k.devices.insert(a);
-        if let Some(d) = kind.native {
-            k.native.insert(a, d.into());
-        }
-        if let Some(d) = kind.bound {
-            k.bound.borrow_mut().insert(a, d.into());
-        }
-        if let Some(o) = kind.over {
-            k.overrides.borrow_mut().insert(a, o.into());
-        }
+        k.add(PciAddress::new(0, 1, 0, i as u8).unwrap(), kind.bound, kind.over, kind.native);
     }
     k
 }
 
-fn snapshot(k: &SimKernel) -> Snapshot {
-    let mut config = vec![0u8; 64];
-    config[0..2].copy_from_slice(&0x1234u16.to_le_bytes());
-    config[0x0e] = 0x80;
+/// The kernel's view: every device a multifunction endpoint 1234:0000, all in group 7.
+fn snapshot_of(k: &SimKernel) -> Snapshot {
+    let config = config(0x1234, 0).header(0x80).bytes();
     let devices = k
         .devices
         .iter()
@@ -188,22 +58,7 @@ fn snapshot(k: &SimKernel) -> Snapshot {
             ..HostDevice::new(*a)
         })
         .collect();
-    Snapshot {
-        format: FORMAT.into(),
-        version: VERSION,
-        kernel: KernelInfo::default(),
-        iommu_units: vec![],
-        acpi_tables: vec![],
-        groups: vec![KernelGroup {
-            id: 7,
-            kind: None,
-            reserved_regions: vec![],
-            devices: k.devices.iter().copied().collect(),
-        }],
-        devices,
-        readiness: None,
-        unreadable: Vec::new(),
-    }
+    snapshot(devices, vec![group(7, k.devices.iter().copied().collect())])
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,7 +84,7 @@ fn run(kinds: &[Kind], op: Op, kill: Option<(usize, When)>) -> (SimKernel, tempf
     let dir = tempdir();
     let state = StateDir::new(dir.path());
     let root = tempdir();
-    let p: Plan = plan(root.path(), &snapshot(&k), PciAddress::new(0, 1, 0, 0).unwrap(), &n("vfio-pci")).unwrap();
+    let p: Plan = plan(root.path(), &snapshot_of(&k), PciAddress::new(0, 1, 0, 0).unwrap(), &n("vfio-pci")).unwrap();
     if op == Op::BindRollback {
         if let Some(last) = p.devices.iter().rev().find(|d| d.action == Action::Rebind) {
             k.refuse_vfio.insert(last.address);

@@ -8,8 +8,9 @@
 //! panic, no raw control or bidi character on a text stream, a message that names the input where there
 //! is one, and nothing changed outside its temporary directory.
 //!
-//! A binary of its own (`harness = false`) so it can print its count as the closing line:
-//! `hostile: N passed, M failed`.
+//! One test runs every case, on a few threads of its own, and ends with its count written straight to the
+//! process's stderr (which the harness does not capture): `hostile: N passed, M failed`.
+//! `IOMMUCTL_HOSTILE_CASES=TEXT` runs only the cases whose name contains TEXT.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -18,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_iommuctl");
+use crate::util::{config, function as sysfs_function, group_attr, iommuctl, journal, mkfifo, write, BIN};
+
 /// No case may take longer than this.
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// No case may map more than this (the 1 GiB input cap plus the program).
@@ -228,61 +230,27 @@ fn trunc(s: &str) -> String {
 const NIC: &str = "sys/devices/pci0000:00/0000:00:02.0";
 const NVME: &str = "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0";
 
-fn write(root: &Path, rel: &str, bytes: impl AsRef<[u8]>) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, bytes).unwrap();
-}
-
-fn config(vendor: u16, device: u16, class: u32, header: u8, pcie_type: Option<u8>) -> Vec<u8> {
-    let mut c = vec![0u8; 4096];
-    c[0..2].copy_from_slice(&vendor.to_le_bytes());
-    c[2..4].copy_from_slice(&device.to_le_bytes());
-    c[9..12].copy_from_slice(&class.to_le_bytes()[0..3]);
-    c[0x0e] = header;
-    if let Some(t) = pcie_type {
-        c[6] = 0x10;
-        c[0x34] = 0x40;
-        c[0x40] = 0x10;
-        c[0x42] = t << 4 | 2;
-    }
-    if header == 1 {
-        c[0x19] = 1;
-        c[0x1a] = 1;
-    }
-    c
-}
-
+/// A function with the attributes Linux 6.1 shows (no override, FLR and bus reset, no NUMA node, no VFs), on
+/// `driver`, in IOMMU group `group` (type DMA, the MSI window reserved).
 fn function(root: &Path, canonical: &str, cfg: &[u8], driver: &str, group: u32) {
-    let dir = root.join(canonical);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config"), cfg).unwrap();
-    std::fs::write(dir.join("driver_override"), "(null)\n").unwrap();
-    std::fs::write(dir.join("reset_method"), "flr bus\n").unwrap();
-    std::fs::write(dir.join("numa_node"), "-1\n").unwrap();
-    std::fs::write(dir.join("sriov_totalvfs"), "0\n").unwrap();
-    std::fs::write(dir.join("sriov_numvfs"), "0\n").unwrap();
-    let drv = root.join("sys/bus/pci/drivers").join(driver);
-    std::fs::create_dir_all(&drv).unwrap();
-    for f in ["bind", "unbind", "new_id"] {
-        std::fs::write(drv.join(f), "").unwrap();
-    }
-    symlink(&drv, dir.join("driver")).unwrap();
-    let g = root.join(format!("sys/kernel/iommu_groups/{group}"));
-    std::fs::create_dir_all(g.join("devices")).unwrap();
-    std::fs::write(g.join("type"), "DMA\n").unwrap();
-    std::fs::write(g.join("reserved_regions"), "0x00000000fee00000 0x00000000feefffff msi\n").unwrap();
-    let name = Path::new(canonical).file_name().unwrap();
-    symlink(&dir, g.join("devices").join(name)).unwrap();
-    symlink(&g, dir.join("iommu_group")).unwrap();
-    std::fs::create_dir_all(root.join("sys/bus/pci/devices")).unwrap();
-    symlink(&dir, root.join("sys/bus/pci/devices").join(name)).unwrap();
+    sysfs_function(root, canonical.strip_prefix("sys/devices/").unwrap())
+        .config(cfg)
+        .attr("driver_override", "(null)\n")
+        .attr("reset_method", "flr bus\n")
+        .attr("numa_node", "-1\n")
+        .attr("sriov_totalvfs", "0\n")
+        .attr("sriov_numvfs", "0\n")
+        .driver(driver)
+        .group(group);
+    group_attr(root, group, "type", "DMA\n");
+    group_attr(root, group, "reserved_regions", "0x00000000fee00000 0x00000000feefffff msi\n");
 }
 
 fn host(root: &Path) {
-    function(root, "sys/devices/pci0000:00/0000:00:01.0", &config(0x1b36, 0x000c, 0x060400, 1, Some(4)), "pcieport", 0);
-    function(root, NVME, &config(0x1b36, 0x0010, 0x010802, 0, Some(0)), "nvme", 0);
-    function(root, NIC, &config(0x8086, 0x10d3, 0x020000, 0, Some(0)), "e1000e", 1);
+    let port = config(0x1b36, 0x000c).size(4096).class(0x060400).header(1).pcie(4).buses(1, 1).bytes();
+    function(root, "sys/devices/pci0000:00/0000:00:01.0", &port, "pcieport", 0);
+    function(root, NVME, &config(0x1b36, 0x0010).size(4096).class(0x010802).pcie(0).bytes(), "nvme", 0);
+    function(root, NIC, &config(0x8086, 0x10d3).size(4096).class(0x020000).pcie(0).bytes(), "e1000e", 1);
     std::fs::create_dir_all(root.join("sys/bus/pci/drivers/vfio-pci")).unwrap();
     write(root, "sys/bus/pci/drivers_probe", "");
     // The NIC's interface, up; the NVMe's disk, with a partition mounted at /.
@@ -348,11 +316,6 @@ const HOSTILE: [Hostile; 8] = [
 
 /// Text with a newline that forges a group line, an escape sequence and a bidi override.
 const FORGERY: &str = "e1000e\nIOMMU group 7\n  0000:00:1f.0  \u{1b}[31mevil\u{1b}[0m \u{202e}txt.exe\n";
-
-fn mkfifo(p: &Path) {
-    let st = Command::new("mkfifo").arg(p).status().unwrap();
-    assert!(st.success());
-}
 
 fn plant(p: &Path, how: Hostile) {
     let _ = std::fs::remove_file(p);
@@ -488,7 +451,7 @@ fn host_cases() -> Vec<Job> {
 fn good_snapshot(root_dir: &Path) -> String {
     let root = root_dir.join("snaproot");
     host(&root);
-    let o = Command::new(BIN).args(["--root", root.to_str().unwrap(), "snapshot", "-o", "-"]).output().unwrap();
+    let o = iommuctl(&["--root", root.to_str().unwrap(), "snapshot", "-o", "-"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
@@ -876,11 +839,7 @@ fn state_cases() -> Vec<Built> {
                     let state = dir.join("state");
                     std::fs::create_dir(&state).unwrap();
                     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-                    let entry = |driver: &str, addr: &str| {
-                        serde_json::json!({"version": 1, "entries": [{"address": addr, "group": 1,
-                            "original_driver": driver, "original_override": null, "bound_to": "vfio-pci"}]})
-                        .to_string()
-                    };
+                    let entry = |driver: &str, addr: &str| journal(&[(addr, 1, driver)]);
                     // (allowed codes, text stderr must hold)
                     let (codes, names): (&'static [i32], Option<&str>) = match trap {
                         "state-dir-symlink" => {
@@ -974,8 +933,9 @@ fn state_cases() -> Vec<Built> {
     out
 }
 
-fn main() {
-    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+#[test]
+fn every_hostile_case_exits_as_documented_names_its_input_and_changes_nothing_outside() {
+    let filter = std::env::var("IOMMUCTL_HOSTILE_CASES").ok();
     let mut jobs: Vec<Job> = host_cases();
     for (name, f) in input_cases().into_iter().chain(output_cases()).chain(argument_cases()).chain(state_cases()) {
         jobs.push((name, Box::new(move |d: &Path| vec![f(d).0])));
@@ -1023,10 +983,15 @@ fn main() {
     for (name, r) in &failed {
         let _ = writeln!(report, "FAILED {name}: {}", r.as_ref().err().map(|s| s.as_str()).unwrap_or(""));
     }
-    print!("{report}");
-    println!("hostile input cases run in {:.1} s", start.elapsed().as_secs_f64());
-    println!("hostile: {} passed, {} failed", results.len() - failed.len(), failed.len());
-    if !failed.is_empty() || results.is_empty() {
-        std::process::exit(1);
+    // Straight to the process's stderr: the harness hides the output of passing tests, and the count is the
+    // point.
+    {
+        use std::io::Write as _;
+        let mut e = std::io::stderr().lock();
+        let _ = write!(e, "{report}");
+        let _ = writeln!(e, "hostile input cases run in {:.1} s", start.elapsed().as_secs_f64());
+        let _ = writeln!(e, "hostile: {} passed, {} failed", results.len() - failed.len(), failed.len());
     }
+    assert!(!results.is_empty(), "no case ran (IOMMUCTL_HOSTILE_CASES={filter:?})");
+    assert!(failed.is_empty(), "{} of {} hostile cases failed:\n{report}", failed.len(), results.len());
 }

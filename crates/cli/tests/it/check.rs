@@ -3,21 +3,11 @@
 //! group reserved_regions); the lab test (crates/lab/tests/iommuctl.rs) runs `check` on real kernels with
 //! and without an IOMMU.
 
-use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn iommuctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iommuctl")).args(args).env("NO_COLOR", "1").output().unwrap()
-}
-
-fn write(root: &Path, path: &str, text: &str) {
-    let p = root.join(path);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
+use crate::util::{assert_exit, config, function, group_attr, iommuctl, json, lab, out, write};
 
 /// A VGA endpoint and a NIC on a root bus; with `groups`, each in its own group (the NIC's with an RMRR
 /// `direct` region); the VFIO modules shipped by release 6.1.0-test, loaded or not.
@@ -50,43 +40,29 @@ impl Default for Host {
     }
 }
 
-fn config(vendor: u16, device: u16, class: u32) -> Vec<u8> {
-    let mut c = vec![0u8; 64];
-    c[0..2].copy_from_slice(&vendor.to_le_bytes());
-    c[2..4].copy_from_slice(&device.to_le_bytes());
-    c[9..12].copy_from_slice(&class.to_le_bytes()[0..3]);
-    c
-}
-
 fn build(root: &Path, h: &Host) {
     for (i, (addr, cfg, reset)) in [
-        ("0000:00:01.0", config(0x1234, 0x1111, 0x030000), ""),
-        ("0000:00:02.0", config(0x8086, 0x10d3, 0x020000), "flr bus"),
+        ("0000:00:01.0", config(0x1234, 0x1111).class(0x030000).bytes(), ""),
+        ("0000:00:02.0", config(0x8086, 0x10d3).class(0x020000).bytes(), "flr bus"),
     ]
     .into_iter()
     .enumerate()
     {
-        let d = root.join("sys/devices/pci0000:00").join(addr);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::create_dir_all(root.join("sys/bus/pci/devices")).unwrap();
-        symlink(&d, root.join("sys/bus/pci/devices").join(addr)).unwrap();
-        std::fs::write(d.join("config"), cfg).unwrap();
+        let mut f = function(root, &format!("pci0000:00/{addr}")).config(&cfg);
         if i == 0 {
-            std::fs::write(d.join("boot_vga"), "1\n").unwrap();
+            f = f.attr("boot_vga", "1\n");
         } else if h.reset_attr {
-            std::fs::write(d.join("reset_method"), format!("{reset}\n")).unwrap();
+            f = f.attr("reset_method", format!("{reset}\n"));
         }
         if h.groups {
-            let g = root.join(format!("sys/kernel/iommu_groups/{i}"));
-            std::fs::create_dir_all(g.join("devices")).unwrap();
-            symlink(&g, d.join("iommu_group")).unwrap();
-            symlink(&d, g.join("devices").join(addr)).unwrap();
-            std::fs::write(g.join("type"), "DMA\n").unwrap();
+            let g = i as u32;
+            f.group(g);
+            group_attr(root, g, "type", "DMA\n");
             let mut rr = "0x00000000fee00000 0x00000000feefffff msi\n".to_string();
             if i == 1 {
                 rr.push_str("0x000000007b800000 0x000000007fffffff direct\n");
             }
-            std::fs::write(g.join("reserved_regions"), rr).unwrap();
+            group_attr(root, g, "reserved_regions", &rr);
         }
     }
     if h.groups {
@@ -94,16 +70,16 @@ fn build(root: &Path, h: &Host) {
         write(root, "sys/firmware/acpi/tables/DMAR", "");
     }
     write(root, "proc/sys/kernel/osrelease", "6.1.0-test\n");
-    write(root, "proc/cmdline", &format!("{}\n", h.cmdline));
-    write(root, "proc/cpuinfo", &format!("processor\t: 0\nvendor_id\t: {}\n", h.cpu));
+    write(root, "proc/cmdline", format!("{}\n", h.cmdline));
+    write(root, "proc/cpuinfo", format!("processor\t: 0\nvendor_id\t: {}\n", h.cpu));
     let chip = if h.interrupts_ir { "IR-PCI-MSI-0000:00:02.0" } else { "PCI-MSI-0000:00:02.0" };
-    write(root, "proc/interrupts", &format!("           CPU0\n 24:         10  {chip}    0-edge      eth0\n"));
+    write(root, "proc/interrupts", format!("           CPU0\n 24:         10  {chip}    0-edge      eth0\n"));
     std::fs::create_dir_all(root.join("sys/module/kernel")).unwrap();
     for m in h.loaded {
         std::fs::create_dir_all(root.join("sys/module").join(m)).unwrap();
     }
     if let Some(v) = h.unsafe_interrupts {
-        write(root, "sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts", &format!("{v}\n"));
+        write(root, "sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts", format!("{v}\n"));
     }
     if h.shipped {
         write(
@@ -125,12 +101,10 @@ fn check(h: &Host) -> (i32, Value, String) {
     build(dir.path(), h);
     let root = dir.path().to_str().unwrap();
     let o = iommuctl(&["--root", root, "check", "--json"]);
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("check --json is not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout));
-    });
+    let v = json(&o);
     let text = iommuctl(&["--root", root, "check"]);
     assert_eq!(text.status.code(), o.status.code(), "text and JSON runs disagree on the exit code");
-    (o.status.code().unwrap(), v, String::from_utf8_lossy(&text.stdout).into_owned())
+    (o.status.code().unwrap(), v, out(&text))
 }
 
 fn item<'a>(v: &'a Value, id: &str) -> &'a Value {
@@ -224,10 +198,9 @@ fn vfio_modules_shipped_but_not_loaded_warn_and_missing_ones_fail() {
 
 #[test]
 fn snapshots_without_readiness_facts_say_unknown_instead_of_guessing() {
-    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../snapshots/lab-everything.json");
-    let o = iommuctl(&["--from", lab.to_str().unwrap(), "check", "--json"]);
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(o.status.code(), Some(0));
+    let o = iommuctl(&["--from", lab("lab-everything.json").to_str().unwrap(), "check", "--json"]);
+    let v = json(&o);
+    assert_exit(&o, 0);
     for id in ["interrupt-remapping", "vfio-modules"] {
         let i = item(&v, id);
         assert_eq!(i["status"], "info");

@@ -3,17 +3,15 @@
 //!
 //! Without Chromium the test is skipped, except under CI=true or IOMMU_LAB_REQUIRED=1, where it fails.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 
 /// The target directory (`CARGO_TARGET_DIR` or the workspace's `target/`): three levels above this test
-/// binary (`target/debug/deps/screenshot-…`).
+/// binary (`target/debug/deps/it-…`).
 fn target_dir() -> PathBuf {
     std::env::current_exe()
         .ok()

@@ -1,39 +1,27 @@
 //! Every lab snapshot under `snapshots/` (captured inside real kernels) must be predicted exactly:
 //! the same partition and the same group numbers as the kernel made.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::Value;
 
-fn snapshots() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../snapshots");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    v.sort();
-    assert!(v.len() >= 5, "expected the lab snapshots in {}", dir.display());
-    v
-}
+use crate::util::{addresses, err, from, lab_snapshots};
 
-fn run_json(snap: &PathBuf, args: &[&str]) -> (Option<i32>, Value) {
-    let o = Command::new(env!("CARGO_BIN_EXE_iommuctl")).arg("--from").arg(snap).args(args).output().unwrap();
-    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("{} {args:?}: not JSON ({e}): {}", snap.display(), String::from_utf8_lossy(&o.stderr))
-    });
+fn run_json(snap: &Path, args: &[&str]) -> (Option<i32>, Value) {
+    let o = from(snap, args);
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{} {args:?}: not JSON ({e}): {}", snap.display(), err(&o)));
     (o.status.code(), v)
 }
 
+/// The groups with their numbers, each sorted.
 fn id_partition(v: &Value) -> Vec<(u64, Vec<String>)> {
     let mut out: Vec<(u64, Vec<String>)> = v["groups"]
         .as_array()
         .unwrap()
         .iter()
         .map(|g| {
-            let mut d: Vec<String> =
-                g["devices"].as_array().unwrap().iter().map(|d| d["address"].as_str().unwrap().to_string()).collect();
+            let mut d = addresses(g);
             d.sort();
             (g["id"].as_u64().unwrap(), d)
         })
@@ -44,7 +32,7 @@ fn id_partition(v: &Value) -> Vec<(u64, Vec<String>)> {
 
 #[test]
 fn predictions_from_lab_snapshots_match_the_kernel_groups_and_numbers() {
-    for s in snapshots() {
+    for s in lab_snapshots() {
         let (code, diff) = run_json(&s, &["predict", "--diff", "--json"]);
         assert_eq!(code, Some(0), "{}: {}", s.display(), diff["differences"]);
         let (_, list) = run_json(&s, &["list", "--json"]);
@@ -55,7 +43,7 @@ fn predictions_from_lab_snapshots_match_the_kernel_groups_and_numbers() {
 
 #[test]
 fn explain_works_for_every_device_of_every_lab_snapshot() {
-    for s in snapshots() {
+    for s in lab_snapshots() {
         let (_, list) = run_json(&s, &["list", "--json"]);
         for g in list["groups"].as_array().unwrap() {
             for d in g["devices"].as_array().unwrap() {

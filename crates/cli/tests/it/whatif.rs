@@ -2,32 +2,9 @@
 //! snapshots/README.md). crates/lab/tests/whatif.rs checks what-if predictions against kernels booted
 //! with the parameter.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
-fn lab(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../snapshots").join(format!("lab-{name}.json"))
-}
-
-fn run(snap: &str, args: &[&str]) -> Output {
-    let s = lab(snap);
-    Command::new(env!("CARGO_BIN_EXE_iommuctl"))
-        .args([&["--from", s.to_str().unwrap()], args].concat())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", String::from_utf8_lossy(&o.stdout), stderr(o)))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::util::{assert_contains, assert_exit, err, json, on_lab, out};
 
 fn changed(v: &Value) -> Vec<Vec<String>> {
     v["changed"]
@@ -40,8 +17,8 @@ fn changed(v: &Value) -> Vec<Vec<String>> {
 
 #[test]
 fn acs_override_downstream_splits_every_port_without_acs_and_warns() {
-    let o = run("everything", &["predict", "--json", "--what-if", "acs-override=downstream"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = on_lab("lab-everything.json", &["predict", "--json", "--what-if", "acs-override=downstream"]);
+    assert_exit(&o, 0);
     let v = json(&o);
     assert_eq!(v["today_groups"], 25);
     // Root ports 00:03.0, 00:04.0, the 00:1d.x pair and the switch's downstream ports have no ACS.
@@ -64,7 +41,7 @@ fn acs_override_downstream_splits_every_port_without_acs_and_warns() {
 #[test]
 fn override_never_touches_functions_with_an_acs_capability() {
     // 00:1c.0/1 are multifunction root ports WITH ACS; the override ignores them even by ID.
-    let o = run("everything", &["predict", "--json", "--what-if", "acs-override=id:1b36:000c"]);
+    let o = on_lab("lab-everything.json", &["predict", "--json", "--what-if", "acs-override=id:1b36:000c"]);
     let v = json(&o);
     let c = changed(&v);
     assert!(c.iter().all(|g| !g.contains(&"0000:00:1c.0".to_string())), "{c:?}");
@@ -74,28 +51,28 @@ fn override_never_touches_functions_with_an_acs_capability() {
 
 #[test]
 fn multifunction_override_leaves_root_ports_alone() {
-    let o = run("mf-rp-noacs", &["predict", "--json", "--what-if", "acs-override=multifunction"]);
+    let o = on_lab("lab-mf-rp-noacs.json", &["predict", "--json", "--what-if", "acs-override=multifunction"]);
     let v = json(&o);
     assert!(changed(&v).is_empty(), "{v}");
     assert!(v["warnings"].to_string().contains("changes nothing"), "{}", v["warnings"]);
-    let o = run("mf-rp-noacs", &["predict", "--json", "--what-if", "acs-override=downstream"]);
+    let o = on_lab("lab-mf-rp-noacs.json", &["predict", "--json", "--what-if", "acs-override=downstream"]);
     assert_eq!(json(&o)["groups"].as_array().unwrap().len(), 11);
 }
 
 #[test]
 fn config_acs_clearing_flags_merges_and_warns_about_old_kernels() {
-    let o = run("everything", &["predict", "--what-if", "config_acs=000x0@0000:00:02.0"]);
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("{0000:00:02.0} merges into {0000:00:02.0 0000:01:00.0}"), "{text}");
-    assert!(text.contains("Linux 6.1, which ignores pci=config_acs="), "{text}");
+    let o = on_lab("lab-everything.json", &["predict", "--what-if", "config_acs=000x0@0000:00:02.0"]);
+    let text = out(&o);
+    assert_contains(&text, "{0000:00:02.0} merges into {0000:00:02.0 0000:01:00.0}");
+    assert_contains(&text, "Linux 6.1, which ignores pci=config_acs=");
     // The same change on the 6.12 capture: no old-kernel warning.
-    let o = run("k612-everything", &["predict", "--what-if", "config_acs=000x0@0000:00:02.0"]);
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("ignores pci=config_acs="));
+    let o = on_lab("lab-k612-everything.json", &["predict", "--what-if", "config_acs=000x0@0000:00:02.0"]);
+    assert!(!out(&o).contains("ignores pci=config_acs="));
     // Setting flags the kernel enables anyway changes nothing.
-    let o = run("everything", &["predict", "--json", "--what-if", "config_acs=11x11@0000:00:02.0"]);
+    let o = on_lab("lab-everything.json", &["predict", "--json", "--what-if", "config_acs=11x11@0000:00:02.0"]);
     assert!(changed(&json(&o)).is_empty());
     // Undefined bits: the kernel rejects the entry, and so does the model.
-    let o = run("everything", &["predict", "--json", "--what-if", "config_acs=100000000@0000:00:02.0"]);
+    let o = on_lab("lab-everything.json", &["predict", "--json", "--what-if", "config_acs=100000000@0000:00:02.0"]);
     let v = json(&o);
     assert!(changed(&v).is_empty());
     assert!(v["warnings"].to_string().contains("Invalid ACS flags"), "{}", v["warnings"]);
@@ -106,18 +83,18 @@ fn bad_what_if_values_exit_2_naming_the_value() {
     for bad in
         ["foo=1", "acs-override=bogus", "acs-override=id:zzzz:0001", "config_acs=00x00", "config_acs=0q0@00:02.0"]
     {
-        let o = run("everything", &["predict", "--what-if", bad]);
-        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
-        assert!(stderr(&o).contains(bad.split('=').next().unwrap()), "{bad}: {}", stderr(&o));
+        let o = on_lab("lab-everything.json", &["predict", "--what-if", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", err(&o));
+        assert!(err(&o).contains(bad.split('=').next().unwrap()), "{bad}: {}", err(&o));
     }
-    let o = run("everything", &["predict", "--diff", "--what-if", "acs-override=downstream"]);
-    assert_eq!(o.status.code(), Some(2));
+    let o = on_lab("lab-everything.json", &["predict", "--diff", "--what-if", "acs-override=downstream"]);
+    assert_exit(&o, 2);
 }
 
 #[test]
 fn slots_name_the_ports_that_isolate_and_why_the_others_do_not() {
-    let o = run("everything", &["explain", "0000:0e:00.0", "--slots", "--json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = on_lab("lab-everything.json", &["explain", "0000:0e:00.0", "--slots", "--json"]);
+    assert_exit(&o, 0);
     let v = json(&o);
     assert_eq!(v["current_slot"], "0000:00:1d.0");
     let slots = v["slots"].as_array().unwrap();
@@ -142,14 +119,14 @@ fn slots_name_the_ports_that_isolate_and_why_the_others_do_not() {
     assert_eq!(here["blocker"][1]["verdict"], "no-capability");
     // A downstream port behind an ACS-less switch port shares with that port.
     assert_eq!(get("0000:05:00.0")["shares_with"], serde_json::json!(["0000:05:00.0", "0000:06:00.0"]));
-    let text = run("everything", &["explain", "0000:0e:00.0", "--slots"]);
-    let t = String::from_utf8_lossy(&text.stdout);
-    assert!(t.contains("0000:00:1d.0 (root port, holds {0000:0e:00.0})  <- its slot now"), "{t}");
+    let text = on_lab("lab-everything.json", &["explain", "0000:0e:00.0", "--slots"]);
+    let t = out(&text);
+    assert_contains(&t, "0000:00:1d.0 (root port, holds {0000:0e:00.0})  <- its slot now");
 }
 
 #[test]
 fn slots_of_a_multifunction_card_say_its_functions_move_together() {
-    let o = run("everything", &["explain", "0000:00:10.0", "--slots"]);
-    let t = String::from_utf8_lossy(&o.stdout);
-    assert!(t.contains("{0000:00:10.1} is another function on the same card"), "{t}");
+    let o = on_lab("lab-everything.json", &["explain", "0000:00:10.0", "--slots"]);
+    let t = out(&o);
+    assert_contains(&t, "{0000:00:10.1} is another function on the same card");
 }

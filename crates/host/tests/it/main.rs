@@ -1,0 +1,12 @@
+//! iommu-host's integration tests, one binary (`cargo test -p iommu-host --test it`): reading host trees
+//! and lspci dumps, what holds a device, persistence files, and bind, rollback and restore against a
+//! simulated driver core (crash consistency included).
+
+mod util;
+
+mod bind;
+mod block_holders;
+mod crash;
+mod lspci;
+mod read;
+mod safety_persist;
