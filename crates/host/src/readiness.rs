@@ -636,6 +636,30 @@ fn reset_item(s: &Snapshot) -> CheckItem {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn vfio_cdevs_are_told_from_the_host_and_unknown_when_nothing_tells() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        assert_eq!(super::vfio_cdev(r, Some("6.12.0")), None);
+        // A function on vfio-pci without vfio-dev/: the kernel has no cdevs.
+        let dev = r.join("sys/devices/pci0000:00/0000:00:03.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::create_dir_all(r.join("sys/bus/pci/drivers/vfio-pci")).unwrap();
+        std::os::unix::fs::symlink(r.join("sys/bus/pci/drivers/vfio-pci"), dev.join("driver")).unwrap();
+        std::fs::create_dir_all(r.join("sys/bus/pci/devices")).unwrap();
+        std::os::unix::fs::symlink(&dev, r.join("sys/bus/pci/devices/0000:00:03.0")).unwrap();
+        assert_eq!(super::vfio_cdev(r, None), Some(false));
+        // With vfio-dev/vfio0 it has them.
+        std::fs::create_dir_all(dev.join("vfio-dev/vfio0")).unwrap();
+        assert_eq!(super::vfio_cdev(r, None), Some(true));
+        // The kernel config answers when no device tells.
+        let t2 = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t2.path().join("boot")).unwrap();
+        std::fs::write(t2.path().join("boot/config-6.12.0"), "# CONFIG_VFIO_DEVICE_CDEV is not set\n").unwrap();
+        assert_eq!(super::vfio_cdev(t2.path(), Some("6.12.0")), Some(false));
+    }
+
     use super::*;
 
     #[test]

@@ -125,3 +125,34 @@ fn errors_name_their_input() {
     assert_exit(&o, 1);
     assert_contains(&err(&o), "00:02.0");
 }
+
+#[test]
+fn qemu_with_iommufd_adds_the_object_once_and_names_it_on_every_device() {
+    let o = on_lab("lab-everything.json", &["qemu", "00:1f.3", "--iommufd"]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        out(&o),
+        "-object iommufd,id=iommufd0 \\\n\
+         -device vfio-pci,host=0000:00:1f.0,multifunction=on,addr=0x10.0x0,iommufd=iommufd0 \\\n\
+         -device vfio-pci,host=0000:00:1f.2,addr=0x10.0x2,iommufd=iommufd0 \\\n\
+         -device vfio-pci,host=0000:00:1f.3,addr=0x10.0x3,iommufd=iommufd0\n"
+    );
+    let v = json(&on_lab("lab-everything.json", &["--json", "qemu", "00:1f.3", "--iommufd"]));
+    assert_eq!(v["args"][0], "-object");
+    assert_eq!(v["args"][1], "iommufd,id=iommufd0");
+    assert_eq!(v["args"].as_array().unwrap().len(), 8);
+}
+
+#[test]
+fn libvirt_with_iommufd_puts_the_driver_element_in_every_hostdev() {
+    let o = on_lab("lab-everything.json", &["libvirt", "00:10.1", "--iommufd"]);
+    assert_exit(&o, 0);
+    let s = out(&o);
+    assert_eq!(
+        s.matches("<hostdev mode='subsystem' type='pci' managed='yes'>\n  <driver iommufd='yes'/>\n").count(),
+        2,
+        "{s}"
+    );
+    let plain = out(&on_lab("lab-everything.json", &["libvirt", "00:10.1"]));
+    assert!(!plain.contains("iommufd"), "{plain}");
+}
