@@ -81,7 +81,7 @@ impl DmaBackend for SimBackend {
     }
 
     fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
-        let perm = dir.perm();
+        let perm = iommu_sim::Perm::from(dir);
         let host: Arc<dyn HostMemory> = Arc::new(SimMemory(mem.clone()));
         self.0.map(iova, host, offset, len as u64, perm).map_err(|e| VfioError::Map {
             iova,
