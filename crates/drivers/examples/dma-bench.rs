@@ -8,8 +8,8 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use iommu_vfio::drivers::Reporter;
-use iommu_vfio::{sys, DmaBuffer, DmaDir, VfioDevice, VfioError};
+use iommu_drivers::Reporter;
+use iommu_vfio::{sys, BackendError, DmaBuf, DmaBuffer, DmaDir, VfioDevice, VfioError};
 use serde_json::json;
 
 const ROUNDS: usize = 7;
@@ -22,11 +22,12 @@ fn median(v: &mut [f64]) -> f64 {
 fn bench(dev: &VfioDevice, size: usize, iters: usize, r: &mut Reporter<'_>) -> Result<(), VfioError> {
     let space = dev.dma_space()?;
     let container = dev.container().clone();
-    let buf = DmaBuffer::new(size)?;
+    let buf = DmaBuf::new(DmaBuffer::new(size)?);
+    let area = buf.downcast_ref::<DmaBuffer>().map(DmaBuffer::area).expect("a DmaBuffer");
     buf.fill(0, size, 1)?; // fault the pages in before timing
     let hole = space.reserve(size as u64)?; // the bare path's IOVA, kept away from the library's
     let flags = iommu_vfio::dma::map_flags(DmaDir::Bidirectional);
-    let raw_err = |source| VfioError::Map { iova: hole.iova(), len: size as u64, source };
+    let raw_err = |source| BackendError::Map { iova: hole.iova(), len: size as u64, source };
     let (mut lib, mut raw) = (Vec::new(), Vec::new());
     let run_lib = || -> Result<f64, VfioError> {
         let t = Instant::now();
@@ -38,7 +39,7 @@ fn bench(dev: &VfioDevice, size: usize, iters: usize, r: &mut Reporter<'_>) -> R
     let run_raw = || -> Result<f64, VfioError> {
         let t = Instant::now();
         for _ in 0..iters {
-            sys::iommu_map_dma(container.as_fd(), buf.area(), 0, size, hole.iova(), flags).map_err(raw_err)?;
+            sys::iommu_map_dma(container.as_fd(), area, 0, size, hole.iova(), flags).map_err(raw_err)?;
             sys::iommu_unmap_dma(container.as_fd(), hole.iova(), size as u64).map_err(raw_err)?;
         }
         Ok(t.elapsed().as_nanos() as f64 / iters as f64)

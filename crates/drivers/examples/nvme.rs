@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use iommu_vfio::drivers::{nvme, Reporter};
+use iommu_drivers::{nvme, Reporter};
 use iommu_vfio::VfioDevice;
 
 fn main() -> ExitCode {

@@ -8,8 +8,10 @@
 
 use std::process::ExitCode;
 
-use iommu_vfio::drivers::{edu, Reporter};
-use iommu_vfio::{sim_backend, DmaSpace, VfioDevice};
+use iommu_backend::DmaSpace;
+use iommu_drivers::{edu, Reporter};
+use iommu_sim::backend as sim_backend;
+use iommu_vfio::VfioDevice;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
