@@ -50,7 +50,8 @@ impl MapOptions {
 /// Counters of a [`DmaSpace`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DmaStats {
-    /// Kernel mappings this space holds (a scatter-gather mapping counts each piece).
+    /// Backend mappings this space holds (for VFIO, kernel mappings; a scatter-gather mapping counts
+    /// each piece).
     pub mappings: u64,
     /// IOVA bytes allocated (mapped or reserved).
     pub iova_in_use: u64,
