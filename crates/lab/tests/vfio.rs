@@ -1,4 +1,4 @@
-//! Issue 4 on the real kernel: the iommu-vfio example drivers and `iommuctl probe` inside a Debian 6.1
+//! Issue 4 on the real kernel: the example drivers (iommu-drivers, on iommu-vfio) and `iommuctl probe` inside a Debian 6.1
 //! guest with emulated VT-d.
 //!
 //! One boot of a machine with edu behind an ACS root port (01:00.0), an NVMe behind another (02:00.0,
@@ -19,8 +19,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use iommu_drivers::nvme::{pattern, TEST_BYTES, TEST_OFFSET};
 use iommu_lab::{iommuctl_bin, require_lab, skip_or_fail, topology::RUNDIR, GuestSpec, Iommu, Topology};
-use iommu_vfio::drivers::nvme::{pattern, TEST_BYTES, TEST_OFFSET};
 
 const EDU: &str = "0000:01:00.0";
 const NVME: &str = "0000:02:00.0";

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::error::SimError;
 use crate::sim::{Invalidation, Sim};
 use crate::types::{
-    mask_limit, page_align_down, page_align_up, DmaDir, DomainId, DomainMode, PageSize, Rid, PAGE_SIZE,
+    mask_limit, page_align_down, page_align_up, DmaDir, DomainId, DomainMode, PageSize, Perm, Rid, PAGE_SIZE,
 };
 
 /// A device's DMA parameters (Linux: `dma_mask` and `dma_parms`).
@@ -274,7 +274,7 @@ impl Sim {
             let base = page_align_down(phys);
             let span = page_align_up(phys - base + len).ok_or(SimError::PhysOutOfRange { addr: phys, len })?;
             let iova = self.alloc_iova(rid, domain, span, natural_align(base, span), limit)?;
-            if let Err(e) = self.dom_mut(domain)?.table.map(iova, base, span, dir.perm()) {
+            if let Err(e) = self.dom_mut(domain)?.table.map(iova, base, span, Perm::from(dir)) {
                 self.dom_mut(domain)?.iova.free(iova);
                 return Err(e);
             }
@@ -455,7 +455,7 @@ impl Sim {
             let iova = self.alloc_iova(rid, domain, total, align.min(boundary), limit)?;
             let mut pieces = Vec::with_capacity(placed.len());
             for &(off, base, span, _) in &placed {
-                if let Err(e) = self.dom_mut(domain)?.table.map(iova + off, base, span, dir.perm()) {
+                if let Err(e) = self.dom_mut(domain)?.table.map(iova + off, base, span, Perm::from(dir)) {
                     for &(i, n) in &pieces {
                         self.dom_mut(domain)?.table.unmap(i, n)?;
                     }

@@ -1,6 +1,9 @@
 //! A model of QEMU's educational PCI device `edu` (1234:11e8) whose DMA engine goes through the
 //! simulated IOMMU with the device's requester ID.
 //!
+//! The register map is the driver contract's ([`iommu_backend::edu_regs`], re-exported here), so the
+//! driver and this model share one hardware description.
+//!
 //! # Registers (BAR0, 1 MiB)
 //!
 //! | offset | name | behaviour |
@@ -61,64 +64,11 @@ use crate::fault::Fault;
 use crate::sim::Sim;
 use crate::types::{mask_limit, Rid};
 
-/// PCI vendor ID.
-pub const VENDOR_ID: u16 = 0x1234;
-/// PCI device ID.
-pub const DEVICE_ID: u16 = 0x11e8;
-/// The identification register's value.
-pub const EDU_ID: u32 = 0x0100_00ed;
-/// Size of BAR0.
-pub const BAR0_SIZE: u64 = 1 << 20;
-/// Device address of the DMA buffer.
-pub const DMA_BUFFER: u64 = 0x40000;
-/// Size of the DMA buffer.
-pub const DMA_BUFFER_SIZE: usize = 4096;
-/// Address bits the DMA engine drives.
-pub const DMA_MASK_BITS: u32 = 28;
-/// Status bit: factorial busy.
-pub const STATUS_BUSY: u32 = 0x01;
-/// Status bit: raise an interrupt when a factorial is done.
-pub const STATUS_IRQ_FACT: u32 = 0x80;
-/// Interrupt status bit raised when a factorial is done.
-pub const FACT_IRQ: u32 = 0x001;
-/// Interrupt status bit raised when a DMA with [`CMD_IRQ`] is done.
-pub const DMA_IRQ: u32 = 0x100;
-/// DMA command bit: start (reads 1 while running).
-pub const CMD_START: u64 = 0x1;
-/// DMA command bit: device → RAM (clear: RAM → device).
-pub const CMD_TO_RAM: u64 = 0x2;
-/// DMA command bit: raise [`DMA_IRQ`] when done.
-pub const CMD_IRQ: u64 = 0x4;
-/// PCI command register bit: bus master enable.
-pub const PCI_COMMAND_MASTER: u16 = 0x4;
-/// PCI command register bit: INTx disable.
-pub const PCI_COMMAND_INTX_DISABLE: u16 = 0x400;
-
-/// Register offsets in BAR0.
-pub mod reg {
-    /// Identification.
-    pub const ID: u64 = 0x00;
-    /// Liveness check.
-    pub const LIVENESS: u64 = 0x04;
-    /// Factorial.
-    pub const FACTORIAL: u64 = 0x08;
-    /// Status.
-    pub const STATUS: u64 = 0x20;
-    /// Interrupt status.
-    pub const IRQ_STATUS: u64 = 0x24;
-    /// Raise interrupt.
-    pub const IRQ_RAISE: u64 = 0x60;
-    /// Acknowledge interrupt.
-    pub const IRQ_ACK: u64 = 0x64;
-    /// DMA source address.
-    pub const DMA_SRC: u64 = 0x80;
-    /// DMA destination address.
-    pub const DMA_DST: u64 = 0x88;
-    /// DMA byte count.
-    pub const DMA_CNT: u64 = 0x90;
-    /// DMA command.
-    pub const DMA_CMD: u64 = 0x98;
-}
+pub use iommu_backend::edu_regs::{
+    reg, BAR0_SIZE, CMD_IRQ, CMD_START, CMD_TO_RAM, DEVICE_ID, DMA_BUFFER, DMA_BUFFER_SIZE, DMA_IRQ, DMA_MASK_BITS,
+    EDU_ID, FACT_IRQ, STATUS_BUSY, STATUS_IRQ_FACT, VENDOR_ID,
+};
+pub use iommu_backend::{PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MASTER};
 
 /// When started work completes. See the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -71,6 +71,18 @@ impl FaultReason {
         }
     }
 
+    /// The reason as one kebab-case word, as it serializes (`not-mapped`, `write-not-permitted`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultReason::ContextNotPresent => "context-not-present",
+            FaultReason::Blocked => "blocked",
+            FaultReason::BeyondAddressWidth => "beyond-address-width",
+            FaultReason::NotMapped => "not-mapped",
+            FaultReason::WriteNotPermitted => "write-not-permitted",
+            FaultReason::ReadNotPermitted => "read-not-permitted",
+        }
+    }
+
     /// What happened, in words.
     pub fn describe(self) -> &'static str {
         match self {
@@ -248,5 +260,13 @@ mod tests {
             s,
             "DMA write by 01:00.0 at 0x1000 blocked: nothing is mapped at this address in the device's domain (VT-d fault reason 0x05)"
         );
+    }
+
+    #[test]
+    fn reason_names_are_what_the_reasons_serialize_as() {
+        use FaultReason::*;
+        for r in [ContextNotPresent, Blocked, BeyondAddressWidth, NotMapped, WriteNotPermitted, ReadNotPermitted] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name(), "{r:?}");
+        }
     }
 }

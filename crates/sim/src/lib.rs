@@ -20,8 +20,12 @@
 //!   exposes BAR0 through `&self` — the two shapes a VFIO-style driver framework needs.
 //! - **The tour** ([`tour()`]): the four mechanisms (translation, bounce buffers, coalescing,
 //!   isolation) run on the model, as a serializable report.
+//! - **The driver contract** ([`backend`]): `iommu-backend`'s `DmaBackend` and `DeviceAccess` on a
+//!   domain and the edu model, so drivers written for VFIO run here unchanged; faults come out as typed
+//!   records.
 //!
-//! Pure: no file system, no wall clock, no threads, no `unsafe`.
+//! The model is pure: no file system, no wall clock, no threads, no `unsafe`. Only [`backend`] touches
+//! the operating system, for the eventfds interrupts are delivered on.
 //!
 //! ```
 //! use iommu_sim::{Access, DmaDir, DomainMode, FaultReason, Rid, Sim};
@@ -53,6 +57,7 @@
 //! # Ok::<(), iommu_sim::SimError>(())
 //! ```
 
+pub mod backend;
 pub mod bounce;
 pub mod dma;
 pub mod edu;

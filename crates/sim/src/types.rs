@@ -1,10 +1,13 @@
-//! Small value types shared by every part of the model: requester IDs, domain IDs, permissions, access
-//! kinds, DMA directions and page sizes.
+//! Small value types shared by every part of the model: requester IDs, domain IDs, permissions and page
+//! sizes. Access kinds, DMA directions and DMA masks are the driver contract's (`iommu-backend`), so a
+//! driver and the model speak of them with the same types.
 
 use std::fmt;
 
 use iommu_pci::PciAddress;
 use serde::{Serialize, Serializer};
+
+pub use iommu_backend::{mask_limit, Access, DmaDir};
 
 /// A PCIe requester ID: `bus << 8 | device << 3 | function`. It is what the IOMMU sees on every DMA
 /// and what it uses to pick the device's domain (the VT-d root and context tables are indexed by it).
@@ -112,6 +115,17 @@ impl Perm {
     }
 }
 
+impl From<DmaDir> for Perm {
+    /// The page permission a mapping in direction `dir` gets.
+    fn from(dir: DmaDir) -> Perm {
+        match dir {
+            DmaDir::ToDevice => Perm::R,
+            DmaDir::FromDevice => Perm::W,
+            DmaDir::Bidirectional => Perm::RW,
+        }
+    }
+}
+
 impl fmt::Display for Perm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match (self.read, self.write) {
@@ -120,58 +134,6 @@ impl fmt::Display for Perm {
             (false, true) => "-w",
             (false, false) => "--",
         })
-    }
-}
-
-/// The kind of a device access, seen from memory: the device reads memory or writes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Access {
-    /// The device reads memory (a DMA read request; data goes to the device).
-    Read,
-    /// The device writes memory (a DMA write request).
-    Write,
-}
-
-impl fmt::Display for Access {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Access::Read => "read",
-            Access::Write => "write",
-        })
-    }
-}
-
-/// Which way a DMA mapping moves data, as in Linux's `enum dma_data_direction`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DmaDir {
-    /// Memory → device: the device only reads.
-    ToDevice,
-    /// Device → memory: the device only writes.
-    FromDevice,
-    /// Both ways.
-    Bidirectional,
-}
-
-impl DmaDir {
-    /// The page permission a mapping in this direction gets.
-    pub fn perm(self) -> Perm {
-        match self {
-            DmaDir::ToDevice => Perm::R,
-            DmaDir::FromDevice => Perm::W,
-            DmaDir::Bidirectional => Perm::RW,
-        }
-    }
-
-    /// Whether the device reads the memory (data must reach the device: bounce on map / sync for device).
-    pub fn device_reads(self) -> bool {
-        self != DmaDir::FromDevice
-    }
-
-    /// Whether the device writes the memory (data must reach the CPU: copy back on unmap / sync for CPU).
-    pub fn device_writes(self) -> bool {
-        self != DmaDir::ToDevice
     }
 }
 
@@ -236,15 +198,6 @@ pub(crate) fn page_align_up(x: u64) -> Option<u64> {
     x.checked_add(PAGE_SIZE - 1).map(page_align_down)
 }
 
-/// The largest address a DMA mask of `bits` bits allows (`bits` ≥ 64 allows everything).
-pub fn mask_limit(bits: u32) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,17 +215,10 @@ mod tests {
 
     #[test]
     fn dma_directions_give_the_permissions_the_device_needs() {
-        assert_eq!(DmaDir::ToDevice.perm(), Perm::R);
-        assert_eq!(DmaDir::FromDevice.perm(), Perm::W);
-        assert_eq!(DmaDir::Bidirectional.perm(), Perm::RW);
+        assert_eq!(Perm::from(DmaDir::ToDevice), Perm::R);
+        assert_eq!(Perm::from(DmaDir::FromDevice), Perm::W);
+        assert_eq!(Perm::from(DmaDir::Bidirectional), Perm::RW);
         assert!(Perm::R.allows(Access::Read) && !Perm::R.allows(Access::Write));
         assert_eq!(Perm::from_bits(Perm::RW.bits()), Perm::RW);
-    }
-
-    #[test]
-    fn mask_limit_covers_edges() {
-        assert_eq!(mask_limit(28), 0x0fff_ffff);
-        assert_eq!(mask_limit(32), 0xffff_ffff);
-        assert_eq!(mask_limit(64), u64::MAX);
     }
 }

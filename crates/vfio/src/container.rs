@@ -8,10 +8,11 @@ use std::sync::Mutex;
 
 use vfio_bindings::bindings::vfio as b;
 
-use crate::backend::DmaBackend;
-use crate::dma::{DmaDir, DmaMemory};
+use iommu_backend::{BackendError, DmaBackend, DmaBuf, DmaDir, HugePages, IommuInfo};
+
+use crate::dma::DmaBuffer;
 use crate::error::{Result, VfioError};
-use crate::info::{parse_iommu_info, IommuInfo};
+use crate::info::parse_iommu_info;
 use crate::sys;
 
 fn open_rw(path: &Path) -> Result<File> {
@@ -19,7 +20,8 @@ fn open_rw(path: &Path) -> Result<File> {
 }
 
 /// A VFIO container: one IOMMU address space that groups join. Implements [`DmaBackend`] with the
-/// type1v2 IOMMU (`VFIO_IOMMU_MAP_DMA` / `VFIO_IOMMU_UNMAP_DMA`).
+/// type1v2 IOMMU (`VFIO_IOMMU_MAP_DMA` / `VFIO_IOMMU_UNMAP_DMA`); its memory is [`DmaBuffer`]s, the only
+/// memory it maps.
 #[derive(Debug)]
 pub struct Container {
     file: File,
@@ -90,28 +92,44 @@ impl AsFd for Container {
 }
 
 impl DmaBackend for Container {
-    fn iommu_info(&self) -> Result<IommuInfo> {
+    fn iommu_info(&self) -> std::result::Result<IommuInfo, BackendError> {
         let raw = sys::iommu_get_info(self.file.as_fd()).map_err(self.ioctl_err("VFIO_IOMMU_GET_INFO"))?;
-        parse_iommu_info(&raw).ok_or_else(|| VfioError::Ioctl {
-            call: "VFIO_IOMMU_GET_INFO",
-            path: self.path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "short reply"),
+        parse_iommu_info(&raw).ok_or_else(|| {
+            VfioError::Ioctl {
+                call: "VFIO_IOMMU_GET_INFO",
+                path: self.path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "short reply"),
+            }
+            .into()
         })
     }
 
-    fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
-        sys::iommu_map_dma(self.file.as_fd(), mem.area(), offset, len, iova, crate::dma::map_flags(dir))
-            .map_err(|source| VfioError::Map { iova, len: len as u64, source })
+    fn alloc(&self, len: usize, huge: HugePages) -> std::result::Result<DmaBuf, BackendError> {
+        Ok(DmaBuf::new(DmaBuffer::with(len, huge)?))
     }
 
-    fn unmap(&self, iova: u64, len: u64) -> Result<()> {
-        let done = sys::iommu_unmap_dma(self.file.as_fd(), iova, len).map_err(|source| VfioError::Unmap {
+    fn map(
+        &self,
+        iova: u64,
+        mem: &DmaBuf,
+        offset: usize,
+        len: usize,
+        dir: DmaDir,
+    ) -> std::result::Result<(), BackendError> {
+        // Only memory this process mmapped itself may be pinned: a DmaBuffer's area is a live mapping.
+        let buf = mem.downcast_ref::<DmaBuffer>().ok_or(BackendError::ForeignMemory { iova, len: len as u64 })?;
+        sys::iommu_map_dma(self.file.as_fd(), buf.area(), offset, len, iova, crate::dma::map_flags(dir))
+            .map_err(|source| BackendError::Map { iova, len: len as u64, source })
+    }
+
+    fn unmap(&self, iova: u64, len: u64) -> std::result::Result<(), BackendError> {
+        let done = sys::iommu_unmap_dma(self.file.as_fd(), iova, len).map_err(|source| BackendError::Unmap {
             iova,
             len,
             source,
         })?;
         if done != len {
-            return Err(VfioError::Unmap {
+            return Err(BackendError::Unmap {
                 iova,
                 len,
                 source: std::io::Error::other(format!("the kernel unmapped {done:#x} bytes")),

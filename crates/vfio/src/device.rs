@@ -9,14 +9,20 @@ use vfio_bindings::bindings::vfio as b;
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::{DeviceAccess, DmaBackend, EventFd, Mmio};
+use iommu_backend::{
+    region_name, BackendError, DeviceAccess, DeviceInfo, DmaBackend, DmaBuf, DmaDir, DmaSpace, EventFd, HugePages,
+    IommuInfo, IrqInfo, IrqKind, Mmio, RegionInfo,
+};
+
 use crate::container::{Container, Group};
-use crate::dma::{DmaDir, DmaMemory, DmaSpace};
-use crate::error::{Result, VfioError};
+use crate::error::{bad_access, Result, VfioError};
 use crate::host::Host;
-use crate::info::{parse_region_info, region_name, DeviceInfo, IommuInfo, IrqInfo, IrqKind, RegionInfo};
+use crate::info::parse_region_info;
 use crate::iommufd::{BackendKind, Iommufd};
 use crate::sys::{self, MappedArea};
+
+/// Results of the driver contract's methods.
+type BResult<T> = std::result::Result<T, BackendError>;
 
 /// A PCI device opened through VFIO: through its group in a type1v2 container, or through its device cdev
 /// bound to an iommufd.
@@ -61,19 +67,25 @@ impl Backend {
 }
 
 impl DmaBackend for Backend {
-    fn iommu_info(&self) -> Result<IommuInfo> {
+    fn iommu_info(&self) -> BResult<IommuInfo> {
         match self {
             Backend::Container(c) => c.iommu_info(),
             Backend::Iommufd(i) => i.iommu_info(),
         }
     }
-    fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
+    fn alloc(&self, len: usize, huge: HugePages) -> BResult<DmaBuf> {
+        match self {
+            Backend::Container(c) => c.alloc(len, huge),
+            Backend::Iommufd(i) => i.alloc(len, huge),
+        }
+    }
+    fn map(&self, iova: u64, mem: &DmaBuf, offset: usize, len: usize, dir: DmaDir) -> BResult<()> {
         match self {
             Backend::Container(c) => c.map(iova, mem, offset, len, dir),
             Backend::Iommufd(i) => i.map(iova, mem, offset, len, dir),
         }
     }
-    fn unmap(&self, iova: u64, len: u64) -> Result<()> {
+    fn unmap(&self, iova: u64, len: u64) -> BResult<()> {
         match self {
             Backend::Container(c) => c.unmap(iova, len),
             Backend::Iommufd(i) => i.unmap(iova, len),
@@ -166,7 +178,9 @@ impl VfioDevice {
 
     /// Reads the device's info, regions and interrupts from its open VFIO device file.
     fn with_file(host: &Host, address: String, file: File, attachment: Attachment) -> Result<Self> {
-        let dev_err = |call: &str, source| VfioError::Device { call: call.into(), device: address.clone(), source };
+        let dev_err = |call: &str, source| {
+            VfioError::Backend(BackendError::Device { call: call.into(), device: address.clone(), source })
+        };
         let raw = sys::device_get_info(file.as_fd()).map_err(|e| dev_err("VFIO_DEVICE_GET_INFO", e))?;
         let info = DeviceInfo { flags: raw.flags, num_regions: raw.num_regions, num_irqs: raw.num_irqs };
         let mut regions = Vec::new();
@@ -255,13 +269,13 @@ impl VfioDevice {
     /// IOAS's ranges leave them out already; they are avoided twice, harmlessly).
     pub fn dma_space(&self) -> Result<DmaSpace<Backend>> {
         let reserved: Vec<_> = self.host.reserved_regions(self.group_id())?.into_iter().map(|r| r.range).collect();
-        DmaSpace::new(self.backend(), &reserved)
+        Ok(DmaSpace::new(self.backend(), &reserved)?)
     }
 
-    fn region(&self, index: u32) -> Result<&RegionInfo> {
+    fn region(&self, index: u32) -> BResult<&RegionInfo> {
         match self.regions.get(index as usize) {
             Some(r) if r.size > 0 => Ok(r),
-            _ => Err(VfioError::Region {
+            _ => Err(BackendError::Region {
                 device: self.address.clone(),
                 region: region_name(index),
                 why: "the device has no such region",
@@ -269,9 +283,9 @@ impl VfioDevice {
         }
     }
 
-    fn check_range(&self, r: &RegionInfo, offset: u64, len: usize) -> Result<()> {
+    fn check_range(&self, r: &RegionInfo, offset: u64, len: usize) -> BResult<()> {
         if offset.checked_add(len as u64).is_none_or(|e| e > r.size) {
-            return Err(VfioError::OutOfBounds {
+            return Err(BackendError::OutOfBounds {
                 what: format!("{} {}", self.address, region_name(r.index)),
                 offset,
                 width: len as u64,
@@ -281,9 +295,9 @@ impl VfioDevice {
         Ok(())
     }
 
-    fn set_irqs(&self, what: &str, flags: u32, kind: IrqKind, count: u32, data: &[u8]) -> Result<()> {
+    fn set_irqs(&self, what: &str, flags: u32, kind: IrqKind, count: u32, data: &[u8]) -> BResult<()> {
         sys::device_set_irqs(self.file.as_fd(), flags, kind.index(), 0, count, data).map_err(|source| {
-            VfioError::Device {
+            BackendError::Device {
                 call: format!("VFIO_DEVICE_SET_IRQS ({kind} {what})"),
                 device: self.address.clone(),
                 source,
@@ -313,47 +327,47 @@ impl DeviceAccess for VfioDevice {
         self.info
     }
 
-    fn region_info(&self, index: u32) -> Result<RegionInfo> {
+    fn region_info(&self, index: u32) -> BResult<RegionInfo> {
         self.region(index).cloned()
     }
 
-    fn read_region(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+    fn read_region(&self, index: u32, offset: u64, buf: &mut [u8]) -> BResult<()> {
         let r = self.region(index)?;
         if !r.read() {
-            return Err(VfioError::Region {
+            return Err(BackendError::Region {
                 device: self.address.clone(),
                 region: region_name(index),
                 why: "not readable",
             });
         }
         self.check_range(r, offset, buf.len())?;
-        self.file.read_exact_at(buf, r.offset + offset).map_err(|source| VfioError::Device {
+        self.file.read_exact_at(buf, r.offset + offset).map_err(|source| BackendError::Device {
             call: format!("read of {} bytes of {} at {offset:#x}", buf.len(), region_name(index)),
             device: self.address.clone(),
             source,
         })
     }
 
-    fn write_region(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
+    fn write_region(&self, index: u32, offset: u64, data: &[u8]) -> BResult<()> {
         let r = self.region(index)?;
         if !r.write() {
-            return Err(VfioError::Region {
+            return Err(BackendError::Region {
                 device: self.address.clone(),
                 region: region_name(index),
                 why: "not writable",
             });
         }
         self.check_range(r, offset, data.len())?;
-        self.file.write_all_at(data, r.offset + offset).map_err(|source| VfioError::Device {
+        self.file.write_all_at(data, r.offset + offset).map_err(|source| BackendError::Device {
             call: format!("write of {} bytes to {} at {offset:#x}", data.len(), region_name(index)),
             device: self.address.clone(),
             source,
         })
     }
 
-    fn bar(&self, index: u32) -> Result<Bar> {
+    fn bar(&self, index: u32) -> BResult<Bar> {
         if index > 5 {
-            return Err(VfioError::Invalid(format!("BAR index {index} (0-5)")));
+            return Err(BackendError::Invalid(format!("BAR index {index} (0-5)")));
         }
         let r = self.region(index)?.clone();
         let mut areas = Vec::new();
@@ -373,16 +387,16 @@ impl DeviceAccess for VfioDevice {
         Ok(Bar { name: format!("{} {}", self.address, region_name(index)), region: r, file: self.file.clone(), areas })
     }
 
-    fn irq_info(&self, kind: IrqKind) -> Result<IrqInfo> {
+    fn irq_info(&self, kind: IrqKind) -> BResult<IrqInfo> {
         Ok(self.irqs.get(kind.index() as usize).copied().unwrap_or(IrqInfo { index: kind.index(), count: 0, flags: 0 }))
     }
 
-    fn enable_irqs(&self, kind: IrqKind, count: u32) -> Result<Vec<EventFd>> {
+    fn enable_irqs(&self, kind: IrqKind, count: u32) -> BResult<Vec<EventFd>> {
         let info = self.irq_info(kind)?;
         if count == 0 || info.count < count || !info.eventfd() {
-            return Err(VfioError::NoIrq { device: self.address.clone(), kind, wanted: count });
+            return Err(BackendError::NoIrq { device: self.address.clone(), kind, wanted: count });
         }
-        let fds = (0..count).map(|_| EventFd::new()).collect::<Result<Vec<_>>>()?;
+        let fds = (0..count).map(|_| EventFd::new()).collect::<BResult<Vec<_>>>()?;
         let mut data = Vec::with_capacity(4 * count as usize);
         for f in &fds {
             data.extend_from_slice(&std::os::fd::AsRawFd::as_raw_fd(&f.as_fd()).to_ne_bytes());
@@ -392,19 +406,19 @@ impl DeviceAccess for VfioDevice {
         Ok(fds)
     }
 
-    fn unmask_intx(&self) -> Result<()> {
+    fn unmask_intx(&self) -> BResult<()> {
         self.set_irqs("unmask", b::VFIO_IRQ_SET_DATA_NONE | b::VFIO_IRQ_SET_ACTION_UNMASK, IrqKind::Intx, 1, &[])
     }
 
-    fn disable_irqs(&self, kind: IrqKind) -> Result<()> {
+    fn disable_irqs(&self, kind: IrqKind) -> BResult<()> {
         self.set_irqs("disable", b::VFIO_IRQ_SET_DATA_NONE | b::VFIO_IRQ_SET_ACTION_TRIGGER, kind, 0, &[])
     }
 
-    fn reset(&self) -> Result<()> {
+    fn reset(&self) -> BResult<()> {
         if !self.info.reset_supported() {
-            return Err(VfioError::ResetUnsupported { device: self.address.clone() });
+            return Err(BackendError::ResetUnsupported { device: self.address.clone() });
         }
-        sys::device_reset(self.file.as_fd()).map_err(|source| VfioError::Device {
+        sys::device_reset(self.file.as_fd()).map_err(|source| BackendError::Device {
             call: "VFIO_DEVICE_RESET".into(),
             device: self.address.clone(),
             source,
@@ -438,12 +452,12 @@ impl Bar {
     }
 
     /// Bounds and alignment; the mapped area that holds the access, if any.
-    fn locate(&self, offset: u64, width: u64) -> Result<Option<(&MappedArea, usize)>> {
+    fn locate(&self, offset: u64, width: u64) -> BResult<Option<(&MappedArea, usize)>> {
         if offset.checked_add(width).is_none_or(|e| e > self.region.size) {
-            return Err(VfioError::OutOfBounds { what: self.name.clone(), offset, width, size: self.region.size });
+            return Err(BackendError::OutOfBounds { what: self.name.clone(), offset, width, size: self.region.size });
         }
         if !offset.is_multiple_of(width) {
-            return Err(VfioError::Misaligned { what: self.name.clone(), offset, width });
+            return Err(BackendError::Misaligned { what: self.name.clone(), offset, width });
         }
         Ok(self
             .areas
@@ -452,9 +466,9 @@ impl Bar {
             .map(|(o, a)| (a, (offset - o) as usize)))
     }
 
-    fn pread<const N: usize>(&self, offset: u64) -> Result<[u8; N]> {
+    fn pread<const N: usize>(&self, offset: u64) -> BResult<[u8; N]> {
         let mut b = [0u8; N];
-        self.file.read_exact_at(&mut b, self.region.offset + offset).map_err(|source| VfioError::Device {
+        self.file.read_exact_at(&mut b, self.region.offset + offset).map_err(|source| BackendError::Device {
             call: format!("read of {N} bytes of {} at {offset:#x}", self.name),
             device: self.name.clone(),
             source,
@@ -462,8 +476,8 @@ impl Bar {
         Ok(b)
     }
 
-    fn pwrite(&self, offset: u64, data: &[u8]) -> Result<()> {
-        self.file.write_all_at(data, self.region.offset + offset).map_err(|source| VfioError::Device {
+    fn pwrite(&self, offset: u64, data: &[u8]) -> BResult<()> {
+        self.file.write_all_at(data, self.region.offset + offset).map_err(|source| BackendError::Device {
             call: format!("write of {} bytes to {} at {offset:#x}", data.len(), self.name),
             device: self.name.clone(),
             source,
@@ -476,30 +490,30 @@ impl Mmio for Bar {
         self.region.size
     }
 
-    fn read32(&self, offset: u64) -> Result<u32> {
+    fn read32(&self, offset: u64) -> BResult<u32> {
         match self.locate(offset, 4)? {
-            Some((a, o)) => a.read_u32(o).map_err(|e| VfioError::access(self.name.clone(), e)),
+            Some((a, o)) => a.read_u32(o).map_err(|e| bad_access(self.name.clone(), e)),
             None => Ok(u32::from_le_bytes(self.pread::<4>(offset)?)),
         }
     }
 
-    fn write32(&self, offset: u64, value: u32) -> Result<()> {
+    fn write32(&self, offset: u64, value: u32) -> BResult<()> {
         match self.locate(offset, 4)? {
-            Some((a, o)) => a.write_u32(o, value).map_err(|e| VfioError::access(self.name.clone(), e)),
+            Some((a, o)) => a.write_u32(o, value).map_err(|e| bad_access(self.name.clone(), e)),
             None => self.pwrite(offset, &value.to_le_bytes()),
         }
     }
 
-    fn read64(&self, offset: u64) -> Result<u64> {
+    fn read64(&self, offset: u64) -> BResult<u64> {
         match self.locate(offset, 8)? {
-            Some((a, o)) => a.read_u64(o).map_err(|e| VfioError::access(self.name.clone(), e)),
+            Some((a, o)) => a.read_u64(o).map_err(|e| bad_access(self.name.clone(), e)),
             None => Ok(u64::from_le_bytes(self.pread::<8>(offset)?)),
         }
     }
 
-    fn write64(&self, offset: u64, value: u64) -> Result<()> {
+    fn write64(&self, offset: u64, value: u64) -> BResult<()> {
         match self.locate(offset, 8)? {
-            Some((a, o)) => a.write_u64(o, value).map_err(|e| VfioError::access(self.name.clone(), e)),
+            Some((a, o)) => a.write_u64(o, value).map_err(|e| bad_access(self.name.clone(), e)),
             None => self.pwrite(offset, &value.to_le_bytes()),
         }
     }
@@ -538,9 +552,9 @@ mod tests {
     fn bar_accesses_out_of_bounds_or_misaligned_are_errors_naming_the_bar() {
         let (_t, bar) = fake_bar(4096, Some((0, 4096)));
         let e = bar.read32(4096).unwrap_err();
-        assert!(matches!(e, VfioError::OutOfBounds { offset: 4096, width: 4, size: 4096, .. }), "{e:?}");
+        assert!(matches!(e, BackendError::OutOfBounds { offset: 4096, width: 4, size: 4096, .. }), "{e:?}");
         assert!(e.to_string().contains("0000:01:00.0 BAR0"));
-        assert!(matches!(bar.write64(4, 0).unwrap_err(), VfioError::Misaligned { offset: 4, width: 8, .. }));
+        assert!(matches!(bar.write64(4, 0).unwrap_err(), BackendError::Misaligned { offset: 4, width: 8, .. }));
         assert!(bar.read64(u64::MAX - 3).is_err());
         assert!(bar.fully_mapped());
     }

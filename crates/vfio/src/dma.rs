@@ -1,29 +1,21 @@
-//! DMA memory and mappings.
+//! VFIO's DMA memory, and the contract's DMA types re-exported.
 //!
-//! - [`DmaBuffer`]: page-aligned anonymous memory (optionally 2 MiB hugepages) that is never exposed as a
-//!   Rust reference; read and write it with the volatile accessors of [`DmaMemory`] (it derefs to one).
-//! - [`DmaSpace`]: one IOMMU address space (a container) seen through a [`DmaBackend`]. It allocates IOVAs
-//!   (valid ranges, reserved regions, DMA mask, alignment), keeps count of the kernel's mapping limit and
-//!   hands out mappings.
-//! - [`DmaMapping`], [`SgMapping`]: borrow the space and the buffer(s), so a mapping cannot outlive its
-//!   memory; dropping one unmaps it and frees its IOVAs. [`IovaReservation`] holds IOVAs that stay unmapped.
+//! - [`DmaBuffer`]: page-aligned anonymous memory (optionally 2 MiB hugepages), mmapped in [`crate::sys`]
+//!   and never exposed as a Rust reference: the contract's [`DmaMemory`] accessors are volatile reads and
+//!   writes. [`crate::Container`] allocates it ([`DmaBackend::alloc`]) and maps only memory of this type,
+//!   whose process address it pins.
+//! - [`DmaSpace`], [`DmaMapping`], [`SgMapping`], [`IovaReservation`], [`MapOptions`], [`DmaStats`]: IOVA
+//!   allocation and mapping bookkeeping, from `iommu-backend`, on any [`DmaBackend`] (for VFIO, a
+//!   container: [`crate::VfioDevice::dma_space`]).
 
-use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, MutexGuard};
-
+use iommu_backend::{BackendError, DmaMemory, HugePages};
 use vfio_bindings::bindings::vfio as b;
 
-use crate::backend::DmaBackend;
-use crate::error::{Result, VfioError};
-use crate::info::{IommuInfo, IovaRange};
-use crate::iova::{mask_limit, IovaAllocator, IovaBlock, Request};
+pub use iommu_backend::dma::{DmaMapping, DmaSpace, DmaStats, IovaReservation, MapOptions, SgMapping};
+pub use iommu_backend::{DmaBackend, DmaBuf, DmaDir, HUGEPAGE_2M};
+
+use crate::error::bad_access;
 use crate::sys::{self, MappedArea};
-
-/// 2 MiB, the hugepage size [`DmaBuffer::hugepages`] uses.
-pub const HUGEPAGE_2M: usize = 2 << 20;
-
-/// Which way the device may move data. The simulator's type, so the same drivers run on both backends.
-pub use iommu_sim::DmaDir;
 
 /// The `VFIO_DMA_MAP_FLAG_*` bits for a direction: the device reads (`READ`), writes (`WRITE`) or both.
 pub fn map_flags(dir: DmaDir) -> u32 {
@@ -34,97 +26,17 @@ pub fn map_flags(dir: DmaDir) -> u32 {
     }
 }
 
-/// A shared handle to DMA memory: the volatile accessors, and what a [`DmaBackend`] needs to map it.
-///
-/// Cloning shares the memory (it stays allocated while any handle lives), so a software IOMMU can keep
-/// what it mapped alive and reach it from its emulated devices. There is deliberately no way to get a
-/// `&[u8]` or `&mut [u8]`: a device may write the memory at any time.
-#[derive(Clone, Debug)]
-pub struct DmaMemory {
-    area: Arc<MappedArea>,
+type Result<T> = std::result::Result<T, BackendError>;
+
+fn bad(e: sys::BadAccess) -> BackendError {
+    bad_access("DMA buffer", e)
 }
 
-fn bad(b: sys::BadAccess) -> VfioError {
-    VfioError::access("DMA buffer", b)
-}
-
-impl DmaMemory {
-    /// Length in bytes (a multiple of the page size).
-    pub fn len(&self) -> usize {
-        self.area.len()
-    }
-    /// Never empty.
-    pub fn is_empty(&self) -> bool {
-        self.area.is_empty()
-    }
-    /// The process virtual address (what `VFIO_IOMMU_MAP_DMA` takes). Not dereferenceable by safe code.
-    pub fn host_addr(&self) -> usize {
-        self.area.addr()
-    }
-    /// Whether two handles share the same memory.
-    pub fn same_memory(&self, other: &DmaMemory) -> bool {
-        Arc::ptr_eq(&self.area, &other.area)
-    }
-    /// The underlying mapping, for callers of [`crate::sys`] (e.g. a benchmark of the bare ioctls).
-    pub fn area(&self) -> &MappedArea {
-        &self.area
-    }
-    /// Volatile 8-bit read.
-    pub fn read_u8(&self, offset: usize) -> Result<u8> {
-        self.area.read_u8(offset).map_err(bad)
-    }
-    /// Volatile 16-bit read (aligned).
-    pub fn read_u16(&self, offset: usize) -> Result<u16> {
-        self.area.read_u16(offset).map_err(bad)
-    }
-    /// Volatile 32-bit read (aligned).
-    pub fn read_u32(&self, offset: usize) -> Result<u32> {
-        self.area.read_u32(offset).map_err(bad)
-    }
-    /// Volatile 64-bit read (aligned).
-    pub fn read_u64(&self, offset: usize) -> Result<u64> {
-        self.area.read_u64(offset).map_err(bad)
-    }
-    /// Volatile 8-bit write.
-    pub fn write_u8(&self, offset: usize, v: u8) -> Result<()> {
-        self.area.write_u8(offset, v).map_err(bad)
-    }
-    /// Volatile 16-bit write (aligned).
-    pub fn write_u16(&self, offset: usize, v: u16) -> Result<()> {
-        self.area.write_u16(offset, v).map_err(bad)
-    }
-    /// Volatile 32-bit write (aligned).
-    pub fn write_u32(&self, offset: usize, v: u32) -> Result<()> {
-        self.area.write_u32(offset, v).map_err(bad)
-    }
-    /// Volatile 64-bit write (aligned).
-    pub fn write_u64(&self, offset: usize, v: u64) -> Result<()> {
-        self.area.write_u64(offset, v).map_err(bad)
-    }
-    /// Copies `data` in at `offset`.
-    pub fn copy_in(&self, offset: usize, data: &[u8]) -> Result<()> {
-        self.area.copy_from(offset, data).map_err(bad)
-    }
-    /// Copies `out.len()` bytes out from `offset`.
-    pub fn copy_out(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        self.area.copy_to(offset, out).map_err(bad)
-    }
-    /// `len` bytes from `offset` as a new vector.
-    pub fn to_vec(&self, offset: usize, len: usize) -> Result<Vec<u8>> {
-        let mut v = vec![0; len];
-        self.copy_out(offset, &mut v)?;
-        Ok(v)
-    }
-    /// Sets `len` bytes at `offset` to `byte`.
-    pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
-        self.area.fill(offset, len, byte).map_err(bad)
-    }
-}
-
-/// Page-aligned, zero-filled anonymous memory for DMA. Derefs to [`DmaMemory`] for access.
+/// Page-aligned, zero-filled anonymous memory for DMA, mmapped by the process. Access it through
+/// [`DmaMemory`] (volatile, bounds- and alignment-checked); share it as a [`DmaBuf`].
 #[derive(Debug)]
 pub struct DmaBuffer {
-    mem: DmaMemory,
+    area: MappedArea,
     huge: bool,
 }
 
@@ -136,27 +48,26 @@ impl DmaBuffer {
             .max(1)
             .checked_add(page - 1)
             .map(|l| l & !(page - 1))
-            .ok_or_else(|| VfioError::Alloc { len, source: std::io::Error::from_raw_os_error(libc::EOVERFLOW) })?;
-        let area = MappedArea::anonymous(rounded, false).map_err(|source| VfioError::Alloc { len, source })?;
-        Ok(Self { mem: DmaMemory { area: Arc::new(area) }, huge: false })
+            .ok_or_else(|| BackendError::Alloc { len, source: std::io::Error::from_raw_os_error(libc::EOVERFLOW) })?;
+        let area = MappedArea::anonymous(rounded, false).map_err(|source| BackendError::Alloc { len, source })?;
+        Ok(Self { area, huge: false })
     }
 
-    /// `len` bytes (rounded up to 2 MiB) of 2 MiB hugepages. Fails with [`VfioError::NoHugepages`] when the
-    /// kernel has none free (`/proc/sys/vm/nr_hugepages`).
+    /// `len` bytes (rounded up to 2 MiB) of 2 MiB hugepages. Fails with [`BackendError::NoHugepages`]
+    /// when the kernel has none free (`/proc/sys/vm/nr_hugepages`).
     pub fn hugepages(len: usize) -> Result<Self> {
-        let rounded = len
-            .max(1)
-            .checked_add(HUGEPAGE_2M - 1)
-            .map(|l| l & !(HUGEPAGE_2M - 1))
-            .ok_or_else(|| VfioError::Alloc { len, source: std::io::Error::from_raw_os_error(libc::EOVERFLOW) })?;
+        let rounded =
+            len.max(1).checked_add(HUGEPAGE_2M - 1).map(|l| l & !(HUGEPAGE_2M - 1)).ok_or_else(|| {
+                BackendError::Alloc { len, source: std::io::Error::from_raw_os_error(libc::EOVERFLOW) }
+            })?;
         let area = MappedArea::anonymous(rounded, true).map_err(|source| {
             if source.raw_os_error() == Some(libc::ENOMEM) || source.raw_os_error() == Some(libc::EINVAL) {
-                VfioError::NoHugepages { len, source }
+                BackendError::NoHugepages { len, source }
             } else {
-                VfioError::Alloc { len, source }
+                BackendError::Alloc { len, source }
             }
         })?;
-        Ok(Self { mem: DmaMemory { area: Arc::new(area) }, huge: true })
+        Ok(Self { area, huge: true })
     }
 
     /// Hugepages if available, ordinary pages otherwise.
@@ -164,452 +75,65 @@ impl DmaBuffer {
         Self::hugepages(len).or_else(|_| Self::new(len))
     }
 
-    /// Whether the buffer is backed by 2 MiB hugepages.
-    pub fn is_huge(&self) -> bool {
+    /// Memory as `huge` asks ([`DmaBuffer::new`], [`DmaBuffer::prefer_hugepages`] or
+    /// [`DmaBuffer::hugepages`]).
+    pub fn with(len: usize, huge: HugePages) -> Result<Self> {
+        match huge {
+            HugePages::No => Self::new(len),
+            HugePages::Prefer => Self::prefer_hugepages(len),
+            HugePages::Require => Self::hugepages(len),
+        }
+    }
+
+    /// The underlying mapping, for callers of [`crate::sys`] (e.g. a benchmark of the bare ioctls).
+    pub fn area(&self) -> &MappedArea {
+        &self.area
+    }
+}
+
+impl DmaMemory for DmaBuffer {
+    fn len(&self) -> usize {
+        self.area.len()
+    }
+    /// The process virtual address (what `VFIO_IOMMU_MAP_DMA` takes). Not dereferenceable by safe code.
+    fn host_addr(&self) -> u64 {
+        self.area.addr() as u64
+    }
+    fn is_huge(&self) -> bool {
         self.huge
     }
-
-    /// A shared handle to the memory.
-    pub fn memory(&self) -> &DmaMemory {
-        &self.mem
+    fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.area.copy_to(offset, out).map_err(bad)
     }
-}
-
-impl std::ops::Deref for DmaBuffer {
-    type Target = DmaMemory;
-    fn deref(&self) -> &DmaMemory {
-        &self.mem
+    fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.area.copy_from(offset, data).map_err(bad)
     }
-}
-
-/// How to map: direction, part of the buffer, IOVA constraints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapOptions {
-    /// Direction (default both).
-    pub dir: DmaDir,
-    /// Offset into the buffer (a multiple of the IOMMU page size).
-    pub offset: usize,
-    /// Bytes to map (`None`: to the end of the buffer); rounded up to the IOMMU page size.
-    pub len: Option<usize>,
-    /// IOVA alignment (a power of two; at least the IOMMU page size).
-    pub align: u64,
-    /// Highest IOVA the mapping may touch (`None`: the space's DMA mask).
-    pub limit: Option<u64>,
-    /// A fixed IOVA instead of an allocated one.
-    pub at: Option<u64>,
-}
-
-impl Default for MapOptions {
-    fn default() -> Self {
-        Self { dir: DmaDir::Bidirectional, offset: 0, len: None, align: 1, limit: None, at: None }
+    fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
+        self.area.fill(offset, len, byte).map_err(bad)
     }
-}
-
-impl MapOptions {
-    /// Default options with direction `dir`.
-    pub fn dir(dir: DmaDir) -> Self {
-        Self { dir, ..Self::default() }
+    fn read_u8(&self, offset: usize) -> Result<u8> {
+        self.area.read_u8(offset).map_err(bad)
     }
-}
-
-/// Counters of a [`DmaSpace`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DmaStats {
-    /// Kernel mappings this space holds (a scatter-gather mapping counts each piece).
-    pub mappings: u64,
-    /// IOVA bytes allocated (mapped or reserved).
-    pub iova_in_use: u64,
-    /// Mappings whose unmap failed on drop; their IOVAs are kept out of the allocator.
-    pub failed_unmaps: u64,
-}
-
-struct State {
-    alloc: IovaAllocator,
-    stats: DmaStats,
-    last_unmap_error: Option<String>,
-}
-
-/// One IOMMU address space seen through a [`DmaBackend`] (for VFIO: a container).
-///
-/// ```no_run
-/// use iommu_vfio::{DmaBuffer, DmaDir, VfioDevice};
-/// let dev = VfioDevice::open("0000:01:00.0")?;
-/// let space = dev.dma_space()?.with_dma_mask(28);
-/// let buf = DmaBuffer::new(4096)?;
-/// let m = space.map(&buf, DmaDir::Bidirectional)?;
-/// println!("the device sees the buffer at {:#x}", m.iova());
-/// drop(m); // unmapped; `buf` may now be dropped too (not before: the borrow checker says so)
-/// # Ok::<(), iommu_vfio::VfioError>(())
-/// ```
-pub struct DmaSpace<B: DmaBackend> {
-    backend: B,
-    info: IommuInfo,
-    reserved: Vec<IovaRange>,
-    limit: u64,
-    granule: u64,
-    state: Mutex<State>,
-}
-
-impl<B: DmaBackend> std::fmt::Debug for DmaSpace<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaSpace").field("info", &self.info).field("limit", &self.limit).finish_non_exhaustive()
+    fn read_u16(&self, offset: usize) -> Result<u16> {
+        self.area.read_u16(offset).map_err(bad)
     }
-}
-
-impl<B: DmaBackend> DmaSpace<B> {
-    /// A space over `backend`, which is asked for its page sizes, valid IOVA ranges and mapping limit;
-    /// `reserved` (e.g. the group's `reserved_regions`) is never allocated.
-    pub fn new(backend: B, reserved: &[IovaRange]) -> Result<Self> {
-        let info = backend.iommu_info()?;
-        let granule = info.min_page_size().max(sys::page_size() as u64);
-        let alloc = IovaAllocator::new(granule, &info.iova_ranges, reserved)?;
-        Ok(Self {
-            backend,
-            info,
-            reserved: reserved.to_vec(),
-            limit: u64::MAX,
-            granule,
-            state: Mutex::new(State { alloc, stats: DmaStats::default(), last_unmap_error: None }),
-        })
+    fn read_u32(&self, offset: usize) -> Result<u32> {
+        self.area.read_u32(offset).map_err(bad)
     }
-
-    /// Limits every allocated IOVA to a `bits`-bit DMA mask (edu: 28).
-    pub fn with_dma_mask(mut self, bits: u32) -> Self {
-        self.limit = mask_limit(bits);
-        self
+    fn read_u64(&self, offset: usize) -> Result<u64> {
+        self.area.read_u64(offset).map_err(bad)
     }
-
-    /// The highest IOVA allocations may touch.
-    pub fn dma_limit(&self) -> u64 {
-        self.limit
+    fn write_u8(&self, offset: usize, v: u8) -> Result<()> {
+        self.area.write_u8(offset, v).map_err(bad)
     }
-
-    /// The backend.
-    pub fn backend(&self) -> &B {
-        &self.backend
+    fn write_u16(&self, offset: usize, v: u16) -> Result<()> {
+        self.area.write_u16(offset, v).map_err(bad)
     }
-
-    /// What the backend reported when the space was made.
-    pub fn info(&self) -> &IommuInfo {
-        &self.info
+    fn write_u32(&self, offset: usize, v: u32) -> Result<()> {
+        self.area.write_u32(offset, v).map_err(bad)
     }
-
-    /// The reserved ranges the space avoids.
-    pub fn reserved(&self) -> &[IovaRange] {
-        &self.reserved
-    }
-
-    /// The allocation granule (IOMMU page size).
-    pub fn granule(&self) -> u64 {
-        self.granule
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> DmaStats {
-        let s = self.lock();
-        DmaStats { iova_in_use: s.alloc.in_use(), ..s.stats }
-    }
-
-    /// The error of the last unmap that failed on drop, if any.
-    pub fn last_unmap_error(&self) -> Option<String> {
-        self.lock().last_unmap_error.clone()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reserves `n` mapping slots against the kernel's limit.
-    fn take_slots(st: &mut State, avail: Option<u32>, n: u64) -> Result<()> {
-        if let Some(limit) = avail {
-            if st.stats.mappings + n > u64::from(limit) {
-                return Err(VfioError::DmaLimit { limit, in_use: st.stats.mappings });
-            }
-        }
-        st.stats.mappings += n;
-        Ok(())
-    }
-
-    fn alloc_block(&self, st: &mut State, len: u64, opts: &MapOptions) -> Result<IovaBlock> {
-        Ok(match opts.at {
-            Some(at) => {
-                if !at.is_multiple_of(self.granule) {
-                    return Err(VfioError::Invalid(format!("IOVA {at:#x} is not page-aligned")));
-                }
-                st.alloc.alloc_at(at, len)?
-            }
-            None => st.alloc.alloc(Request::new(len).align(opts.align).limit(opts.limit.unwrap_or(self.limit)))?,
-        })
-    }
-
-    fn map_error(&self, e: VfioError, st: &State) -> VfioError {
-        match (&e, self.info.dma_avail) {
-            (VfioError::Map { source, .. }, Some(limit)) if source.raw_os_error() == Some(libc::ENOSPC) => {
-                VfioError::DmaLimit { limit, in_use: st.stats.mappings }
-            }
-            _ => e,
-        }
-    }
-
-    /// Maps the whole buffer at an allocated IOVA.
-    pub fn map<'a>(&'a self, buf: &'a DmaBuffer, dir: DmaDir) -> Result<DmaMapping<'a, B>> {
-        self.map_with(buf, MapOptions::dir(dir))
-    }
-
-    /// Maps (part of) the buffer as `opts` says.
-    pub fn map_with<'a>(&'a self, buf: &'a DmaBuffer, opts: MapOptions) -> Result<DmaMapping<'a, B>> {
-        let granule = self.granule() as usize;
-        let want = opts.len.unwrap_or(buf.len().saturating_sub(opts.offset));
-        let len = want.checked_add(granule - 1).map(|l| l & !(granule - 1)).unwrap_or(usize::MAX);
-        if !opts.offset.is_multiple_of(granule)
-            || want == 0
-            || opts.offset.checked_add(len).is_none_or(|e| e > buf.len())
-        {
-            return Err(VfioError::Invalid(format!(
-                "cannot map {want:#x} bytes at offset {:#x} of a {:#x}-byte buffer with {granule:#x}-byte IOMMU pages",
-                opts.offset,
-                buf.len()
-            )));
-        }
-        let block = {
-            let mut st = self.lock();
-            Self::take_slots(&mut st, self.info.dma_avail, 1)?;
-            match self.alloc_block(&mut st, len as u64, &opts) {
-                Ok(b) => b,
-                Err(e) => {
-                    st.stats.mappings -= 1;
-                    return Err(e);
-                }
-            }
-        };
-        if let Err(e) = self.backend.map(block.start(), buf.memory(), opts.offset, len, opts.dir) {
-            let mut st = self.lock();
-            let e = self.map_error(e, &st);
-            st.stats.mappings -= 1;
-            st.alloc.free(block);
-            return Err(e);
-        }
-        Ok(DmaMapping { space: self, block: Some(block), len, dir: opts.dir, _buf: PhantomData })
-    }
-
-    /// Maps several buffers back to back into ONE contiguous IOVA range (scatter-gather): the device sees
-    /// `bufs[0]` at `iova()`, `bufs[1]` right after it, and so on. Every buffer but the last must be a
-    /// whole number of IOMMU pages long (buffers always are).
-    pub fn map_sg<'a>(&'a self, bufs: &[&'a DmaBuffer], dir: DmaDir) -> Result<SgMapping<'a, B>> {
-        if bufs.is_empty() {
-            return Err(VfioError::Invalid("scatter-gather mapping of no buffers".into()));
-        }
-        let granule = self.granule() as usize;
-        if let Some(b) = bufs.iter().find(|b| !b.len().is_multiple_of(granule)) {
-            return Err(VfioError::Invalid(format!(
-                "a {:#x}-byte buffer is not a whole number of {granule:#x}-byte IOMMU pages",
-                b.len()
-            )));
-        }
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let n = bufs.len() as u64;
-        let block = {
-            let mut st = self.lock();
-            Self::take_slots(&mut st, self.info.dma_avail, n)?;
-            match self.alloc_block(&mut st, total as u64, &MapOptions::dir(dir)) {
-                Ok(b) => b,
-                Err(e) => {
-                    st.stats.mappings -= n;
-                    return Err(e);
-                }
-            }
-        };
-        let mut pieces = Vec::with_capacity(bufs.len());
-        let mut iova = block.start();
-        for b in bufs {
-            if let Err(e) = self.backend.map(iova, b.memory(), 0, b.len(), dir) {
-                let mapped = iova - block.start();
-                let undo = if mapped > 0 { self.backend.unmap(block.start(), mapped) } else { Ok(()) };
-                let mut st = self.lock();
-                let e = self.map_error(e, &st);
-                st.stats.mappings -= n;
-                if undo.is_ok() {
-                    st.alloc.free(block);
-                } else {
-                    st.stats.failed_unmaps += 1;
-                    st.alloc.retire(block); // partly still mapped: never hand these IOVAs out again
-                }
-                return Err(e);
-            }
-            pieces.push(IovaRange { start: iova, end: iova + b.len() as u64 - 1 });
-            iova += b.len() as u64;
-        }
-        Ok(SgMapping { space: self, block: Some(block), pieces, len: total, _bufs: PhantomData })
-    }
-
-    /// Allocates `len` bytes of IOVA space that stays unmapped while the reservation lives: an address the
-    /// device can be pointed at to prove it cannot reach memory there.
-    pub fn reserve(&self, len: u64) -> Result<IovaReservation<'_, B>> {
-        let mut st = self.lock();
-        let block = self.alloc_block(&mut st, len, &MapOptions::default())?;
-        Ok(IovaReservation { space: self, block: Some(block) })
-    }
-
-    /// Unmaps `block` (`pieces` kernel mappings) and frees it; on failure the block stays allocated.
-    fn release(&self, block: IovaBlock, pieces: u64) -> Result<()> {
-        let r = self.backend.unmap(block.start(), block.len());
-        let mut st = self.lock();
-        match r {
-            Ok(()) => {
-                st.stats.mappings -= pieces;
-                st.alloc.free(block);
-                Ok(())
-            }
-            Err(e) => {
-                st.stats.failed_unmaps += 1;
-                st.last_unmap_error = Some(crate::error_chain(&e));
-                st.alloc.retire(block); // still mapped: never hand these IOVAs out again
-                Err(e)
-            }
-        }
-    }
-}
-
-/// A buffer (or part of it) mapped for the device. Unmapped when dropped or by [`DmaMapping::unmap`].
-///
-/// It borrows the buffer, so the buffer cannot be dropped while the device may still reach it:
-///
-/// ```compile_fail
-/// use iommu_vfio::{fake::FakeIommu, DmaBuffer, DmaDir, DmaSpace};
-/// let space = DmaSpace::new(FakeIommu::new(), &[]).unwrap();
-/// let mapping = {
-///     let buf = DmaBuffer::new(4096).unwrap();
-///     space.map(&buf, DmaDir::ToDevice).unwrap() // error: `buf` does not live long enough
-/// };
-/// ```
-#[must_use = "dropping a mapping unmaps it at once"]
-pub struct DmaMapping<'a, B: DmaBackend> {
-    space: &'a DmaSpace<B>,
-    block: Option<IovaBlock>,
-    len: usize,
-    dir: DmaDir,
-    _buf: PhantomData<&'a DmaBuffer>,
-}
-
-impl<B: DmaBackend> std::fmt::Debug for DmaMapping<'_, B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DmaMapping({:#x}+{:#x} {:?})", self.iova(), self.len, self.dir)
-    }
-}
-
-impl<B: DmaBackend> DmaMapping<'_, B> {
-    /// The IOVA the device uses.
-    pub fn iova(&self) -> u64 {
-        self.block.as_ref().map_or(0, IovaBlock::start)
-    }
-    /// Mapped length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    /// Never empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    /// The direction.
-    pub fn dir(&self) -> DmaDir {
-        self.dir
-    }
-    /// The IOVA range.
-    pub fn range(&self) -> IovaRange {
-        IovaRange { start: self.iova(), end: self.iova() + self.len as u64 - 1 }
-    }
-    /// Unmaps now and reports failure (dropping unmaps too, but can only record a failure in
-    /// [`DmaSpace::last_unmap_error`]).
-    pub fn unmap(mut self) -> Result<()> {
-        match self.block.take() {
-            Some(b) => self.space.release(b, 1),
-            None => Ok(()),
-        }
-    }
-}
-
-impl<B: DmaBackend> Drop for DmaMapping<'_, B> {
-    fn drop(&mut self) {
-        if let Some(b) = self.block.take() {
-            let _ = self.space.release(b, 1); // recorded in the space's stats
-        }
-    }
-}
-
-/// Several buffers mapped into one contiguous IOVA range. Unmapped when dropped or by [`SgMapping::unmap`].
-#[must_use = "dropping a mapping unmaps it at once"]
-pub struct SgMapping<'a, B: DmaBackend> {
-    space: &'a DmaSpace<B>,
-    block: Option<IovaBlock>,
-    pieces: Vec<IovaRange>,
-    len: usize,
-    _bufs: PhantomData<&'a DmaBuffer>,
-}
-
-impl<B: DmaBackend> std::fmt::Debug for SgMapping<'_, B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SgMapping({:#x}+{:#x}, {} pieces)", self.iova(), self.len, self.pieces.len())
-    }
-}
-
-impl<B: DmaBackend> SgMapping<'_, B> {
-    /// The first IOVA of the contiguous range.
-    pub fn iova(&self) -> u64 {
-        self.block.as_ref().map_or(0, IovaBlock::start)
-    }
-    /// Total length.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    /// Never empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    /// Where each buffer landed, in order.
-    pub fn pieces(&self) -> &[IovaRange] {
-        &self.pieces
-    }
-    /// Unmaps now and reports failure.
-    pub fn unmap(mut self) -> Result<()> {
-        let n = self.pieces.len() as u64;
-        match self.block.take() {
-            Some(b) => self.space.release(b, n),
-            None => Ok(()),
-        }
-    }
-}
-
-impl<B: DmaBackend> Drop for SgMapping<'_, B> {
-    fn drop(&mut self) {
-        if let Some(b) = self.block.take() {
-            let _ = self.space.release(b, self.pieces.len() as u64);
-        }
-    }
-}
-
-/// IOVAs held unmapped. Freed on drop.
-#[derive(Debug)]
-pub struct IovaReservation<'a, B: DmaBackend> {
-    space: &'a DmaSpace<B>,
-    block: Option<IovaBlock>,
-}
-
-impl<B: DmaBackend> IovaReservation<'_, B> {
-    /// The first reserved IOVA.
-    pub fn iova(&self) -> u64 {
-        self.block.as_ref().map_or(0, IovaBlock::start)
-    }
-    /// The reserved range.
-    pub fn range(&self) -> IovaRange {
-        self.block.as_ref().map(IovaBlock::range).unwrap_or(IovaRange { start: 0, end: 0 })
-    }
-}
-
-impl<B: DmaBackend> Drop for IovaReservation<'_, B> {
-    fn drop(&mut self) {
-        if let Some(b) = self.block.take() {
-            self.space.lock().alloc.free(b);
-        }
+    fn write_u64(&self, offset: usize, v: u64) -> Result<()> {
+        self.area.write_u64(offset, v).map_err(bad)
     }
 }
 
@@ -621,7 +145,7 @@ mod tests {
     fn hugepage_buffers_are_2m_backed_or_refused_with_the_sysctl_to_fix_it() {
         match DmaBuffer::hugepages(4096) {
             Ok(b) => assert!(b.is_huge() && b.len() == HUGEPAGE_2M),
-            Err(e @ VfioError::NoHugepages { .. }) => assert!(e.to_string().contains("nr_hugepages"), "{e}"),
+            Err(e @ BackendError::NoHugepages { .. }) => assert!(e.to_string().contains("nr_hugepages"), "{e}"),
             Err(e) => panic!("{e:?}"),
         }
         let b = DmaBuffer::prefer_hugepages(4096).unwrap();
@@ -633,6 +157,6 @@ mod tests {
         let b = DmaBuffer::new(100).unwrap();
         assert_eq!(b.len(), sys::page_size());
         assert_eq!(b.to_vec(0, b.len()).unwrap(), vec![0; b.len()]);
-        assert!(matches!(b.read_u32(b.len() - 2), Err(VfioError::OutOfBounds { .. })));
+        assert!(matches!(b.read_u32(b.len() - 2), Err(BackendError::OutOfBounds { .. })));
     }
 }

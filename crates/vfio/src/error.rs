@@ -1,9 +1,17 @@
 //! The crate's error type. Every variant names what it failed on (a path, a device address, a region,
 //! an IOVA) and keeps the OS error (errno) as its source; messages are sentences that do not repeat the
 //! source, so print the whole chain (`{e}: {source}: ...`).
+//!
+//! Failures of the driver contract (an access out of bounds, a map or unmap, an interrupt or reset a
+//! device lacks) are [`BackendError`]s, which the trait implementations return and which
+//! [`VfioError::Backend`] carries through `?`; VFIO's own failures (opening nodes, group viability,
+//! container ioctls) are the other variants, and travel through the traits as
+//! [`BackendError::Other`], from which `From<BackendError> for VfioError` takes them back out.
 
 use std::io;
 use std::path::PathBuf;
+
+use iommu_backend::BackendError;
 
 /// A device that keeps a group from being viable, and the driver it is bound to.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -40,16 +48,6 @@ pub enum VfioError {
         call: &'static str,
         /// The node.
         path: PathBuf,
-        /// The cause (errno).
-        source: io::Error,
-    },
-    /// An ioctl or read/write on a device failed.
-    #[error("{call} on device {device} failed")]
-    Device {
-        /// What was done (`VFIO_DEVICE_GET_INFO`, `read of region 7 at 0x4`, ...).
-        call: String,
-        /// The device's PCI address.
-        device: String,
         /// The cause (errno).
         source: io::Error,
     },
@@ -119,38 +117,6 @@ pub enum VfioError {
         /// The container node.
         path: PathBuf,
     },
-    /// An access outside a region or buffer.
-    #[error("{what}: access of {width} bytes at offset {offset:#x} is outside its {size:#x} bytes")]
-    OutOfBounds {
-        /// The region or buffer (`0000:01:00.0 BAR0`, `DMA buffer`).
-        what: String,
-        /// Offset of the access.
-        offset: u64,
-        /// Bytes accessed.
-        width: u64,
-        /// Size of the region or buffer.
-        size: u64,
-    },
-    /// A misaligned register or memory access.
-    #[error("{what}: access of {width} bytes at offset {offset:#x} is not aligned to {width}")]
-    Misaligned {
-        /// The region or buffer.
-        what: String,
-        /// Offset of the access.
-        offset: u64,
-        /// Bytes accessed (and the required alignment).
-        width: u64,
-    },
-    /// The region cannot be used that way (absent, not readable, not writable).
-    #[error("{device} {region}: {why}")]
-    Region {
-        /// The device.
-        device: String,
-        /// The region's name (`BAR0`, `config`).
-        region: String,
-        /// What is missing.
-        why: &'static str,
-    },
     /// mmap of a device region failed.
     #[error("cannot mmap {device} {region} (offset {offset:#x}, {len:#x} bytes)")]
     Mmap {
@@ -165,110 +131,46 @@ pub enum VfioError {
         /// The cause.
         source: io::Error,
     },
-    /// A DMA buffer could not be allocated.
-    #[error("cannot allocate a {len}-byte DMA buffer")]
-    Alloc {
-        /// Requested length.
-        len: usize,
-        /// The cause.
-        source: io::Error,
-    },
-    /// 2 MiB hugepages were asked for and none are free.
-    #[error("cannot allocate {len} bytes of 2 MiB hugepages: none free (reserve some with `echo N > /proc/sys/vm/nr_hugepages`)")]
-    NoHugepages {
-        /// Requested length.
-        len: usize,
-        /// The cause.
-        source: io::Error,
-    },
-    /// No IOVA space left for a request.
-    #[error("cannot allocate IOVA space")]
-    Iova(#[from] crate::iova::IovaError),
-    /// The kernel's limit on DMA mappings per container would be exceeded.
-    #[error("the kernel allows {limit} more DMA mappings in this container and {in_use} are in use; unmap some or raise vfio_iommu_type1's dma_entry_limit")]
-    DmaLimit {
-        /// Mappings available when the space was created.
-        limit: u32,
-        /// Mappings this space holds.
-        in_use: u64,
-    },
-    /// A DMA map call failed.
-    #[error("cannot map {len:#x} bytes at IOVA {iova:#x}")]
-    Map {
-        /// The IOVA.
-        iova: u64,
-        /// The length.
-        len: u64,
-        /// The cause (errno).
-        source: io::Error,
-    },
-    /// A DMA unmap call failed or unmapped another amount than asked.
-    #[error("cannot unmap {len:#x} bytes at IOVA {iova:#x}")]
-    Unmap {
-        /// The IOVA.
-        iova: u64,
-        /// The length.
-        len: u64,
-        /// The cause (errno).
-        source: io::Error,
-    },
-    /// The device cannot be reset through VFIO.
-    #[error("{device} does not support VFIO_DEVICE_RESET (VFIO_DEVICE_FLAGS_RESET is not set)")]
-    ResetUnsupported {
-        /// The device.
-        device: String,
-    },
-    /// The device has no interrupt of that kind.
-    #[error("{device} has no {kind} interrupt{}", if *.wanted > 1 { format!(" with {} vectors", .wanted) } else { String::new() })]
-    NoIrq {
-        /// The device.
-        device: String,
-        /// The kind.
-        kind: crate::IrqKind,
-        /// Vectors asked for.
-        wanted: u32,
-    },
-    /// An eventfd could not be created or read.
-    #[error("eventfd failed")]
-    EventFd {
-        /// The cause.
-        source: io::Error,
-    },
-    /// A device did not do something in time.
-    #[error("{device}: timed out after {ms} ms waiting for {what}")]
-    Timeout {
-        /// The device.
-        device: String,
-        /// What was awaited.
-        what: String,
-        /// How long.
-        ms: u64,
-    },
-    /// A device reported an error.
-    #[error("{device}: {what}")]
-    DeviceReported {
-        /// The device.
-        device: String,
-        /// What it said.
-        what: String,
-    },
     /// A bad argument.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A failure of the driver contract: a device access, DMA memory, a mapping, an interrupt.
+    #[error(transparent)]
+    Backend(BackendError),
 }
 
-impl VfioError {
-    /// The bad-access error for `what`.
-    pub(crate) fn access(what: impl Into<String>, bad: crate::sys::BadAccess) -> Self {
-        if bad.misaligned {
-            VfioError::Misaligned { what: what.into(), offset: bad.offset as u64, width: bad.width as u64 }
-        } else {
-            VfioError::OutOfBounds {
-                what: what.into(),
-                offset: bad.offset as u64,
-                width: bad.width as u64,
-                size: bad.len as u64,
-            }
+impl From<BackendError> for VfioError {
+    /// The contract's error; a VFIO error that travelled inside it ([`BackendError::Other`]) comes back
+    /// out as itself.
+    fn from(e: BackendError) -> Self {
+        match e.downcast::<VfioError>() {
+            Ok(v) => v,
+            Err(e) => VfioError::Backend(e),
+        }
+    }
+}
+
+impl From<VfioError> for BackendError {
+    /// A VFIO error as the contract's: [`VfioError::Backend`] unwrapped, the others as
+    /// [`BackendError::Other`] (displayed as themselves).
+    fn from(e: VfioError) -> Self {
+        match e {
+            VfioError::Backend(b) => b,
+            other => BackendError::other(other),
+        }
+    }
+}
+
+/// The contract's error for a bad access to `what` (a DMA buffer, a BAR) reported by [`crate::sys`].
+pub(crate) fn bad_access(what: impl Into<String>, bad: crate::sys::BadAccess) -> BackendError {
+    if bad.misaligned {
+        BackendError::Misaligned { what: what.into(), offset: bad.offset as u64, width: bad.width as u64 }
+    } else {
+        BackendError::OutOfBounds {
+            what: what.into(),
+            offset: bad.offset as u64,
+            width: bad.width as u64,
+            size: bad.len as u64,
         }
     }
 }
@@ -291,14 +193,13 @@ mod tests {
     }
 
     #[test]
-    fn ioctl_errors_keep_the_errno() {
-        let e = VfioError::Device {
-            call: "VFIO_DEVICE_RESET".into(),
-            device: "0000:01:00.0".into(),
-            source: io::Error::from_raw_os_error(libc::ENOTTY),
-        };
-        assert!(e.to_string().contains("0000:01:00.0"));
-        let src = std::error::Error::source(&e).unwrap().downcast_ref::<io::Error>().unwrap();
-        assert_eq!(src.raw_os_error(), Some(libc::ENOTTY));
+    fn vfio_errors_cross_the_contract_and_come_back_as_themselves() {
+        let e = VfioError::NoType1v2 { path: "/dev/vfio/vfio".into() };
+        let b = BackendError::from(e);
+        assert!(b.to_string().contains("/dev/vfio/vfio"), "{b}");
+        assert!(matches!(VfioError::from(b), VfioError::NoType1v2 { .. }));
+        let v = VfioError::from(BackendError::Invalid("x".into()));
+        assert!(matches!(&v, VfioError::Backend(BackendError::Invalid(_))), "{v:?}");
+        assert!(matches!(BackendError::from(v), BackendError::Invalid(_)));
     }
 }

@@ -16,12 +16,15 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use crate::backend::DmaBackend;
-use crate::dma::{DmaDir, DmaMemory};
+use iommu_backend::{BackendError, DmaBackend, DmaBuf, DmaDir, HugePages, IommuInfo, IovaRange};
+
+use crate::dma::DmaBuffer;
 use crate::error::{Result, VfioError};
 use crate::host::Host;
-use crate::info::{IommuInfo, IovaRange};
 use crate::sys::iommufd as sys;
+
+/// Results of the driver contract's methods.
+type BResult<T> = std::result::Result<T, BackendError>;
 
 /// `/dev/iommu` with one I/O address space.
 #[derive(Debug)]
@@ -113,9 +116,9 @@ impl Iommufd {
     }
 
     /// Maps `len` bytes of `mem` from `offset` wherever the kernel chooses; returns the IOVA.
-    pub fn map_anywhere(&self, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<u64> {
+    pub fn map_anywhere(&self, mem: &DmaBuffer, offset: usize, len: usize, dir: DmaDir) -> BResult<u64> {
         sys::ioas_map(self.file.as_fd(), self.ioas, mem.area(), offset, len, None, map_flags(dir))
-            .map_err(|source| VfioError::Map { iova: 0, len: len as u64, source })
+            .map_err(|source| BackendError::Map { iova: 0, len: len as u64, source })
     }
 }
 
@@ -138,17 +141,23 @@ impl AsFd for Iommufd {
 impl DmaBackend for Iommufd {
     /// iommufd reports no page-size bitmap: the IOAS's IOVA alignment is given as the one page size (a
     /// mapping must be aligned to it; the kernel picks larger IOMMU pages itself). No mapping limit.
-    fn iommu_info(&self) -> Result<IommuInfo> {
+    fn iommu_info(&self) -> BResult<IommuInfo> {
         let (iova_ranges, align) = self.iova_ranges()?;
         let align = if align.is_power_of_two() { align } else { 4096 };
         Ok(IommuInfo { page_sizes: align, iova_ranges, dma_avail: None })
     }
 
-    fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
-        let got = sys::ioas_map(self.file.as_fd(), self.ioas, mem.area(), offset, len, Some(iova), map_flags(dir))
-            .map_err(|source| VfioError::Map { iova, len: len as u64, source })?;
+    fn alloc(&self, len: usize, huge: HugePages) -> BResult<DmaBuf> {
+        Ok(DmaBuf::new(DmaBuffer::with(len, huge)?))
+    }
+
+    fn map(&self, iova: u64, mem: &DmaBuf, offset: usize, len: usize, dir: DmaDir) -> BResult<()> {
+        // Only memory this process mmapped itself may be pinned: a DmaBuffer's area is a live mapping.
+        let buf = mem.downcast_ref::<DmaBuffer>().ok_or(BackendError::ForeignMemory { iova, len: len as u64 })?;
+        let got = sys::ioas_map(self.file.as_fd(), self.ioas, buf.area(), offset, len, Some(iova), map_flags(dir))
+            .map_err(|source| BackendError::Map { iova, len: len as u64, source })?;
         if got != iova {
-            return Err(VfioError::Map {
+            return Err(BackendError::Map {
                 iova,
                 len: len as u64,
                 source: std::io::Error::other(format!("the kernel mapped at {got:#x}")),
@@ -157,14 +166,14 @@ impl DmaBackend for Iommufd {
         Ok(())
     }
 
-    fn unmap(&self, iova: u64, len: u64) -> Result<()> {
-        let done = sys::ioas_unmap(self.file.as_fd(), self.ioas, iova, len).map_err(|source| VfioError::Unmap {
+    fn unmap(&self, iova: u64, len: u64) -> BResult<()> {
+        let done = sys::ioas_unmap(self.file.as_fd(), self.ioas, iova, len).map_err(|source| BackendError::Unmap {
             iova,
             len,
             source,
         })?;
         if done != len {
-            return Err(VfioError::Unmap {
+            return Err(BackendError::Unmap {
                 iova,
                 len,
                 source: std::io::Error::other(format!("the kernel unmapped {done:#x} bytes")),

@@ -1,6 +1,7 @@
-//! Every raw system call the crate makes: the VFIO ioctls, `mmap`/`munmap`, `eventfd`, `poll`,
-//! `sysconf`, and the volatile accesses to mapped memory. One `unsafe` block per call, each with its
-//! safety argument. Everything exported from here is a safe function or a type with a safe interface.
+//! Every raw system call the crate makes: the VFIO ioctls, `mmap`/`munmap`, `sysconf`, and the
+//! volatile accesses to mapped memory (eventfds are `iommu-backend`'s, safe through rustix). One
+//! `unsafe` block per call, each with its safety argument. Everything exported from here is a safe
+//! function or a type with a safe interface.
 //!
 //! The ioctls are issued through `libc::ioctl` rather than rustix's typed patterns because several VFIO
 //! ioctls return a value (a version, a file descriptor, a byte count) that those patterns discard.
@@ -241,27 +242,6 @@ pub fn iommu_unmap_dma(container: BorrowedFd<'_>, iova: u64, size: u64) -> io::R
         libc::ioctl(container.as_raw_fd(), IOMMU_UNMAP_DMA, &mut unmap as *mut b::vfio_iommu_type1_dma_unmap)
     })?;
     Ok(unmap.size)
-}
-
-/// A new close-on-exec eventfd with counter 0.
-pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes two integers and returns a new fd or -1.
-    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })?;
-    // SAFETY: the fd was just created and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Waits until `fd` is readable or `timeout_ms` passed (negative: forever). Returns whether it is readable.
-pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    loop {
-        // SAFETY: `pfd` is one live pollfd and the count says 1.
-        match check(unsafe { libc::poll(&mut pfd, 1, timeout_ms) }) {
-            Ok(n) => return Ok(n > 0 && pfd.revents & libc::POLLIN != 0),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// The system page size.

@@ -8,25 +8,21 @@
 
 use std::process::ExitCode;
 
-use iommu_vfio::drivers::{nvme, Reporter};
-use iommu_vfio::{BackendKind, Host, VfioDevice};
+use iommu_drivers::{nvme, Reporter};
+use iommu_vfio::{Host, VfioDevice};
+
+mod common;
 
 fn main() -> ExitCode {
     const USAGE: &str = "usage: nvme PCI_ADDRESS [--backend container|iommufd]";
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (addr, kind) = match args.as_slice() {
-        [addr] => (addr, None),
-        [addr, flag, b] if flag == "--backend" => match b.parse::<BackendKind>() {
-            Ok(k) => (addr, Some(k)),
-            Err(_) => {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let Ok(kind) = common::take_backend(&mut args) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let [addr] = args.as_slice() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
     };
     let mut r = Reporter::stdout();
     let dev = match VfioDevice::open_backend(&Host::live(), kind, addr) {
@@ -36,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    r.opened(&dev);
+    common::opened(&mut r, &dev);
     let space = match dev.dma_space() {
         Ok(s) => s,
         Err(e) => {

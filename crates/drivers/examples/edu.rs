@@ -10,25 +10,26 @@
 
 use std::process::ExitCode;
 
-use iommu_vfio::drivers::{edu, Reporter};
-use iommu_vfio::{sim_backend, BackendKind, DmaSpace, Host, VfioDevice};
+use iommu_backend::DmaSpace;
+use iommu_drivers::{edu, Reporter};
+use iommu_sim::backend as sim_backend;
+use iommu_vfio::{BackendKind, Host, VfioDevice};
+
+mod common;
 
 fn main() -> ExitCode {
     const USAGE: &str = "usage: edu PCI_ADDRESS [--backend container|iommufd] | edu --sim [PCI_ADDRESS]";
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let Ok(kind) = common::take_backend(&mut args) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut r = Reporter::stdout();
     match args.as_slice() {
-        ["--sim"] => sim(&mut r, "0000:01:00.0"),
-        ["--sim", addr] => sim(&mut r, addr),
-        [addr] if !addr.starts_with('-') => vfio(&mut r, addr, None),
-        [addr, "--backend", b] if !addr.starts_with('-') => match b.parse::<BackendKind>() {
-            Ok(k) => vfio(&mut r, addr, Some(k)),
-            Err(_) => {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
-        },
+        ["--sim"] if kind.is_none() => sim(&mut r, "0000:01:00.0"),
+        ["--sim", addr] if kind.is_none() => sim(&mut r, addr),
+        [addr] if !addr.starts_with('-') => vfio(&mut r, addr, kind),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -47,7 +48,7 @@ fn vfio(r: &mut Reporter<'_>, addr: &str, kind: Option<BackendKind>) {
         Ok(d) => d,
         Err(e) => return r.error("open", &e),
     };
-    r.opened(&dev);
+    common::opened(r, &dev);
     let space = match dev.dma_space() {
         Ok(s) => s.with_dma_mask(edu::DMA_MASK_BITS),
         Err(e) => return r.error("dma-space", &e),

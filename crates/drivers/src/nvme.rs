@@ -9,13 +9,13 @@
 use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
 
+use iommu_backend::{
+    BackendError, DeviceAccess, DmaBackend, DmaBuf, DmaDir, DmaMapping, DmaSpace, HugePages, IrqKind, MapOptions, Mmio,
+    Result,
+};
 use serde_json::json;
 
-use super::{poll, Reporter};
-use crate::backend::{DeviceAccess, DmaBackend, Mmio};
-use crate::dma::{DmaBuffer, DmaDir, DmaMapping, DmaSpace, MapOptions};
-use crate::error::{Result, VfioError};
-use crate::info::IrqKind;
+use crate::{poll, Reporter};
 
 /// Register offsets.
 pub mod reg {
@@ -136,8 +136,8 @@ pub struct Completion {
 pub struct QueuePair<'m> {
     qid: u16,
     entries: u16,
-    sq: &'m DmaBuffer,
-    cq: &'m DmaBuffer,
+    sq: &'m DmaBuf,
+    cq: &'m DmaBuf,
     sq_iova: u64,
     cq_iova: u64,
     tail: u16,
@@ -148,16 +148,9 @@ pub struct QueuePair<'m> {
 impl<'m> QueuePair<'m> {
     /// Queue `qid` with `entries` slots in `sq` (64-byte entries) and `cq` (16-byte entries), which the
     /// device sees at `sq_iova` and `cq_iova`.
-    pub fn new(
-        qid: u16,
-        entries: u16,
-        sq: &'m DmaBuffer,
-        sq_iova: u64,
-        cq: &'m DmaBuffer,
-        cq_iova: u64,
-    ) -> Result<Self> {
+    pub fn new(qid: u16, entries: u16, sq: &'m DmaBuf, sq_iova: u64, cq: &'m DmaBuf, cq_iova: u64) -> Result<Self> {
         if entries < 2 || sq.len() < entries as usize * 64 || cq.len() < entries as usize * 16 {
-            return Err(VfioError::Invalid(format!("queue {qid}: {entries} entries do not fit its buffers")));
+            return Err(BackendError::Invalid(format!("queue {qid}: {entries} entries do not fit its buffers")));
         }
         cq.fill(0, entries as usize * 16, 0)?;
         Ok(Self { qid, entries, sq, cq, sq_iova, cq_iova, tail: 0, head: 0, phase: true })
@@ -218,7 +211,7 @@ impl<'d, D: DeviceAccess + 'd> Controller<'d, D> {
         poll(self.dev.name(), what, self.timeout, || {
             let csts = self.csts()?;
             if csts & 0x2 != 0 && ready {
-                return Err(VfioError::DeviceReported {
+                return Err(BackendError::DeviceReported {
                     device: self.dev.name().into(),
                     what: "controller fatal status (CSTS.CFS)".into(),
                 });
@@ -240,7 +233,7 @@ impl<'d, D: DeviceAccess + 'd> Controller<'d, D> {
     /// and 16-byte CQ entries); returns CSTS once ready.
     pub fn enable(&self, admin: &QueuePair<'_>) -> Result<u32> {
         if (self.cap >> 48) & 0xf != 0 {
-            return Err(VfioError::DeviceReported {
+            return Err(BackendError::DeviceReported {
                 device: self.dev.name().into(),
                 what: "CAP.MPSMIN is above 4 KiB".into(),
             });
@@ -295,13 +288,13 @@ impl<'d, D: DeviceAccess + 'd> Controller<'d, D> {
         }
         self.bar.write32(self.doorbell(q.qid, true), u32::from(q.head))?;
         if c.cid != cid {
-            return Err(VfioError::DeviceReported {
+            return Err(BackendError::DeviceReported {
                 device: self.dev.name().into(),
                 what: format!("completion for cid {} while waiting for {cid}", c.cid),
             });
         }
         if c.status != 0 {
-            return Err(VfioError::DeviceReported {
+            return Err(BackendError::DeviceReported {
                 device: self.dev.name().into(),
                 what: format!(
                     "opcode {:#04x} on queue {} failed: status type {:#x} code {:#04x} (DW0 {:#x}, SQ head {}, DW3 {dw3:#010x}; entry {:x?})",
@@ -329,16 +322,10 @@ fn ascii(b: &[u8]) -> String {
 
 /// PRP1 and PRP2 for `len` bytes at `iova` (page-aligned), writing a PRP list into `list` (seen by the
 /// device at `list_iova`) when more than two pages are needed. Returns (prp1, prp2, list entries).
-pub fn build_prps(
-    iova: u64,
-    len: usize,
-    list: &DmaBuffer,
-    list_off: usize,
-    list_iova: u64,
-) -> Result<(u64, u64, usize)> {
+pub fn build_prps(iova: u64, len: usize, list: &DmaBuf, list_off: usize, list_iova: u64) -> Result<(u64, u64, usize)> {
     let pages = len.div_ceil(PAGE);
     if !iova.is_multiple_of(PAGE as u64) || pages == 0 || pages - 1 > PAGE / 8 {
-        return Err(VfioError::Invalid(format!("PRPs for {len} bytes at IOVA {iova:#x}")));
+        return Err(BackendError::Invalid(format!("PRPs for {len} bytes at IOVA {iova:#x}")));
     }
     match pages {
         1 => Ok((iova, 0, 0)),
@@ -375,13 +362,13 @@ fn run_steps<D: DeviceAccess, B: DmaBackend>(
 
     *step = "enable";
     let entries = ctrl.max_queue_entries().min(64) as u16;
-    let admin = QueueMemory::new()?;
+    let admin = QueueMemory::new(space)?;
     let admin_maps = admin.map(space)?;
     let mut aq = admin_maps.pair(0, entries.min(32))?;
     enable(&ctrl, &aq, r)?;
 
     *step = "identify-controller";
-    let id = DmaBuffer::new(PAGE)?;
+    let id = space.alloc(PAGE)?;
     let mid = space.map(&id, DmaDir::FromDevice)?;
     let mdts = identify_controller(&mut ctrl, &mut aq, &id, mid.iova(), r)?;
 
@@ -396,14 +383,14 @@ fn run_steps<D: DeviceAccess, B: DmaBackend>(
         Ok(i) if i.count > 0 => Some(dev.enable_irqs(IrqKind::Msix, 1)?.remove(0)),
         _ => None,
     };
-    let io = QueueMemory::new()?;
+    let io = QueueMemory::new(space)?;
     let io_maps = io.map(space)?;
     let mut ioq = io_maps.pair(1, entries.min(64))?;
     create_io_queues(&mut ctrl, &mut aq, &ioq, msix.is_some(), r)?;
 
     *step = "write-read-verify";
     let max_xfer = if mdts == 0 { MAX_CHUNK } else { (PAGE << mdts).min(MAX_CHUNK) };
-    let data = TestData::new(TEST_BYTES.div_ceil(max_xfer))?;
+    let data = TestData::new(space, TEST_BYTES.div_ceil(max_xfer))?;
     let data_maps = data.map(space)?;
     let commands = write_read_verify(&mut ctrl, &mut ioq, &data, &data_maps, max_xfer, block, r)?;
 
@@ -463,7 +450,7 @@ fn enable<D: DeviceAccess>(ctrl: &Controller<'_, D>, aq: &QueuePair<'_>, r: &mut
 fn identify_controller<D: DeviceAccess>(
     ctrl: &mut Controller<'_, D>,
     aq: &mut QueuePair<'_>,
-    id: &DmaBuffer,
+    id: &DmaBuf,
     iova: u64,
     r: &mut Reporter<'_>,
 ) -> Result<u8> {
@@ -486,7 +473,7 @@ fn identify_controller<D: DeviceAccess>(
 fn identify_namespace<D: DeviceAccess>(
     ctrl: &mut Controller<'_, D>,
     aq: &mut QueuePair<'_>,
-    id: &DmaBuffer,
+    id: &DmaBuf,
     iova: u64,
     r: &mut Reporter<'_>,
 ) -> Result<u64> {
@@ -505,7 +492,7 @@ fn identify_namespace<D: DeviceAccess>(
         json!({ "nsid": 1, "blocks": nsze, "block_size": block, "bytes": nsze * block }),
     );
     if !fits {
-        return Err(VfioError::DeviceReported {
+        return Err(BackendError::DeviceReported {
             device: ctrl.dev.name().into(),
             what: format!("namespace 1 ({} bytes) cannot hold the test range", nsze * block),
         });
@@ -608,8 +595,8 @@ fn shutdown<D: DeviceAccess, B: DmaBackend>(
 
 /// The memory of one queue pair: a page for the submission queue, a page for the completion queue.
 struct QueueMemory {
-    sq: DmaBuffer,
-    cq: DmaBuffer,
+    sq: DmaBuf,
+    cq: DmaBuf,
 }
 
 /// A [`QueueMemory`] mapped for the device (dropped completion queue first).
@@ -620,8 +607,8 @@ struct QueueMappings<'a, B: DmaBackend> {
 }
 
 impl QueueMemory {
-    fn new() -> Result<Self> {
-        Ok(Self { sq: DmaBuffer::new(PAGE)?, cq: DmaBuffer::new(PAGE)? })
+    fn new<B: DmaBackend>(space: &DmaSpace<B>) -> Result<Self> {
+        Ok(Self { sq: space.alloc(PAGE)?, cq: space.alloc(PAGE)? })
     }
 
     /// Maps the submission queue (to the device), then the completion queue (from it).
@@ -642,9 +629,9 @@ impl<'a, B: DmaBackend> QueueMappings<'a, B> {
 /// The round trip's buffers: the pattern to write (huge pages when there are), a buffer to read into
 /// (filled with 0xcc), and a page of PRP list per command.
 struct TestData {
-    w: DmaBuffer,
-    r: DmaBuffer,
-    lists: DmaBuffer,
+    w: DmaBuf,
+    r: DmaBuf,
+    lists: DmaBuf,
     want: Vec<u8>,
     /// Commands per direction.
     chunks: usize,
@@ -658,10 +645,10 @@ struct TestMappings<'a, B: DmaBackend> {
 }
 
 impl TestData {
-    fn new(chunks: usize) -> Result<Self> {
-        let w = DmaBuffer::prefer_hugepages(TEST_BYTES)?;
-        let r = DmaBuffer::new(TEST_BYTES)?;
-        let lists = DmaBuffer::new(2 * chunks * PAGE)?;
+    fn new<B: DmaBackend>(space: &DmaSpace<B>, chunks: usize) -> Result<Self> {
+        let w = space.alloc_with(TEST_BYTES, HugePages::Prefer)?;
+        let r = space.alloc(TEST_BYTES)?;
+        let lists = space.alloc(2 * chunks * PAGE)?;
         let want = pattern(TEST_OFFSET, TEST_BYTES);
         w.copy_in(0, &want)?;
         r.fill(0, TEST_BYTES, 0xcc)?;
@@ -681,7 +668,7 @@ impl TestData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeIommu;
+    use iommu_backend::fake::FakeIommu;
 
     #[test]
     fn pattern_marks_each_sector_with_its_number() {
@@ -704,7 +691,7 @@ mod tests {
     fn a_run_on_a_model_controller_writes_reads_back_and_verifies() {
         let iommu = FakeIommu::new();
         let space = DmaSpace::new(&iommu, &[]).unwrap();
-        let dev = super::super::nvme_fake::FakeNvme::new(&iommu);
+        let dev = crate::nvme_fake::FakeNvme::new(&iommu);
         let mut lines = Vec::new();
         let mut r = Reporter::new(|l: &str| lines.push(l.to_string()));
         run(&dev, &space, &mut r).unwrap();
@@ -742,7 +729,7 @@ mod tests {
         let run_on = |blocks: u64, fail_map: bool| {
             let iommu = FakeIommu::new();
             let space = DmaSpace::new(&iommu, &[]).unwrap();
-            let dev = super::super::nvme_fake::FakeNvme::with_blocks(&iommu, blocks);
+            let dev = crate::nvme_fake::FakeNvme::with_blocks(&iommu, blocks);
             if fail_map {
                 iommu.fail_next_map(12);
             }
@@ -769,7 +756,7 @@ mod tests {
     fn prps_use_a_list_beyond_two_pages() {
         let iommu = FakeIommu::new();
         let space = DmaSpace::new(&iommu, &[]).unwrap();
-        let list = DmaBuffer::new(PAGE).unwrap();
+        let list = space.alloc(PAGE).unwrap();
         let ml = space.map(&list, DmaDir::ToDevice).unwrap();
         assert_eq!(build_prps(0x10000, 4096, &list, 0, ml.iova()).unwrap(), (0x10000, 0, 0));
         assert_eq!(build_prps(0x10000, 8192, &list, 0, ml.iova()).unwrap(), (0x10000, 0x11000, 0));

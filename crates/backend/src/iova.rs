@@ -15,8 +15,8 @@
 //! allocation fail that the free space could satisfy.
 //!
 //! ```
-//! use iommu_vfio::iova::{IovaAllocator, Request};
-//! use iommu_vfio::IovaRange;
+//! use iommu_backend::iova::{IovaAllocator, Request};
+//! use iommu_backend::IovaRange;
 //! let mut a = IovaAllocator::new(4096, &[IovaRange::new(0, 0xfedf_ffff).unwrap()], &[]).unwrap();
 //! let b = a.alloc(Request::new(8192).limit_bits(28)).unwrap();
 //! assert!(b.start() >= 4096 && b.end() < 1 << 28);
@@ -87,8 +87,7 @@ impl Request {
     }
 }
 
-/// The highest address a `bits`-bit DMA mask reaches (shared with the simulator).
-pub use iommu_sim::mask_limit;
+pub use crate::types::mask_limit;
 
 /// An allocated IOVA block. Not `Clone`: it is given back exactly once, by [`IovaAllocator::free`].
 #[derive(Debug, PartialEq, Eq)]

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::nvme::{admin, io, reg, PAGE};
-use crate::backend::{DeviceAccess, EventFd, Mmio, CONFIG_REGION};
-use crate::error::{Result, VfioError};
-use crate::fake::FakeIommu;
-use crate::info::{DeviceInfo, IrqInfo, IrqKind, RegionInfo};
+use iommu_backend::fake::{FakeIommu, Fault};
+use iommu_backend::{
+    BackendError, DeviceAccess, DeviceInfo, EventFd, IrqInfo, IrqKind, Mmio, RegionInfo, Result, CONFIG_REGION,
+};
+
+use crate::nvme::{admin, io, reg, PAGE};
 
 /// CAP: MQES 63, CQR, TO 1 (500 ms), DSTRD 0, CSS NVM, MPSMIN 0, MPSMAX 0.
 const CAP: u64 = 63 | (1 << 16) | (1 << 24) | (1 << 37);
@@ -126,7 +127,7 @@ impl<'i> FakeNvme<'i> {
             sq.head = (sq.head + 1) % sq.entries;
             s.sqs.insert(qid, sq);
             let status = if qid == 0 { self.execute(s, &dw)? } else { self.execute_io(s, &dw)? };
-            let cq = s.cqs.get_mut(&sq.cqid).ok_or_else(|| VfioError::Invalid("no completion queue".into()))?;
+            let cq = s.cqs.get_mut(&sq.cqid).ok_or_else(|| BackendError::Invalid("no completion queue".into()))?;
             let mut c = [0u8; 16];
             c[8..10].copy_from_slice(&sq.head.to_le_bytes());
             c[10..12].copy_from_slice(&qid.to_le_bytes());
@@ -229,8 +230,8 @@ impl<'i> FakeNvme<'i> {
     }
 }
 
-fn fault(f: crate::fake::Fault) -> VfioError {
-    VfioError::DeviceReported { device: "fake nvme".into(), what: f.to_string() }
+fn fault(f: Fault) -> BackendError {
+    BackendError::DeviceReported { device: "fake nvme".into(), what: f.to_string() }
 }
 
 /// BAR0.
@@ -286,7 +287,7 @@ impl<'i> DeviceAccess for FakeNvme<'i> {
     }
     fn read_region(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
         if index != CONFIG_REGION {
-            return Err(VfioError::Invalid(format!("region {index}")));
+            return Err(BackendError::Invalid(format!("region {index}")));
         }
         let o = offset as usize;
         buf.copy_from_slice(&self.lock().config[o..o + buf.len()]);
@@ -294,7 +295,7 @@ impl<'i> DeviceAccess for FakeNvme<'i> {
     }
     fn write_region(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
         if index != CONFIG_REGION {
-            return Err(VfioError::Invalid(format!("region {index}")));
+            return Err(BackendError::Invalid(format!("region {index}")));
         }
         let o = offset as usize;
         let mut s = self.lock();
@@ -304,7 +305,7 @@ impl<'i> DeviceAccess for FakeNvme<'i> {
     }
     fn bar(&self, index: u32) -> Result<FakeNvmeBar<'_, 'i>> {
         if index != 0 {
-            return Err(VfioError::Invalid(format!("BAR {index}")));
+            return Err(BackendError::Invalid(format!("BAR {index}")));
         }
         Ok(FakeNvmeBar(self))
     }
@@ -313,7 +314,7 @@ impl<'i> DeviceAccess for FakeNvme<'i> {
     }
     fn enable_irqs(&self, kind: IrqKind, count: u32) -> Result<Vec<EventFd>> {
         if kind != IrqKind::Msix || count != 1 {
-            return Err(VfioError::NoIrq { device: self.name().into(), kind, wanted: count });
+            return Err(BackendError::NoIrq { device: self.name().into(), kind, wanted: count });
         }
         let fd = EventFd::new()?;
         let mut s = self.lock();

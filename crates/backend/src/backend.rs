@@ -1,40 +1,40 @@
-//! The traits the framework's logic and drivers are written against, and the eventfd type interrupts
-//! arrive on.
+//! The traits drivers are written against.
 //!
-//! - [`DmaBackend`]: an IOMMU address space (map, unmap, what it can translate). Implemented by
-//!   [`crate::Container`] (the kernel, through VFIO type1v2), by [`crate::fake::FakeIommu`] (in
-//!   memory, for tests) and by [`crate::sim_backend::SimBackend`] (the `iommu-sim` software
-//!   IOMMU). [`crate::DmaSpace`] adds IOVA allocation and bookkeeping on top of any backend.
-//! - [`DeviceAccess`]: a device's regions, config space, BARs, interrupts and reset. Implemented by
-//!   [`crate::VfioDevice`] and by [`crate::sim_backend::SimDevice`] (the simulator's `edu`).
+//! - [`DmaBackend`]: an IOMMU address space: what it can translate, memory it can map, map, unmap, and
+//!   the faults it observed. [`crate::DmaSpace`] adds IOVA allocation and bookkeeping on top of any
+//!   backend.
+//! - [`DeviceAccess`]: a device's regions, config space, BARs, interrupts and reset.
 //! - [`Mmio`]: register access to a BAR.
 //!
-//! # Implementing the traits in a software IOMMU (iommu-sim)
+//! # Implementing the traits in a software IOMMU
 //!
-//! The drivers in [`crate::drivers`] are generic over `D: DeviceAccess` and `B: DmaBackend`, so a
-//! simulator can run them unchanged against emulated devices behind an emulated IOMMU:
+//! Drivers are generic over `D: DeviceAccess` and `B: DmaBackend`, so a simulator runs them unchanged
+//! against emulated devices behind an emulated IOMMU:
 //!
-//! - `DmaBackend::map` receives the memory as a [`DmaMemory`] handle. Keep a clone (it keeps the memory
-//!   alive) in your page table keyed by IOVA. When an emulated device does DMA, translate the IOVA, check
-//!   the direction ([`DmaDir::device_reads`] / [`DmaDir::device_writes`]) and use the handle's volatile
-//!   accessors (`copy_in`, `copy_out`); an IOVA with no entry is a fault (record it, touch nothing).
-//!   [`crate::fake::FakeIommu`] is a complete, small example of exactly this.
+//! - `DmaBackend::alloc` returns memory the backend can map: heap memory ([`crate::HeapMemory`]) is
+//!   enough for a simulator.
+//! - `DmaBackend::map` receives the memory as a [`DmaBuf`]. Keep a clone (it keeps the memory alive) in
+//!   your page table keyed by IOVA. When an emulated device does DMA, translate the IOVA, check the
+//!   direction ([`DmaDir::device_reads`] / [`DmaDir::device_writes`]) and use the handle's accessors
+//!   (`copy_in`, `copy_out`); an IOVA with no entry is a fault (record it, touch nothing, and report it
+//!   from `recorded_faults` as a [`FaultRecord`]). [`crate::fake::FakeIommu`] is a complete, small
+//!   example of exactly this.
 //! - `DmaBackend::unmap` is called with the range of one earlier `map` or of several consecutive ones
 //!   (a scatter-gather mapping is unmapped in one call); drop your handles for the whole range.
 //! - `DeviceAccess::Bar` can be any type implementing [`Mmio`]: an emulated device dispatches
 //!   `read32`/`write32` to its register model, which is where it starts DMA or raises interrupts.
 //! - Interrupts are [`EventFd`]s: create them in `enable_irqs`, keep them, and call [`EventFd::signal`]
 //!   when the emulated device raises the interrupt; `unmask_intx` re-arms a level interrupt.
-//! - `read_region`/`write_region` with index 7 are config space: a driver sets bus mastering there
-//!   ([`DeviceAccess::enable_bus_master`]); an emulated device should refuse DMA until it is set.
+//! - `read_region`/`write_region` with index [`CONFIG_REGION`] are config space: a driver sets bus
+//!   mastering there ([`DeviceAccess::enable_bus_master`]); an emulated device should refuse DMA until
+//!   it is set.
 
-use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Duration;
-
-use crate::dma::{DmaDir, DmaMemory};
-use crate::error::{Result, VfioError};
+use crate::error::Result;
+use crate::eventfd::EventFd;
+use crate::fault::FaultRecord;
 use crate::info::{DeviceInfo, IommuInfo, IrqInfo, IrqKind, RegionInfo};
-use crate::sys;
+use crate::memory::DmaBuf;
+use crate::types::{DmaDir, HugePages};
 
 /// An IOMMU address space: the kernel calls (or their simulation) behind [`crate::DmaSpace`].
 ///
@@ -44,15 +44,16 @@ use crate::sys;
 pub trait DmaBackend {
     /// Page sizes, valid IOVA ranges and how many mappings may still be made.
     fn iommu_info(&self) -> Result<IommuInfo>;
+    /// Zero-filled memory of at least `len` bytes (rounded up to the page size, or to 2 MiB for
+    /// hugepages) that this backend can map.
+    fn alloc(&self, len: usize, huge: HugePages) -> Result<DmaBuf>;
     /// Lets the device reach `len` bytes of `mem` from `offset` at `iova`, as `dir` allows.
-    fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()>;
+    fn map(&self, iova: u64, mem: &DmaBuf, offset: usize, len: usize, dir: DmaDir) -> Result<()>;
     /// Removes the mapping(s) that exactly cover `iova..iova+len`.
     fn unmap(&self, iova: u64, len: u64) -> Result<()>;
-    /// Every blocked device access this address space has recorded so far, oldest first, one JSON object
-    /// each (a simulator gives requester ID, address, access, reason and VT-d code). Drivers report the
-    /// new entries of a step under `"faults"`. The default, and VFIO (whose faults only reach the kernel
-    /// log), records none.
-    fn recorded_faults(&self) -> Vec<serde_json::Value> {
+    /// Every blocked device access this address space has recorded so far, oldest first. The default,
+    /// and VFIO (whose faults only reach the kernel log), records none.
+    fn recorded_faults(&self) -> Vec<FaultRecord> {
         Vec::new()
     }
 }
@@ -61,13 +62,16 @@ impl<T: DmaBackend + ?Sized> DmaBackend for &T {
     fn iommu_info(&self) -> Result<IommuInfo> {
         (**self).iommu_info()
     }
-    fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
+    fn alloc(&self, len: usize, huge: HugePages) -> Result<DmaBuf> {
+        (**self).alloc(len, huge)
+    }
+    fn map(&self, iova: u64, mem: &DmaBuf, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
         (**self).map(iova, mem, offset, len, dir)
     }
     fn unmap(&self, iova: u64, len: u64) -> Result<()> {
         (**self).unmap(iova, len)
     }
-    fn recorded_faults(&self) -> Vec<serde_json::Value> {
+    fn recorded_faults(&self) -> Vec<FaultRecord> {
         (**self).recorded_faults()
     }
 }
@@ -76,13 +80,16 @@ impl<T: DmaBackend + ?Sized> DmaBackend for std::sync::Arc<T> {
     fn iommu_info(&self) -> Result<IommuInfo> {
         (**self).iommu_info()
     }
-    fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
+    fn alloc(&self, len: usize, huge: HugePages) -> Result<DmaBuf> {
+        (**self).alloc(len, huge)
+    }
+    fn map(&self, iova: u64, mem: &DmaBuf, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
         (**self).map(iova, mem, offset, len, dir)
     }
     fn unmap(&self, iova: u64, len: u64) -> Result<()> {
         (**self).unmap(iova, len)
     }
-    fn recorded_faults(&self) -> Vec<serde_json::Value> {
+    fn recorded_faults(&self) -> Vec<FaultRecord> {
         (**self).recorded_faults()
     }
 }
@@ -109,7 +116,7 @@ pub const PCI_COMMAND_MEMORY: u16 = 0x2;
 pub const PCI_COMMAND_MASTER: u16 = 0x4;
 /// Command register: INTx disable.
 pub const PCI_COMMAND_INTX_DISABLE: u16 = 0x400;
-/// VFIO region index of PCI config space.
+/// Region index of PCI config space (VFIO's `VFIO_PCI_CONFIG_REGION_INDEX`).
 pub const CONFIG_REGION: u32 = 7;
 
 /// A device's regions, config space, BARs, interrupts and reset.
@@ -139,7 +146,7 @@ pub trait DeviceAccess {
     fn unmask_intx(&self) -> Result<()>;
     /// Stops delivering interrupts of `kind`.
     fn disable_irqs(&self, kind: IrqKind) -> Result<()>;
-    /// Resets the device ([`VfioError::ResetUnsupported`] when it cannot be).
+    /// Resets the device ([`crate::BackendError::ResetUnsupported`] when it cannot be).
     fn reset(&self) -> Result<()>;
 
     /// 8-bit config space read.
@@ -173,67 +180,5 @@ pub trait DeviceAccess {
         let cmd = self.config_read_u16(PCI_COMMAND)? | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
         self.config_write_u16(PCI_COMMAND, cmd)?;
         self.config_read_u16(PCI_COMMAND)
-    }
-}
-
-/// An eventfd: where VFIO (or a simulator) signals an interrupt.
-#[derive(Debug)]
-pub struct EventFd {
-    file: std::fs::File,
-}
-
-impl EventFd {
-    /// A new eventfd with counter 0.
-    pub fn new() -> Result<Self> {
-        let fd = sys::eventfd().map_err(|source| VfioError::EventFd { source })?;
-        Ok(Self { file: std::fs::File::from(fd) })
-    }
-
-    /// Waits up to `timeout` for a signal; returns the number of signals since the last read, or `None`
-    /// on timeout.
-    pub fn wait(&self, timeout: Duration) -> Result<Option<u64>> {
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        if !sys::poll_readable(self.file.as_fd(), ms).map_err(|source| VfioError::EventFd { source })? {
-            return Ok(None);
-        }
-        let mut b = [0u8; 8];
-        std::io::Read::read_exact(&mut &self.file, &mut b).map_err(|source| VfioError::EventFd { source })?;
-        Ok(Some(u64::from_ne_bytes(b)))
-    }
-
-    /// Returns pending signals without waiting.
-    pub fn try_read(&self) -> Result<Option<u64>> {
-        self.wait(Duration::ZERO)
-    }
-
-    /// Another handle to the same eventfd (what a simulated device keeps to signal the driver's copy).
-    pub fn try_clone(&self) -> Result<Self> {
-        Ok(Self { file: self.file.try_clone().map_err(|source| VfioError::EventFd { source })? })
-    }
-
-    /// Adds `n` to the counter (what the kernel does when the interrupt fires; for simulators and tests).
-    pub fn signal(&self, n: u64) -> Result<()> {
-        std::io::Write::write_all(&mut &self.file, &n.to_ne_bytes()).map_err(|source| VfioError::EventFd { source })
-    }
-}
-
-impl AsFd for EventFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn eventfd_counts_signals_and_times_out_when_quiet() {
-        let e = EventFd::new().unwrap();
-        assert_eq!(e.try_read().unwrap(), None);
-        e.signal(1).unwrap();
-        e.signal(2).unwrap();
-        assert_eq!(e.wait(Duration::from_millis(100)).unwrap(), Some(3));
-        assert_eq!(e.wait(Duration::from_millis(10)).unwrap(), None);
     }
 }

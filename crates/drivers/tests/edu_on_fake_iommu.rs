@@ -1,15 +1,17 @@
-//! The unchanged `edu` driver (`drivers::edu::run`) against a small emulated edu behind the in-memory
-//! IOMMU (`fake::FakeIommu`): what a software IOMMU simulator has to provide, and proof that the traits
-//! suffice. The emulated device follows QEMU's model: 28-bit DMA addresses, a 4 KiB buffer at 0x40000,
+//! The unchanged `edu` driver (`iommu_drivers::edu::run`) against a small emulated edu behind the
+//! in-memory IOMMU (`iommu_backend::fake::FakeIommu`): what a software IOMMU simulator has to provide, and
+//! proof that the contract's traits suffice. The emulated device follows QEMU's model: 28-bit DMA addresses, a 4 KiB buffer at 0x40000,
 //! DMA only with bus mastering on, interrupt 0x100 when a DMA with command bit 0x4 is done, INTx
 //! automasked until unmasked.
 
 use std::sync::{Arc, Mutex};
 
-use iommu_vfio::backend::{CONFIG_REGION, PCI_COMMAND_MASTER};
-use iommu_vfio::drivers::{edu, Reporter};
-use iommu_vfio::fake::FakeIommu;
-use iommu_vfio::{DeviceAccess, DeviceInfo, DmaSpace, EventFd, IrqInfo, IrqKind, Mmio, RegionInfo, Result, VfioError};
+use iommu_backend::fake::FakeIommu;
+use iommu_backend::{
+    BackendError, DeviceAccess, DeviceInfo, DmaSpace, EventFd, IrqInfo, IrqKind, Mmio, RegionInfo, Result,
+    CONFIG_REGION, PCI_COMMAND_MASTER,
+};
+use iommu_drivers::{edu, Reporter};
 use serde_json::Value;
 
 #[derive(Default)]
@@ -137,7 +139,7 @@ impl DeviceAccess for FakeEdu {
         match index {
             0 => Ok(RegionInfo { index, size: 1 << 20, offset: 0, flags: 7, sparse_mmap: None }),
             CONFIG_REGION => Ok(RegionInfo { index, size: 256, offset: 0, flags: 3, sparse_mmap: None }),
-            _ => Err(VfioError::Invalid(format!("no region {index}"))),
+            _ => Err(BackendError::Invalid(format!("no region {index}"))),
         }
     }
     fn read_region(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {

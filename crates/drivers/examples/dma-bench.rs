@@ -10,8 +10,10 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use iommu_vfio::drivers::Reporter;
-use iommu_vfio::{sys, Backend, BackendKind, DmaBuffer, DmaDir, Host, VfioDevice, VfioError};
+use iommu_drivers::Reporter;
+use iommu_vfio::{sys, Backend, BackendError, DmaBuf, DmaBuffer, DmaDir, Host, VfioDevice, VfioError};
+
+mod common;
 use serde_json::json;
 
 const ROUNDS: usize = 7;
@@ -24,22 +26,23 @@ fn median(v: &mut [f64]) -> f64 {
 fn bench(dev: &VfioDevice, size: usize, iters: usize, r: &mut Reporter<'_>) -> Result<(), VfioError> {
     let space = dev.dma_space()?;
     let backend = dev.backend();
-    let buf = DmaBuffer::new(size)?;
+    let buf = DmaBuf::new(DmaBuffer::new(size)?);
+    let area = buf.downcast_ref::<DmaBuffer>().map(DmaBuffer::area).expect("a DmaBuffer");
     buf.fill(0, size, 1)?; // fault the pages in before timing
     let hole = space.reserve(size as u64)?; // the bare path's IOVA, kept away from the library's
-    let raw_err = |source| VfioError::Map { iova: hole.iova(), len: size as u64, source };
+    let raw_err = |source| BackendError::Map { iova: hole.iova(), len: size as u64, source };
     // The bare ioctls of whichever backend the device is on.
     let raw_pair = || -> std::io::Result<()> {
         match &backend {
             Backend::Container(c) => {
                 let flags = iommu_vfio::dma::map_flags(DmaDir::Bidirectional);
-                sys::iommu_map_dma(c.as_fd(), buf.area(), 0, size, hole.iova(), flags)?;
+                sys::iommu_map_dma(c.as_fd(), area, 0, size, hole.iova(), flags)?;
                 sys::iommu_unmap_dma(c.as_fd(), hole.iova(), size as u64)?;
             }
             Backend::Iommufd(i) => {
                 let flags = iommu_vfio::iommufd::map_flags(DmaDir::Bidirectional);
                 let ioas = i.ioas_id();
-                sys::iommufd::ioas_map(i.as_fd(), ioas, buf.area(), 0, size, Some(hole.iova()), flags)?;
+                sys::iommufd::ioas_map(i.as_fd(), ioas, area, 0, size, Some(hole.iova()), flags)?;
                 sys::iommufd::ioas_unmap(i.as_fd(), ioas, hole.iova(), size as u64)?;
             }
         }
@@ -90,17 +93,10 @@ fn bench(dev: &VfioDevice, size: usize, iters: usize, r: &mut Reporter<'_>) -> R
 fn main() -> ExitCode {
     const USAGE: &str = "usage: dma-bench PCI_ADDRESS [SCALE] [--backend container|iommufd]";
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut kind = None;
-    if let Some(i) = args.iter().position(|a| a == "--backend") {
-        match args.get(i + 1).map(|b| b.parse::<BackendKind>()) {
-            Some(Ok(k)) => kind = Some(k),
-            _ => {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
-        args.drain(i..i + 2);
-    }
+    let Ok(kind) = common::take_backend(&mut args) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
     let (addr, scale) = match args.as_slice() {
         [a] => (a, 1.0),
         [a, s] => match s.parse::<f64>() {

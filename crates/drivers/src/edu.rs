@@ -15,29 +15,29 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
+use iommu_backend::edu_regs;
+use iommu_backend::{
+    mask_limit, BackendError, DeviceAccess, DmaBackend, DmaBuf, DmaDir, DmaSpace, EventFd, FaultRecord, IrqKind, Mmio,
+    Result, PCI_COMMAND, PCI_COMMAND_MASTER,
+};
 use serde_json::json;
 
-use super::{poll, Reporter};
-use crate::backend::{DeviceAccess, DmaBackend, EventFd, Mmio, PCI_COMMAND, PCI_COMMAND_MASTER};
-use crate::dma::{DmaBuffer, DmaDir, DmaSpace};
-use crate::error::{Result, VfioError};
-use crate::info::IrqKind;
-use crate::iova::mask_limit;
+use crate::{poll, Reporter};
 
 /// PCI vendor and device ID.
-pub const ID: (u16, u16) = (0x1234, 0x11e8);
+pub const ID: (u16, u16) = (edu_regs::VENDOR_ID, edu_regs::DEVICE_ID);
 /// The device's DMA mask.
-pub const DMA_MASK_BITS: u32 = 28;
+pub const DMA_MASK_BITS: u32 = edu_regs::DMA_MASK_BITS;
 /// Device address of the DMA engine's buffer.
-pub const DMA_BUFFER: u64 = 0x40000;
+pub const DMA_BUFFER: u64 = edu_regs::DMA_BUFFER;
 /// Largest transfer this driver issues (QEMU 7.2 aborts on 4096).
 pub const MAX_TRANSFER: usize = 2048;
 
-/// Register offsets: the same hardware description the simulator's edu model implements.
-pub use iommu_sim::edu::reg;
+/// Register offsets: the contract's edu register map, which the simulator's edu model implements too.
+pub use iommu_backend::edu_regs::reg;
 
 /// Interrupt status bit the device raises when a DMA with command bit 0x4 is done.
-pub const DMA_IRQ: u32 = 0x100;
+pub const DMA_IRQ: u32 = edu_regs::DMA_IRQ;
 
 /// Which way a DMA goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl<'d, D: DeviceAccess + 'd> Edu<'d, D> {
         let edu = Self { dev, bar, timeout: Duration::from_secs(10), iovas: RefCell::new(Vec::new()) };
         let id = edu.id()?;
         if id & 0xff != 0xed {
-            return Err(VfioError::DeviceReported {
+            return Err(BackendError::DeviceReported {
                 device: dev.name().into(),
                 what: format!("identification register reads {id:#010x}, not an edu device"),
             });
@@ -115,7 +115,7 @@ impl<'d, D: DeviceAccess + 'd> Edu<'d, D> {
     /// the device says it is done. With `irq`, the device raises [`DMA_IRQ`] at the end.
     pub fn dma(&self, dir: Transfer, iova: u64, offset: u64, len: usize, irq: bool) -> Result<()> {
         if len == 0 || len > MAX_TRANSFER || offset + len as u64 > 4096 {
-            return Err(VfioError::Invalid(format!("edu DMA of {len} bytes at buffer offset {offset:#x}")));
+            return Err(BackendError::Invalid(format!("edu DMA of {len} bytes at buffer offset {offset:#x}")));
         }
         self.iovas.borrow_mut().push(iova);
         let (src, dst, mut cmd) = match dir {
@@ -224,7 +224,7 @@ pub fn run<D: DeviceAccess, B: DmaBackend>(dev: &D, space: &DmaSpace<B>, r: &mut
         let e = dev.reset().expect_err("reset without VFIO_DEVICE_FLAGS_RESET");
         r.step(
             "reset",
-            matches!(e, VfioError::ResetUnsupported { .. }),
+            matches!(e, BackendError::ResetUnsupported { .. }),
             json!({ "supported": false, "error": e.to_string() }),
         );
     }
@@ -237,12 +237,12 @@ fn dma_steps<D: DeviceAccess, B: DmaBackend>(
     r: &mut Reporter<'_>,
 ) -> Result<()> {
     let n = MAX_TRANSFER;
-    let src = DmaBuffer::new(4096)?;
-    let dst = DmaBuffer::new(4096)?;
-    let sg_a = DmaBuffer::new(4096)?;
-    let _spacer = DmaBuffer::new(4096)?; // keeps sg_a and sg_b apart in the process's address space
-    let sg_b = DmaBuffer::new(4096)?;
-    let victim = DmaBuffer::new(4096)?;
+    let src = space.alloc(4096)?;
+    let dst = space.alloc(4096)?;
+    let sg_a = space.alloc(4096)?;
+    let _spacer = space.alloc(4096)?; // keeps sg_a and sg_b apart in the process's address space
+    let sg_b = space.alloc(4096)?;
+    let victim = space.alloc(4096)?;
     // Taken before anything is mapped and held to the end: an IOVA that is never mapped, and that the
     // allocator cannot hand to any other mapping meanwhile.
     let hole = space.reserve(4096)?;
@@ -315,10 +315,10 @@ fn dma_steps<D: DeviceAccess, B: DmaBackend>(
         let ms = space.map(&src, DmaDir::ToDevice)?;
         edu.dma(Transfer::ToDevice, ms.iova(), 0, n, false)?;
     }
-    let buffers: [(&str, &DmaBuffer); 5] =
+    let buffers: [(&str, &DmaBuf); 5] =
         [("src", &src), ("dst", &dst), ("sg_a", &sg_a), ("sg_b", &sg_b), ("victim", &victim)];
     let snapshot =
-        |bufs: &[(&str, &DmaBuffer)]| -> Result<Vec<Vec<u8>>> { bufs.iter().map(|(_, b)| b.to_vec(0, 4096)).collect() };
+        |bufs: &[(&str, &DmaBuf)]| -> Result<Vec<Vec<u8>>> { bufs.iter().map(|(_, b)| b.to_vec(0, 4096)).collect() };
 
     // Isolation 1: a DMA to an IOVA that was never mapped.
     {
@@ -361,9 +361,28 @@ fn dma_steps<D: DeviceAccess, B: DmaBackend>(
     Ok(())
 }
 
+/// One fault as the driver reports it: requester ID (`rid`), `addr`, `access`, `reason`, `why`, the
+/// VT-d code as `0x..` (`vtd_code`) and the kernel's log line (`dmar`); fields the backend does not know
+/// are left out.
+pub fn fault_json(f: &FaultRecord) -> serde_json::Value {
+    let mut v = json!({ "addr": f.iova, "access": f.access, "reason": f.reason, "why": f.description });
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(r) = &f.requester {
+            obj.insert("rid".into(), json!(r));
+        }
+        if let Some(c) = f.code {
+            obj.insert("vtd_code".into(), json!(format!("{c:#04x}")));
+        }
+        if let Some(l) = &f.log_line {
+            obj.insert("dmar".into(), json!(l));
+        }
+    }
+    v
+}
+
 /// Adds the faults the backend recorded after the first `seen` under `"faults"` (when there are any).
 fn add_faults<B: DmaBackend>(v: &mut serde_json::Value, space: &DmaSpace<B>, seen: usize) {
-    let new: Vec<serde_json::Value> = space.backend().recorded_faults().into_iter().skip(seen).collect();
+    let new: Vec<serde_json::Value> = space.backend().recorded_faults().iter().skip(seen).map(fault_json).collect();
     if let (false, Some(obj)) = (new.is_empty(), v.as_object_mut()) {
         obj.insert("faults".into(), serde_json::Value::Array(new));
     }
@@ -372,7 +391,7 @@ fn add_faults<B: DmaBackend>(v: &mut serde_json::Value, space: &DmaSpace<B>, see
 fn irq_step<D: DeviceAccess, B: DmaBackend>(
     edu: &Edu<'_, D>,
     space: &DmaSpace<B>,
-    dst: &DmaBuffer,
+    dst: &DmaBuf,
     kind: IrqKind,
 ) -> Result<serde_json::Value> {
     let dev = edu.device();

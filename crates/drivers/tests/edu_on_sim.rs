@@ -1,9 +1,10 @@
-//! The unchanged `edu` driver (`drivers::edu::run`) against the software IOMMU and edu model of
-//! `iommu-sim` through `sim_backend`: every step passes, the two blocked DMAs are recorded as faults
-//! with the device's requester ID and the IOVA it used, and they are listed under `"faults"`.
+//! The unchanged `edu` driver (`iommu_drivers::edu::run`) against the software IOMMU and edu model of
+//! `iommu-sim` through `iommu_sim::backend`: every step passes, the two blocked DMAs are recorded as
+//! faults with the device's requester ID and the IOVA it used, and they are listed under `"faults"`.
 
-use iommu_vfio::drivers::{edu, Reporter};
-use iommu_vfio::{sim_backend, DmaBackend, DmaSpace};
+use iommu_backend::{DmaBackend, DmaSpace};
+use iommu_drivers::{edu, Reporter};
+use iommu_sim::backend as sim_backend;
 use serde_json::Value;
 
 #[test]
@@ -51,7 +52,7 @@ fn the_edu_driver_runs_unchanged_on_the_simulator_and_lists_its_blocked_dmas_fau
 
 #[test]
 fn backends_that_cannot_observe_faults_record_none_by_default() {
-    let iommu = iommu_vfio::fake::FakeIommu::new();
+    let iommu = iommu_backend::fake::FakeIommu::new();
     assert!(iommu.recorded_faults().is_empty());
 }
 

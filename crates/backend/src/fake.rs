@@ -1,4 +1,4 @@
-//! An in-memory IOMMU: a [`DmaBackend`] that keeps a page table of [`DmaMemory`] handles and lets tests
+//! An in-memory IOMMU: a [`DmaBackend`] that keeps a page table of [`DmaBuf`] handles and lets tests
 //! act as the device ([`FakeIommu::dma_write`], [`FakeIommu::dma_read`]). It follows the type1v2 rules
 //! the kernel enforces (no overlapping maps, unmaps must not split a mapping, IOVAs inside the valid
 //! ranges, a mapping-count limit) and records every fault.
@@ -6,10 +6,10 @@
 //! It is the reference for implementing [`DmaBackend`] in a software IOMMU (see [`crate::backend`]).
 //!
 //! ```
-//! use iommu_vfio::{fake::FakeIommu, DmaBuffer, DmaDir, DmaSpace};
+//! use iommu_backend::{fake::FakeIommu, DmaDir, DmaSpace};
 //! let iommu = FakeIommu::new();
 //! let space = DmaSpace::new(&iommu, &[]).unwrap().with_dma_mask(28);
-//! let buf = DmaBuffer::new(4096).unwrap();
+//! let buf = space.alloc(4096).unwrap();
 //! let m = space.map(&buf, DmaDir::FromDevice).unwrap();
 //! iommu.dma_write(m.iova(), b"hello").unwrap();          // the "device" writes
 //! assert_eq!(buf.to_vec(0, 5).unwrap(), b"hello");
@@ -23,10 +23,13 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Mutex;
 
+use rustix::io::Errno;
+
 use crate::backend::DmaBackend;
-use crate::dma::{DmaDir, DmaMemory};
-use crate::error::{Result, VfioError};
+use crate::error::{BackendError, Result};
 use crate::info::{IommuInfo, IovaRange};
+use crate::memory::{DmaBuf, HeapMemory};
+use crate::types::{DmaDir, HugePages};
 
 /// A blocked device access.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +53,7 @@ impl std::error::Error for Fault {}
 #[derive(Debug)]
 struct Entry {
     len: u64,
-    mem: DmaMemory,
+    mem: DmaBuf,
     offset: usize,
     dir: DmaDir,
 }
@@ -128,7 +131,7 @@ impl FakeIommu {
     }
 
     /// Translates `iova`: the memory, the offset in it and the bytes left in that mapping.
-    pub fn translate(&self, iova: u64) -> Option<(DmaMemory, usize, u64, DmaDir)> {
+    pub fn translate(&self, iova: u64) -> Option<(DmaBuf, usize, u64, DmaDir)> {
         let s = self.lock();
         let (&start, e) = s.table.range(..=iova).next_back()?;
         (iova - start < e.len)
@@ -140,7 +143,7 @@ impl FakeIommu {
         iova: u64,
         len: usize,
         write: bool,
-        mut f: impl FnMut(&DmaMemory, usize, usize, usize) -> Result<()>,
+        mut f: impl FnMut(&DmaBuf, usize, usize, usize) -> Result<()>,
     ) -> Result<(), Fault> {
         // Check the whole range first: a blocked DMA touches nothing.
         let mut plan = Vec::new();
@@ -185,6 +188,10 @@ fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
+const EINVAL: i32 = Errno::INVAL.raw_os_error();
+const EEXIST: i32 = Errno::EXIST.raw_os_error();
+const ENOSPC: i32 = Errno::NOSPC.raw_os_error();
+
 impl DmaBackend for FakeIommu {
     fn iommu_info(&self) -> Result<IommuInfo> {
         let mut info = self.info.clone();
@@ -194,8 +201,12 @@ impl DmaBackend for FakeIommu {
         Ok(info)
     }
 
-    fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
-        let fail = |e| Err(VfioError::Map { iova, len: len as u64, source: errno(e) });
+    fn alloc(&self, len: usize, huge: HugePages) -> Result<DmaBuf> {
+        Ok(DmaBuf::new(HeapMemory::new(len, self.info.min_page_size() as usize, huge)?))
+    }
+
+    fn map(&self, iova: u64, mem: &DmaBuf, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
+        let fail = |e| Err(BackendError::Map { iova, len: len as u64, source: errno(e) });
         let mut s = self.lock();
         if let Some(e) = s.fail_next_map.take() {
             return fail(e);
@@ -208,18 +219,18 @@ impl DmaBackend for FakeIommu {
             || end.is_none()
             || offset + len > mem.len()
         {
-            return fail(libc::EINVAL);
+            return fail(EINVAL);
         }
         let last = iova + len as u64 - 1;
         if !self.info.iova_ranges.is_empty() && !self.info.iova_ranges.iter().any(|r| r.start <= iova && last <= r.end)
         {
-            return fail(libc::EINVAL);
+            return fail(EINVAL);
         }
         if s.table.range(..=last).next_back().is_some_and(|(&st, e)| st + e.len > iova) {
-            return fail(libc::EEXIST);
+            return fail(EEXIST);
         }
         if self.info.dma_avail.is_some_and(|a| s.table.len() as u64 >= u64::from(a)) {
-            return fail(libc::ENOSPC);
+            return fail(ENOSPC);
         }
         s.table.insert(iova, Entry { len: len as u64, mem: mem.clone(), offset, dir });
         s.maps += 1;
@@ -227,22 +238,22 @@ impl DmaBackend for FakeIommu {
     }
 
     fn unmap(&self, iova: u64, len: u64) -> Result<()> {
-        let fail = |e| Err(VfioError::Unmap { iova, len, source: errno(e) });
+        let fail = |e| Err(BackendError::Unmap { iova, len, source: errno(e) });
         let mut s = self.lock();
         if let Some(e) = s.fail_next_unmap.take() {
             return fail(e);
         }
-        let Some(end) = iova.checked_add(len) else { return fail(libc::EINVAL) };
+        let Some(end) = iova.checked_add(len) else { return fail(EINVAL) };
         // type1v2: the range must not cut a mapping in two.
         if let Some((&st, e)) = s.table.range(..iova).next_back() {
             if st + e.len > iova {
-                return fail(libc::EINVAL);
+                return fail(EINVAL);
             }
         }
         let inside: Vec<u64> = s.table.range(iova..end).map(|(&k, _)| k).collect();
         if let Some(&k) = inside.last() {
             if k + s.table[&k].len > end {
-                return fail(libc::EINVAL);
+                return fail(EINVAL);
             }
         }
         for k in inside {
@@ -256,7 +267,7 @@ impl DmaBackend for FakeIommu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::{DmaBuffer, DmaSpace, MapOptions};
+    use crate::dma::{DmaSpace, MapOptions};
 
     fn space(iommu: &FakeIommu) -> DmaSpace<&FakeIommu> {
         DmaSpace::new(iommu, &[IovaRange { start: 0xfee0_0000, end: 0xfeef_ffff }]).unwrap()
@@ -266,7 +277,7 @@ mod tests {
     fn a_mapping_is_visible_to_the_device_until_it_is_dropped() {
         let iommu = FakeIommu::new();
         let space = space(&iommu).with_dma_mask(28);
-        let buf = DmaBuffer::new(8192).unwrap();
+        let buf = space.alloc(8192).unwrap();
         let m = space.map(&buf, DmaDir::Bidirectional).unwrap();
         assert!(m.iova() >= 4096 && m.range().end < 1 << 28);
         iommu.dma_write(m.iova() + 4000, &[7u8; 200]).unwrap();
@@ -284,7 +295,7 @@ mod tests {
     fn a_dma_to_a_reserved_iova_faults_and_touches_nothing() {
         let iommu = FakeIommu::new();
         let space = space(&iommu);
-        let buf = DmaBuffer::new(4096).unwrap();
+        let buf = space.alloc(4096).unwrap();
         buf.fill(0, 4096, 0x5a).unwrap();
         let _m = space.map(&buf, DmaDir::Bidirectional).unwrap();
         let hole = space.reserve(4096).unwrap();
@@ -298,7 +309,7 @@ mod tests {
     fn direction_is_enforced() {
         let iommu = FakeIommu::new();
         let space = space(&iommu);
-        let buf = DmaBuffer::new(4096).unwrap();
+        let buf = space.alloc(4096).unwrap();
         let m = space.map(&buf, DmaDir::ToDevice).unwrap();
         assert_eq!(iommu.dma_write(m.iova(), &[1]).unwrap_err().reason, "not writable");
         let mut out = [9u8; 4];
@@ -310,9 +321,9 @@ mod tests {
     fn two_scattered_pages_are_one_contiguous_8k_range_for_the_device() {
         let iommu = FakeIommu::new();
         let space = space(&iommu).with_dma_mask(28);
-        let a = DmaBuffer::new(4096).unwrap();
-        let _gap = DmaBuffer::new(4096).unwrap();
-        let b = DmaBuffer::new(4096).unwrap();
+        let a = space.alloc(4096).unwrap();
+        let _gap = space.alloc(4096).unwrap();
+        let b = space.alloc(4096).unwrap();
         a.fill(0, 4096, b'A').unwrap();
         b.fill(0, 4096, b'B').unwrap();
         let sg = space.map_sg(&[&a, &b], DmaDir::Bidirectional).unwrap();
@@ -335,10 +346,10 @@ mod tests {
     fn a_failed_map_returns_the_iova_and_the_slot() {
         let iommu = FakeIommu::new();
         let space = space(&iommu);
-        let buf = DmaBuffer::new(4096).unwrap();
+        let buf = space.alloc(4096).unwrap();
         iommu.fail_next_map(libc::EFAULT);
         let e = space.map(&buf, DmaDir::Bidirectional).unwrap_err();
-        assert!(matches!(&e, VfioError::Map { source, .. } if source.raw_os_error() == Some(libc::EFAULT)), "{e:?}");
+        assert!(matches!(&e, BackendError::Map { source, .. } if source.raw_os_error() == Some(libc::EFAULT)), "{e:?}");
         assert_eq!(space.stats(), Default::default());
         let m = space.map(&buf, DmaDir::Bidirectional).unwrap();
         assert_eq!(m.iova(), 4096, "the failed attempt's IOVA was reused");
@@ -348,12 +359,12 @@ mod tests {
     fn a_failed_sg_piece_unmaps_the_pieces_already_mapped() {
         let iommu = FakeIommu::new();
         let space = space(&iommu);
-        let bufs: Vec<DmaBuffer> = (0..3).map(|_| DmaBuffer::new(4096).unwrap()).collect();
-        let refs: Vec<&DmaBuffer> = bufs.iter().collect();
+        let bufs: Vec<DmaBuf> = (0..3).map(|_| space.alloc(4096).unwrap()).collect();
+        let refs: Vec<&DmaBuf> = bufs.iter().collect();
         // Occupy the IOVA the third piece would take, behind the space's back.
         iommu.map(3 * 4096, &bufs[0], 0, 4096, DmaDir::Bidirectional).unwrap();
         let e = space.map_sg(&refs, DmaDir::Bidirectional).unwrap_err();
-        assert!(matches!(&e, VfioError::Map { source, .. } if source.raw_os_error() == Some(libc::EEXIST)), "{e}");
+        assert!(matches!(&e, BackendError::Map { source, .. } if source.raw_os_error() == Some(libc::EEXIST)), "{e}");
         assert_eq!(iommu.mappings(), vec![(3 * 4096, 4096)]);
         assert_eq!(space.stats().mappings, 0);
     }
@@ -362,11 +373,11 @@ mod tests {
     fn the_kernel_mapping_limit_gives_a_clear_error_before_the_kernel_does() {
         let iommu = FakeIommu::with_info(IommuInfo { dma_avail: Some(2), ..FakeIommu::new().info });
         let space = space(&iommu);
-        let bufs: Vec<DmaBuffer> = (0..3).map(|_| DmaBuffer::new(4096).unwrap()).collect();
+        let bufs: Vec<DmaBuf> = (0..3).map(|_| space.alloc(4096).unwrap()).collect();
         let _a = space.map(&bufs[0], DmaDir::Bidirectional).unwrap();
         let _b = space.map(&bufs[1], DmaDir::Bidirectional).unwrap();
         let e = space.map(&bufs[2], DmaDir::Bidirectional).unwrap_err();
-        assert!(matches!(e, VfioError::DmaLimit { limit: 2, in_use: 2 }), "{e:?}");
+        assert!(matches!(e, BackendError::DmaLimit { limit: 2, in_use: 2 }), "{e:?}");
         assert!(e.to_string().contains("dma_entry_limit"));
         drop(_b);
         let _c = space.map(&bufs[2], DmaDir::Bidirectional).unwrap();
@@ -376,16 +387,16 @@ mod tests {
     fn enospc_from_the_kernel_becomes_the_mapping_limit_error() {
         let iommu = FakeIommu::new();
         let space = space(&iommu);
-        let buf = DmaBuffer::new(4096).unwrap();
+        let buf = space.alloc(4096).unwrap();
         iommu.fail_next_map(libc::ENOSPC);
-        assert!(matches!(space.map(&buf, DmaDir::Bidirectional).unwrap_err(), VfioError::DmaLimit { .. }));
+        assert!(matches!(space.map(&buf, DmaDir::Bidirectional).unwrap_err(), BackendError::DmaLimit { .. }));
     }
 
     #[test]
     fn an_unmap_that_fails_on_drop_is_recorded_and_its_iovas_never_reused() {
         let iommu = FakeIommu::new();
         let space = space(&iommu);
-        let buf = DmaBuffer::new(4096).unwrap();
+        let buf = space.alloc(4096).unwrap();
         let m = space.map(&buf, DmaDir::Bidirectional).unwrap();
         let iova = m.iova();
         iommu.fail_next_unmap(libc::EBUSY);
@@ -400,17 +411,17 @@ mod tests {
     fn explicit_unmap_reports_the_error() {
         let iommu = FakeIommu::new();
         let space = space(&iommu);
-        let buf = DmaBuffer::new(4096).unwrap();
+        let buf = space.alloc(4096).unwrap();
         let m = space.map(&buf, DmaDir::Bidirectional).unwrap();
         iommu.fail_next_unmap(libc::EINVAL);
-        assert!(matches!(m.unmap().unwrap_err(), VfioError::Unmap { .. }));
+        assert!(matches!(m.unmap().unwrap_err(), BackendError::Unmap { .. }));
     }
 
     #[test]
     fn partial_and_fixed_mappings_are_checked() {
         let iommu = FakeIommu::new();
         let space = space(&iommu);
-        let buf = DmaBuffer::new(3 * 4096).unwrap();
+        let buf = space.alloc(3 * 4096).unwrap();
         let m = space
             .map_with(&buf, MapOptions { offset: 4096, len: Some(100), at: Some(0x90_0000), ..Default::default() })
             .unwrap();

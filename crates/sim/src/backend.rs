@@ -1,68 +1,111 @@
-//! The framework's traits implemented on the software IOMMU of `iommu-sim`, so the drivers in
-//! [`crate::drivers`] run unchanged against a simulated IOMMU and device:
+//! The driver contract (`iommu-backend`) implemented on the simulator, so drivers written against it
+//! (iommu-drivers' `edu` and NVMe) run unchanged on a simulated IOMMU and device:
 //!
-//! - [`SimBackend`]: a [`DmaBackend`] over one domain of the simulator ([`SimIommu`]). Mapped
-//!   [`DmaMemory`] is plugged into the simulator as host memory; DMA faults are recorded by the
-//!   simulator and reported by [`DmaBackend::recorded_faults`].
+//! - [`SimBackend`]: a [`DmaBackend`] over one domain of the simulator ([`SimIommu`]). Its memory is heap
+//!   memory ([`HeapMemory`]); mapped memory is plugged into the simulator as host memory. DMA faults are
+//!   recorded by the simulator and reported as typed [`FaultRecord`]s by
+//!   [`DmaBackend::recorded_faults`], with the requester ID, the exact address, the VT-d fault reason and
+//!   the `DMAR:` line the kernel would log.
 //! - [`SimDevice`]: a [`DeviceAccess`] over the simulator's `edu` ([`SharedEdu`]): BAR0 (1 MiB, not
-//!   mmappable), config space, INTx and MSI (one vector each), reset.
+//!   mmappable), config space, INTx and MSI (one vector each), reset. Interrupts are delivered on
+//!   eventfds, the one place the simulator touches the operating system.
 //!
 //! ```
-//! use iommu_vfio::drivers::{edu, Reporter};
-//! use iommu_vfio::{sim_backend, DmaSpace};
+//! use iommu_backend::edu_regs::{reg, CMD_START, CMD_TO_RAM, DMA_BUFFER, DMA_MASK_BITS};
+//! use iommu_backend::{Access, DeviceAccess, DmaBackend, DmaDir, DmaSpace, Mmio};
+//! use iommu_sim::backend;
 //!
-//! let (dev, backend) = sim_backend::edu("0000:01:00.0").unwrap();
-//! let space = DmaSpace::new(backend, &[]).unwrap().with_dma_mask(edu::DMA_MASK_BITS);
-//! let mut r = Reporter::new(|_: &str| {});
-//! edu::run(&dev, &space, &mut r).unwrap();
-//! assert!(r.all_ok(), "{:?}", r.failed());
+//! let (dev, iommu) = backend::edu("0000:01:00.0")?;
+//! let space = DmaSpace::new(iommu.clone(), &[])?.with_dma_mask(DMA_MASK_BITS);
+//! dev.enable_bus_master()?;
+//! let bar = dev.bar(0)?;
+//! let dma_to_ram = |iova: u64| -> iommu_backend::Result<()> {
+//!     bar.write64(reg::DMA_SRC, DMA_BUFFER)?;
+//!     bar.write64(reg::DMA_DST, iova)?;
+//!     bar.write64(reg::DMA_CNT, 16)?;
+//!     bar.write64(reg::DMA_CMD, CMD_START | CMD_TO_RAM)
+//! };
+//!
+//! let buf = space.alloc(4096)?;
+//! buf.fill(0, 4096, 0xee)?;
+//! let m = space.map(&buf, DmaDir::FromDevice)?;
+//! dma_to_ram(m.iova())?;                          // the device's (zeroed) buffer lands in ours
+//! assert_eq!(buf.to_vec(0, 17)?, [&[0u8; 16][..], &[0xee]].concat());
+//!
+//! let hole = space.reserve(4096)?;                // an IOVA that is never mapped
+//! dma_to_ram(hole.iova())?;                       // blocked, recorded, nothing written
+//! let f = &iommu.recorded_faults()[0];
+//! assert_eq!((f.requester.as_deref(), f.iova, f.access), (Some("01:00.0"), hole.iova(), Access::Write));
+//! assert_eq!((f.reason.as_str(), f.code), ("not-mapped", Some(0x05)));
+//! # Ok::<(), iommu_backend::BackendError>(())
 //! ```
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use iommu_backend::info::flags;
+use iommu_backend::{
+    region_name, BackendError, DeviceAccess, DeviceInfo, DmaBackend, DmaBuf, DmaDir, EventFd, FaultRecord, HeapMemory,
+    HugePages, IommuInfo, IovaRange, IrqInfo, IrqKind, Mmio, RegionInfo, Result, CONFIG_REGION,
+};
 use iommu_pci::PciAddress;
-use iommu_sim::{DomainMode, HostMemory, HostMemoryError, Rid, SharedEdu, Sim, SimError, SimIommu};
 
-use crate::backend::{DeviceAccess, DmaBackend, EventFd, Mmio, CONFIG_REGION};
-use crate::dma::{DmaDir, DmaMemory};
-use crate::error::{Result, VfioError};
-use crate::info::{DeviceInfo, IommuInfo, IovaRange, IrqInfo, IrqKind, RegionInfo};
+use crate::error::{HostMemoryError, SimError};
+use crate::fault::Fault;
+use crate::memory::HostMemory;
+use crate::shared::{SharedEdu, SimIommu};
+use crate::sim::Sim;
+use crate::types::{DomainMode, Perm, Rid, PAGE_SIZE};
 
-/// The mapping limit VFIO's type1 backend applies by default (`dma_entry_limit`).
+/// The mapping limit VFIO's type1 backend applies by default (`dma_entry_limit`), which the simulated
+/// domain reports too.
 pub const DMA_ENTRY_LIMIT: u32 = 65535;
 
 /// A simulated edu device at `addr` (its requester ID is the address's bus/device/function) in a
 /// translated domain of a fresh [`Sim`]: the device and the domain as an IOMMU backend.
 pub fn edu(addr: &str) -> Result<(SimDevice, SimBackend)> {
-    let pci: PciAddress = addr.parse().map_err(|e| VfioError::Invalid(format!("PCI address {addr:?}: {e}")))?;
+    let pci: PciAddress = addr.parse().map_err(|e| BackendError::Invalid(format!("PCI address {addr:?}: {e}")))?;
     let rid = Rid::from(pci);
     let mut sim = Sim::default();
     let domain = sim.create_domain(DomainMode::Translated);
     sim.attach(rid, domain).map_err(|e| sim_err(&pci.to_string(), e))?;
     let sim = sim.into_shared();
     let iommu = SimIommu::for_device(sim.clone(), rid).map_err(|e| sim_err(&pci.to_string(), e))?;
-    let dev = SimDevice::new(pci.to_string(), SharedEdu::new(iommu_sim::Edu::new(rid), sim));
+    let dev = SimDevice::new(pci.to_string(), SharedEdu::new(crate::Edu::new(rid), sim));
     Ok((dev, SimBackend(iommu)))
 }
 
-fn sim_err(device: &str, e: SimError) -> VfioError {
-    VfioError::DeviceReported { device: device.to_string(), what: e.to_string() }
+fn sim_err(device: &str, e: SimError) -> BackendError {
+    BackendError::DeviceReported { device: device.to_string(), what: e.to_string() }
 }
 
-/// [`DmaMemory`] seen by the simulator as host memory.
+/// Memory the driver mapped, seen by the simulator as host memory.
 #[derive(Debug)]
-struct SimMemory(DmaMemory);
+struct SimMemory(DmaBuf);
 
 impl HostMemory for SimMemory {
     fn len(&self) -> usize {
         self.0.len()
     }
     fn read_at(&self, offset: usize, out: &mut [u8]) -> std::result::Result<(), HostMemoryError> {
-        self.0.copy_out(offset, out).map_err(|e| HostMemoryError(e.to_string()))
+        self.0.read(offset, out).map_err(|e| HostMemoryError(e.to_string()))
     }
     fn write_at(&self, offset: usize, data: &[u8]) -> std::result::Result<(), HostMemoryError> {
-        self.0.copy_in(offset, data).map_err(|e| HostMemoryError(e.to_string()))
+        self.0.write(offset, data).map_err(|e| HostMemoryError(e.to_string()))
+    }
+}
+
+impl From<&Fault> for FaultRecord {
+    fn from(f: &Fault) -> FaultRecord {
+        FaultRecord {
+            requester: Some(f.rid.to_string()),
+            iova: f.addr,
+            access: f.access,
+            reason: f.reason.name().to_string(),
+            description: f.reason.describe().to_string(),
+            code: Some(f.vtd_code),
+            log_line: Some(f.dmar_line()),
+        }
     }
 }
 
@@ -80,10 +123,13 @@ impl DmaBackend for SimBackend {
         })
     }
 
-    fn map(&self, iova: u64, mem: &DmaMemory, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
-        let perm = dir.perm();
+    fn alloc(&self, len: usize, huge: HugePages) -> Result<DmaBuf> {
+        Ok(DmaBuf::new(HeapMemory::new(len, PAGE_SIZE as usize, huge)?))
+    }
+
+    fn map(&self, iova: u64, mem: &DmaBuf, offset: usize, len: usize, dir: DmaDir) -> Result<()> {
         let host: Arc<dyn HostMemory> = Arc::new(SimMemory(mem.clone()));
-        self.0.map(iova, host, offset, len as u64, perm).map_err(|e| VfioError::Map {
+        self.0.map(iova, host, offset, len as u64, Perm::from(dir)).map_err(|e| BackendError::Map {
             iova,
             len: len as u64,
             source: io::Error::other(e),
@@ -91,21 +137,11 @@ impl DmaBackend for SimBackend {
     }
 
     fn unmap(&self, iova: u64, len: u64) -> Result<()> {
-        self.0.unmap(iova, len).map_err(|e| VfioError::Unmap { iova, len, source: io::Error::other(e) })
+        self.0.unmap(iova, len).map_err(|e| BackendError::Unmap { iova, len, source: io::Error::other(e) })
     }
 
-    fn recorded_faults(&self) -> Vec<serde_json::Value> {
-        self.0
-            .faults()
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "rid": f.rid.to_string(), "addr": f.addr, "access": f.access.to_string(),
-                    "reason": f.reason, "why": f.reason.describe(), "vtd_code": format!("{:#04x}", f.vtd_code),
-                    "dmar": f.dmar_line(),
-                })
-            })
-            .collect()
+    fn recorded_faults(&self) -> Vec<FaultRecord> {
+        self.0.faults().iter().map(FaultRecord::from).collect()
     }
 }
 
@@ -155,16 +191,24 @@ impl SimDevice {
         Ok(())
     }
 
-    fn err(&self, e: SimError) -> VfioError {
+    fn err(&self, e: SimError) -> BackendError {
         sim_err(&self.name, e)
     }
 
     fn check(&self, what: &str, offset: u64, width: u64, size: u64) -> Result<()> {
         let what = format!("{} {what}", self.name);
         if !matches!(offset.checked_add(width), Some(end) if end <= size) {
-            return Err(VfioError::OutOfBounds { what, offset, width, size });
+            return Err(BackendError::OutOfBounds { what, offset, width, size });
         }
         Ok(())
+    }
+
+    fn no_region(&self, index: u32) -> BackendError {
+        BackendError::Region {
+            device: self.name.clone(),
+            region: region_name(index),
+            why: "not present on the simulated edu",
+        }
     }
 }
 
@@ -176,7 +220,7 @@ pub struct SimBar<'a>(&'a SimDevice);
 impl SimBar<'_> {
     fn check(&self, offset: u64, width: u64) -> Result<()> {
         if !offset.is_multiple_of(width) {
-            return Err(VfioError::Misaligned { what: format!("{} BAR0", self.0.name), offset, width });
+            return Err(BackendError::Misaligned { what: format!("{} BAR0", self.0.name), offset, width });
         }
         self.0.check("BAR0", offset, width, self.size())
     }
@@ -206,13 +250,9 @@ impl Mmio for SimBar<'_> {
     }
 }
 
-/// `VFIO_DEVICE_FLAGS_RESET | VFIO_DEVICE_FLAGS_PCI`.
-const DEVICE_FLAGS: u32 = 0x3;
-/// `VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE`.
-const REGION_RW: u32 = 0x3;
-/// `VFIO_IRQ_INFO_EVENTFD`, and for INTx also `MASKABLE | AUTOMASKED`.
-const IRQ_EVENTFD: u32 = 0x1;
-const IRQ_INTX: u32 = 0x7;
+const DEVICE_FLAGS: u32 = flags::DEVICE_RESET | flags::DEVICE_PCI;
+const REGION_RW: u32 = flags::REGION_READ | flags::REGION_WRITE;
+const IRQ_INTX: u32 = flags::IRQ_EVENTFD | flags::IRQ_MASKABLE | flags::IRQ_AUTOMASKED;
 const CONFIG_SIZE: u64 = 256;
 
 impl DeviceAccess for SimDevice {
@@ -242,7 +282,7 @@ impl DeviceAccess for SimDevice {
                 match buf.len() {
                     4 => buf.copy_from_slice(&bar.read32(offset)?.to_le_bytes()),
                     8 => buf.copy_from_slice(&bar.read64(offset)?.to_le_bytes()),
-                    _ => return Err(VfioError::Invalid(format!("BAR0 read of {} bytes", buf.len()))),
+                    _ => return Err(BackendError::Invalid(format!("BAR0 read of {} bytes", buf.len()))),
                 }
                 Ok(())
             }
@@ -261,7 +301,7 @@ impl DeviceAccess for SimDevice {
                 match *data {
                     [a, b, c, d] => bar.write32(offset, u32::from_le_bytes([a, b, c, d])),
                     [a, b, c, d, e, f, g, h] => bar.write64(offset, u64::from_le_bytes([a, b, c, d, e, f, g, h])),
-                    _ => Err(VfioError::Invalid(format!("BAR0 write of {} bytes", data.len()))),
+                    _ => Err(BackendError::Invalid(format!("BAR0 write of {} bytes", data.len()))),
                 }
             }
             CONFIG_REGION => {
@@ -282,7 +322,7 @@ impl DeviceAccess for SimDevice {
     fn irq_info(&self, kind: IrqKind) -> Result<IrqInfo> {
         let (count, flags) = match kind {
             IrqKind::Intx => (1, IRQ_INTX),
-            IrqKind::Msi => (1, IRQ_EVENTFD),
+            IrqKind::Msi => (1, flags::IRQ_EVENTFD),
             _ => (0, 0),
         };
         Ok(IrqInfo { index: kind.index(), count, flags })
@@ -291,7 +331,7 @@ impl DeviceAccess for SimDevice {
     fn enable_irqs(&self, kind: IrqKind, count: u32) -> Result<Vec<EventFd>> {
         let available = self.irq_info(kind)?.count;
         if count == 0 || count > available {
-            return Err(VfioError::NoIrq { device: self.name.clone(), kind, wanted: count });
+            return Err(BackendError::NoIrq { device: self.name.clone(), kind, wanted: count });
         }
         let fds = (0..count).map(|_| EventFd::new()).collect::<Result<Vec<_>>>()?;
         let mine = fds.iter().map(EventFd::try_clone).collect::<Result<Vec<_>>>()?;
@@ -330,12 +370,61 @@ impl DeviceAccess for SimDevice {
     }
 }
 
-impl SimDevice {
-    fn no_region(&self, index: u32) -> VfioError {
-        VfioError::Region {
-            device: self.name.clone(),
-            region: crate::info::region_name(index),
-            why: "not present on the simulated edu",
-        }
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use iommu_backend::edu_regs::{reg, CMD_IRQ, CMD_START, CMD_TO_RAM, DMA_BUFFER, DMA_IRQ};
+    use iommu_backend::{Access, DmaSpace};
+
+    use super::*;
+
+    #[test]
+    fn a_blocked_dma_is_a_typed_fault_record_with_the_kernels_log_line() {
+        let (dev, iommu) = edu("0000:03:00.1").unwrap();
+        dev.enable_bus_master().unwrap();
+        let bar = dev.bar(0).unwrap();
+        bar.write64(reg::DMA_SRC, DMA_BUFFER).unwrap();
+        bar.write64(reg::DMA_DST, 0x9000).unwrap();
+        bar.write64(reg::DMA_CNT, 8).unwrap();
+        bar.write64(reg::DMA_CMD, CMD_START | CMD_TO_RAM).unwrap();
+        let f = iommu.recorded_faults();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].requester.as_deref(), Some("03:00.1"));
+        assert_eq!((f[0].iova, f[0].access, f[0].code), (0x9000, Access::Write, Some(5)));
+        assert_eq!(f[0].reason, "not-mapped");
+        assert!(f[0].log_line.as_deref().unwrap().starts_with("DMAR: [DMA Write] Request device [03:00.1]"));
+    }
+
+    #[test]
+    fn memory_from_alloc_is_what_the_device_reaches_and_msi_is_signalled() {
+        let (dev, iommu) = edu("0000:01:00.0").unwrap();
+        let space = DmaSpace::new(iommu.clone(), &[]).unwrap().with_dma_mask(28);
+        let buf = space.alloc(4096).unwrap();
+        assert!(buf.len() == 4096 && !buf.is_huge());
+        buf.copy_in(0, b"to the device").unwrap();
+        dev.enable_bus_master().unwrap();
+        let fds = dev.enable_irqs(IrqKind::Msi, 1).unwrap();
+        let bar = dev.bar(0).unwrap();
+        let m = space.map(&buf, DmaDir::ToDevice).unwrap();
+        bar.write64(reg::DMA_SRC, m.iova()).unwrap();
+        bar.write64(reg::DMA_DST, DMA_BUFFER).unwrap();
+        bar.write64(reg::DMA_CNT, 13).unwrap();
+        bar.write64(reg::DMA_CMD, CMD_START | CMD_IRQ).unwrap();
+        assert_eq!(fds[0].wait(Duration::from_secs(1)).unwrap(), Some(1));
+        assert_eq!(bar.read32(reg::IRQ_STATUS).unwrap() & DMA_IRQ, DMA_IRQ);
+        assert_eq!(dev.edu().with(|e| e.buffer()[..13].to_vec()), b"to the device");
+        assert!(iommu.recorded_faults().is_empty());
+        drop(m);
+        assert!(iommu.0.mappings().is_empty());
+    }
+
+    #[test]
+    fn missing_regions_and_bad_accesses_name_the_device() {
+        let (dev, _) = edu("0000:01:00.0").unwrap();
+        let e = dev.bar(2).unwrap_err();
+        assert!(e.to_string().contains("0000:01:00.0 BAR2"), "{e}");
+        assert!(matches!(dev.bar(0).unwrap().read32(2), Err(BackendError::Misaligned { offset: 2, .. })));
+        assert!(matches!(dev.enable_irqs(IrqKind::Msix, 1), Err(BackendError::NoIrq { .. })));
     }
 }
