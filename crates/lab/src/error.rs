@@ -35,10 +35,10 @@ pub enum LabError {
         /// What it printed on stderr.
         stderr: String,
     },
-    /// No kernel with the wanted major.minor version is unpacked in the lab.
+    /// No kernel answering the selector is in the lab (`scripts/lab-setup` unpacks and builds them).
     #[error("no {want} kernel under {dir} (found: {found})")]
     NoKernel {
-        /// The wanted "major.minor" version.
+        /// The selector: a "major.minor" version ("6.12") or a release suffix ("iommufd").
         want: String,
         /// The directory searched.
         dir: PathBuf,

@@ -332,29 +332,76 @@ pub fn builtin_modules(kernel: &Kernel) -> BTreeSet<String> {
     text.lines().filter_map(|l| l.rsplit('/').next()).filter_map(module_stem).map(module_key).collect()
 }
 
+/// What the guest's /init does with the modules a boot wants (see [`module_plan`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModulePlan {
+    /// Module files to `insmod`, dependencies first.
+    pub files: Vec<ModuleFile>,
+    /// Wanted modules that `modules.builtin` lists: nothing to load.
+    pub builtin: Vec<String>,
+    /// Wanted modules of a kernel without loadable modules (no module file in its tree) that
+    /// `modules.builtin` does not list, with whether each is required: /init takes `/sys/module/<name>`
+    /// as proof that it is built in and fails the boot's `modules` report for a required one without it.
+    pub expected: Vec<(String, bool)>,
+}
+
+impl ModulePlan {
+    /// The guest's `/lab/modules.list`: one `insmod FILE`, `builtin NAME` or `expect NAME required|optional`
+    /// line per entry, files first in load order.
+    pub fn guest_list(&self) -> String {
+        let mut list = String::new();
+        for m in &self.files {
+            list.push_str(&format!("insmod {}\n", m.guest_name));
+        }
+        for name in &self.builtin {
+            list.push_str(&format!("builtin {name}\n"));
+        }
+        for (name, required) in &self.expected {
+            list.push_str(&format!("expect {name} {}\n", if *required { "required" } else { "optional" }));
+        }
+        list
+    }
+}
+
 /// Resolves `wanted` modules of `kernel` and their dependencies (read with
-/// `modinfo -F depends FILE`) into load order, dependencies first.
-///
-/// Modules built into the kernel are left out. A wanted module that is neither a file nor
-/// built in is an error when `required`, else skipped. `.ko.xz` and `.ko.gz` files are
-/// kept compressed (busybox `insmod` decompresses them itself); `.ko.zst` files get a
-/// `.ko` guest name and are decompressed by [`Initramfs::kernel_modules`].
+/// `modinfo -F depends FILE`) into load order, dependencies first; see [`module_plan`].
 pub fn module_load_order(kernel: &Kernel, wanted: &[(&str, bool)]) -> Result<Vec<ModuleFile>> {
+    Ok(module_plan(kernel, wanted)?.files)
+}
+
+/// Plans the `wanted` modules of `kernel`: files to load (with their dependencies, read with
+/// `modinfo -F depends FILE`, first), and the modules built into the kernel.
+///
+/// A module that `modules.builtin` lists is built in. A wanted module that is neither a file nor built in
+/// is an error when `required`, else skipped; except on a kernel without any module file (built with
+/// everything in, like the lab's iommufd kernel), where it is left to the guest to find under
+/// `/sys/module` ([`ModulePlan::expected`]). `.ko.xz` and `.ko.gz` files are kept compressed (busybox
+/// `insmod` decompresses them itself); `.ko.zst` files get a `.ko` guest name and are decompressed by
+/// [`Initramfs::kernel_modules`].
+pub fn module_plan(kernel: &Kernel, wanted: &[(&str, bool)]) -> Result<ModulePlan> {
     let index = module_index(&kernel.modules_dir)?;
     let builtin = builtin_modules(kernel);
-    let mut order = Vec::new();
+    let mut plan = ModulePlan::default();
     let mut done = BTreeSet::new();
     for (name, required) in wanted {
         let key = module_key(name);
         if !index.contains_key(&key) {
-            if builtin.contains(&key) || !required {
-                continue;
+            if builtin.contains(&key) {
+                if !plan.builtin.contains(&key) {
+                    plan.builtin.push(key);
+                }
+            } else if index.is_empty() {
+                if !plan.expected.iter().any(|(n, _)| *n == key) {
+                    plan.expected.push((key, *required));
+                }
+            } else if *required {
+                return Err(LabError::NoModule { name: name.to_string(), dir: kernel.modules_dir.clone() });
             }
-            return Err(LabError::NoModule { name: name.to_string(), dir: kernel.modules_dir.clone() });
+            continue;
         }
-        visit(kernel, &index, &builtin, name, &mut done, &mut order, 0)?;
+        visit(kernel, &index, &builtin, name, &mut done, &mut plan.files, 0)?;
     }
-    Ok(order)
+    Ok(plan)
 }
 
 fn visit(
@@ -428,6 +475,42 @@ mod tests {
         fs.file("/usr/share/misc/pci.ids", b"x".to_vec(), 0o644);
         let names: Vec<_> = fs.nodes.keys().cloned().collect();
         assert_eq!(names, vec!["usr", "usr/share", "usr/share/misc", "usr/share/misc/pci.ids"]);
+    }
+
+    fn kernel_dir(name: &str, builtin: &str) -> (PathBuf, Kernel) {
+        let dir = std::env::temp_dir().join(format!("iommu-lab-modules-{name}-{}", std::process::id()));
+        let modules_dir = dir.join("lib/modules/6.12.117-iommufd");
+        std::fs::create_dir_all(&modules_dir).unwrap();
+        std::fs::write(modules_dir.join("modules.builtin"), builtin).unwrap();
+        let k = Kernel { version: "6.12.117-iommufd".into(), vmlinuz: dir.join("boot/vmlinuz"), modules_dir };
+        (dir, k)
+    }
+
+    #[test]
+    fn kernel_without_modules_loads_nothing_and_leaves_unknowns_to_the_guest() {
+        let (dir, k) = kernel_dir(
+            "builtin",
+            "kernel/drivers/vfio/vfio.ko\nkernel/drivers/vfio/pci/vfio-pci-core.ko\nkernel/drivers/vfio/pci/vfio-pci.ko\n",
+        );
+        let plan = module_plan(
+            &k,
+            &[("vfio", true), ("vfio-pci", true), ("vfio-pci", true), ("btrfs", true), ("nvme", false)],
+        )
+        .unwrap();
+        assert!(plan.files.is_empty());
+        assert_eq!(plan.builtin, vec!["vfio", "vfio_pci"]);
+        assert_eq!(plan.expected, vec![("btrfs".to_string(), true), ("nvme".to_string(), false)]);
+        assert_eq!(plan.guest_list(), "builtin vfio\nbuiltin vfio_pci\nexpect btrfs required\nexpect nvme optional\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kernel_with_modules_still_refuses_a_missing_required_one() {
+        let (dir, k) = kernel_dir("loadable", "");
+        std::fs::write(k.modules_dir.join("irqbypass.ko"), b"not really a module").unwrap();
+        assert!(matches!(module_plan(&k, &[("btrfs", true)]), Err(LabError::NoModule { .. })));
+        assert_eq!(module_plan(&k, &[("btrfs", false)]).unwrap(), ModulePlan::default());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

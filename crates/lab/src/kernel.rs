@@ -1,18 +1,24 @@
-//! Kernels unpacked by `scripts/lab-setup` under `$IOMMU_LAB_DIR/kernels/<release>/`.
+//! Kernels laid out by `scripts/lab-setup` under `$IOMMU_LAB_DIR/kernels/<release>/`: the Debian
+//! images it unpacks (releases ending in `-amd64`) and the kernel it builds (`<version>-iommufd`).
+//!
+//! A kernel is chosen by a selector (see [`Kernel::find_in`]): a "major.minor" version picks the newest
+//! Debian kernel of that series, a word picks the newest kernel whose release ends in `-<word>`. So the
+//! built 6.12 kernel is only ever chosen as `"iommufd"`, never as `"6.12"`.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use crate::error::{LabError, Result};
 
-/// One unpacked Debian kernel.
+/// One kernel of the lab: a bootable image and its module tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kernel {
-    /// The kernel release, e.g. `6.1.0-56-amd64` or `6.12.117+deb12-amd64`.
+    /// The kernel release, e.g. `6.1.0-56-amd64`, `6.12.117+deb12-amd64` or `6.12.117-iommufd`.
     pub version: String,
     /// The bootable image (`boot/vmlinuz-<release>`).
     pub vmlinuz: PathBuf,
-    /// The module tree (`lib/modules/<release>`).
+    /// The module tree (`lib/modules/<release>`). For a kernel without loadable modules it holds only
+    /// `modules.builtin`.
     pub modules_dir: PathBuf,
 }
 
@@ -45,6 +51,21 @@ impl Kernel {
         major_minor(&self.version)
     }
 
+    /// The flavour: what follows the release's last `-` (`amd64` for Debian's images, `iommufd` for the
+    /// kernel `scripts/lab-setup` builds).
+    pub fn flavour(&self) -> &str {
+        self.version.rsplit_once('-').map(|(_, f)| f).unwrap_or("")
+    }
+
+    /// Whether this kernel answers `selector` (see [`Kernel::find_in`]).
+    pub fn matches(&self, selector: &str) -> bool {
+        if selector.starts_with(|c: char| c.is_ascii_digit()) {
+            self.flavour() == DEBIAN_FLAVOUR && self.major_minor() == selector
+        } else {
+            self.flavour() == selector
+        }
+    }
+
     /// Every kernel found under `kernels_dir` (normally `$IOMMU_LAB_DIR/kernels`), newest first.
     pub fn discover(kernels_dir: &Path) -> Vec<Kernel> {
         let Ok(entries) = std::fs::read_dir(kernels_dir) else {
@@ -59,10 +80,14 @@ impl Kernel {
         found
     }
 
-    /// The newest kernel whose version is `want` ("6.1", "6.12") under `kernels_dir`.
+    /// The newest kernel under `kernels_dir` that answers the selector `want`:
+    /// - a version, "6.1" or "6.12": the newest Debian kernel (release ending in `-amd64`) of that
+    ///   major.minor;
+    /// - a word, "iommufd": the newest kernel whose release ends in `-iommufd` (the one
+    ///   `scripts/lab-setup` builds from `linux-source-6.12` with `crates/lab/kernel/iommufd.config`).
     pub fn find_in(kernels_dir: &Path, want: &str) -> Result<Kernel> {
         let all = Kernel::discover(kernels_dir);
-        if let Some(k) = all.iter().find(|k| k.major_minor() == want) {
+        if let Some(k) = all.iter().find(|k| k.matches(want)) {
             return Ok(k.clone());
         }
         Err(LabError::NoKernel {
@@ -76,11 +101,18 @@ impl Kernel {
         })
     }
 
-    /// The newest kernel whose version is `want` ("6.1", "6.12") in the lab directory.
+    /// The newest kernel answering `want` ("6.1", "6.12", "iommufd"; see [`Kernel::find_in`]) in the lab
+    /// directory.
     pub fn find(want: &str) -> Result<Kernel> {
         Kernel::find_in(&crate::lab_dir().join("kernels"), want)
     }
 }
+
+/// The flavour of the Debian images `scripts/lab-setup` unpacks, the only ones a version selector picks.
+pub const DEBIAN_FLAVOUR: &str = "amd64";
+
+/// The selector of the kernel `scripts/lab-setup` builds with iommufd and the VFIO device cdev.
+pub const IOMMUFD_KERNEL: &str = "iommufd";
 
 /// "6.12.117+deb12-amd64" → "6.12".
 fn major_minor(version: &str) -> String {
@@ -125,6 +157,26 @@ mod tests {
         let found = Kernel::find_in(&dir, "6.12").unwrap();
         assert_eq!(found.version, "6.12.5+deb12-amd64");
         assert!(Kernel::find_in(&dir, "6.1").is_err());
+        assert!(Kernel::find_in(&dir, IOMMUFD_KERNEL).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn built_kernel_only_by_its_own_selector() {
+        let dir = std::env::temp_dir().join(format!("iommu-lab-kernel-built-{}", std::process::id()));
+        // The built kernel sorts newest among the 6.12s here: "6.12" must still not pick it.
+        for release in ["6.12.5+deb12-amd64", "6.12.117-iommufd"] {
+            let k = dir.join(release);
+            std::fs::create_dir_all(k.join("boot")).unwrap();
+            std::fs::create_dir_all(k.join("lib/modules").join(release)).unwrap();
+            std::fs::write(k.join("boot").join(format!("vmlinuz-{release}")), b"x").unwrap();
+        }
+        assert_eq!(Kernel::discover(&dir)[0].version, "6.12.117-iommufd");
+        assert_eq!(Kernel::find_in(&dir, "6.12").unwrap().version, "6.12.5+deb12-amd64");
+        let built = Kernel::find_in(&dir, IOMMUFD_KERNEL).unwrap();
+        assert_eq!(built.version, "6.12.117-iommufd");
+        assert_eq!(built.flavour(), "iommufd");
+        assert_eq!(built.major_minor(), "6.12");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

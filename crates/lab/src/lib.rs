@@ -1,9 +1,10 @@
 //! # iommu-lab: a real-kernel test lab
 //!
-//! Boots a real Debian kernel (6.1 or 6.12, unpacked by `scripts/lab-setup`) in QEMU under
-//! software emulation (TCG) with an emulated IOMMU (Intel VT-d or AMD-Vi) and a chosen PCI
-//! topology, runs a shell script inside it and returns what the guest reported: the kernel's
-//! IOMMU groups and any `section` the script printed.
+//! Boots a real Debian kernel (6.1 or 6.12, unpacked by `scripts/lab-setup`) or the kernel with
+//! iommufd that `scripts/lab-setup` builds from Debian's 6.12 source ([`topology::iommufd`]) in QEMU
+//! under software emulation (TCG) with an emulated IOMMU (Intel VT-d or AMD-Vi) and a chosen PCI
+//! topology, runs a shell script (and our binaries, [`GuestSpec::binary`]) inside it and returns what
+//! the guest reported: the kernel's IOMMU groups and any `section` the script printed.
 //!
 //! ```no_run
 //! use iommu_lab::{require_lab, topology, GuestSpec};
@@ -97,6 +98,37 @@ pub fn iommuctl_bin() -> PathBuf {
     match std::env::var_os("IOMMUCTL_BIN") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => workspace_dir().join("target").join("release").join("iommuctl"),
+    }
+}
+
+/// Example `name` of the workspace, from the same build as [`iommuctl_bin`]
+/// (`<dir of iommuctl>/examples/<name>`; `cargo build --release --workspace --examples` makes them).
+/// It may not exist: see [`require_binaries`].
+pub fn example_bin(name: &str) -> PathBuf {
+    iommuctl_bin().with_file_name("examples").join(name)
+}
+
+/// `true` when every path is a file; otherwise fails under CI / `IOMMU_LAB_REQUIRED=1`, or prints
+/// `LAB SKIPPED: <path> not found` and returns `false`. For the binaries a test ships into its guest
+/// with [`GuestSpec::binary`].
+pub fn require_binaries(paths: &[PathBuf]) -> bool {
+    match paths.iter().find(|p| !p.is_file()) {
+        None => true,
+        Some(p) => skip_or_fail(&format!(
+            "{} not found (cargo build --release --workspace --bins --examples, as scripts/test does)",
+            p.display()
+        )),
+    }
+}
+
+/// `true` when the lab has a kernel answering `selector` ([`Kernel::find`]: "6.12", "iommufd");
+/// otherwise fails under CI / `IOMMU_LAB_REQUIRED=1`, or prints `LAB SKIPPED: <reason>` and returns
+/// `false`. [`require_lab`] checks only the kernels of [`topologies`]; a test on [`topology::iommufd`]
+/// calls this too.
+pub fn require_kernel(selector: &str) -> bool {
+    match Kernel::find(selector) {
+        Ok(_) => true,
+        Err(e) => skip_or_fail(&format!("{e}; `sudo scripts/lab-setup` unpacks or builds it")),
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{LabError, Result};
-use crate::initramfs::{module_load_order, Initramfs};
+use crate::initramfs::{module_plan, Initramfs};
 use crate::kernel::Kernel;
 use crate::topology::{Topology, RUNDIR};
 
@@ -54,7 +54,8 @@ pub struct GuestSpec {
     /// Extra kernel command-line arguments.
     pub kernel_args: Vec<String>,
     /// Modules loaded after [`GUEST_MODULES`] (with their dependencies): name and whether a missing one
-    /// is an error (built-in modules are never missing).
+    /// is an error (built-in modules are never missing; on a kernel without loadable modules the guest
+    /// checks `/sys/module/<name>`, see [`crate::initramfs::module_plan`]).
     pub modules: Vec<(String, bool)>,
     /// How long QEMU may run before it is killed.
     pub timeout: Duration,
@@ -158,14 +159,9 @@ impl GuestSpec {
         fs.host_file("/usr/share/misc/pci.ids", &ids, 0o644)?;
         let mut wanted: Vec<(&str, bool)> = GUEST_MODULES.to_vec();
         wanted.extend(self.modules.iter().map(|(n, r)| (n.as_str(), *r)));
-        let modules = module_load_order(kernel, &wanted)?;
-        fs.kernel_modules(&modules)?;
-        let mut list = String::new();
-        for m in &modules {
-            list.push_str(&m.guest_name);
-            list.push('\n');
-        }
-        fs.file("/lab/modules.list", list, 0o644);
+        let modules = module_plan(kernel, &wanted)?;
+        fs.kernel_modules(&modules.files)?;
+        fs.file("/lab/modules.list", modules.guest_list(), 0o644);
         fs.file("/init", INIT_SH, 0o755);
         fs.file("/lab/lib.sh", LIB_SH, 0o644);
         fs.file(

@@ -56,7 +56,8 @@ pub const RUNDIR: &str = "@RUNDIR@";
 pub struct Topology {
     /// Unique name (also the default run directory name).
     pub name: String,
-    /// Kernel "major.minor" to boot: "6.1" or "6.12".
+    /// The kernel to boot, a selector of [`crate::Kernel::find_in`]: "6.1" or "6.12" (Debian's), or
+    /// "iommufd" (the kernel `scripts/lab-setup` builds).
     pub kernel: String,
     /// The emulated IOMMU.
     pub iommu: Iommu,
@@ -357,7 +358,25 @@ fn iommu_off() -> Topology {
     .device("edu,bus=pcie.0,addr=0x10.0")
 }
 
-/// Every topology of the lab, each booted once per test run.
+/// The machine of the iommufd tests, on the kernel `scripts/lab-setup` builds (selector "iommufd"):
+/// VT-d, edu behind an ACS root port (01:00.0), NVMe behind another (02:00.0, backed by `d1.img`).
+///
+/// Not in [`topologies`]: the tests that boot every topology run on the Debian kernels only, and the
+/// built kernel is required only by the tests that use this machine.
+pub fn iommufd() -> Topology {
+    Topology::new(
+        "iommufd",
+        crate::kernel::IOMMUFD_KERNEL,
+        Iommu::IntelVtd,
+        "built kernel with iommufd: edu behind an ACS root port, nvme behind another",
+    )
+    .device(&rp("rp1", 1, ""))
+    .device("edu,bus=rp1")
+    .device(&rp("rp2", 2, ""))
+    .nvme("d1", "rp2")
+}
+
+/// Every topology of the lab booted on the Debian kernels, each once per test run.
 pub fn topologies() -> Vec<Topology> {
     vec![
         rp_acs(),
@@ -384,9 +403,9 @@ pub fn topologies() -> Vec<Topology> {
     ]
 }
 
-/// The topology called `name`.
+/// The topology called `name`: one of [`topologies`], or [`iommufd`].
 pub fn topology(name: &str) -> Option<Topology> {
-    topologies().into_iter().find(|t| t.name == name)
+    topologies().into_iter().chain([iommufd()]).find(|t| t.name == name)
 }
 
 #[cfg(test)]
@@ -405,8 +424,17 @@ mod tests {
     }
 
     #[test]
+    fn the_built_kernel_has_its_own_machine() {
+        assert!(topologies().iter().all(|t| t.kernel == "6.1" || t.kernel == "6.12"));
+        let t = topology("iommufd").expect("the iommufd machine");
+        assert_eq!(t.kernel, "iommufd");
+        assert_eq!(t.iommu, Iommu::IntelVtd);
+        assert_eq!(t.images, vec!["d1.img"]);
+    }
+
+    #[test]
     fn every_device_names_its_bus() {
-        for t in topologies() {
+        for t in topologies().into_iter().chain([iommufd()]) {
             for pair in t.devices.windows(2) {
                 if pair[0] == "-device" {
                     assert!(pair[1].contains("bus="), "{}: {} has no bus=", t.name, pair[1]);
@@ -417,7 +445,7 @@ mod tests {
 
     #[test]
     fn ids_and_chassis_unique_per_topology() {
-        for t in topologies() {
+        for t in topologies().into_iter().chain([iommufd()]) {
             let mut ids = BTreeSet::new();
             let mut chassis = BTreeSet::new();
             for arg in &t.devices {

@@ -15,22 +15,43 @@ mkdir -p /tmp /run /dev/pts
 
 echo "lab: init on $(uname -r), topology $LAB_TOPOLOGY, iommu $LAB_IOMMU"
 
-# Modules, in dependency order. Failures are logged, not fatal.
+# Modules (/lab/modules.list, written by the host): "insmod FILE" in dependency order, "builtin NAME"
+# (modules.builtin lists it) and "expect NAME required|optional" (a kernel without loadable modules
+# whose modules.builtin does not list NAME: /sys/module/NAME proves it is built in). A module already in
+# /sys/module is not loaded again. Failures are logged as FAIL lines, not fatal.
 : >/tmp/lab-modules
-while read -r _m; do
-    [ -n "$_m" ] || continue
-    _n=$(echo "${_m%%.ko*}" | tr - _)
-    if _o=$(insmod "/lib/modules/$_m" 2>&1); then
+while read -r _kind _m _req; do
+    case "$_kind" in
+    insmod)
+        _n=$(echo "${_m%%.ko*}" | tr - _)
         if [ -d "/sys/module/$_n" ]; then
-            echo "ok $_m" >>/tmp/lab-modules
+            echo "ok $_m (already in /sys/module)" >>/tmp/lab-modules
+        elif _o=$(insmod "/lib/modules/$_m" 2>&1); then
+            if [ -d "/sys/module/$_n" ]; then
+                echo "ok $_m" >>/tmp/lab-modules
+            else
+                echo "lab: insmod $_m succeeded but /sys/module/$_n is missing"
+                echo "FAIL $_m not in /sys/module" >>/tmp/lab-modules
+            fi
         else
-            echo "lab: insmod $_m succeeded but /sys/module/$_n is missing"
-            echo "FAIL $_m not in /sys/module" >>/tmp/lab-modules
+            echo "lab: insmod $_m failed: $_o"
+            echo "FAIL $_m $_o" >>/tmp/lab-modules
         fi
-    else
-        echo "lab: insmod $_m failed: $_o"
-        echo "FAIL $_m $_o" >>/tmp/lab-modules
-    fi
+        ;;
+    builtin)
+        echo "builtin $_m" >>/tmp/lab-modules
+        ;;
+    expect)
+        if [ -d "/sys/module/$_m" ]; then
+            echo "builtin $_m (in /sys/module)" >>/tmp/lab-modules
+        elif [ "$_req" = required ]; then
+            echo "lab: module $_m is neither loadable nor in /sys/module"
+            echo "FAIL $_m neither loadable nor built in" >>/tmp/lab-modules
+        else
+            echo "absent $_m" >>/tmp/lab-modules
+        fi
+        ;;
+    esac
 done </lab/modules.list
 
 # Wait (up to ~20 s) for IOMMU groups, then until every PCI device has a group or the number
