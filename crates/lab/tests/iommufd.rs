@@ -147,3 +147,150 @@ fn built_kernel_has_dev_iommu_and_the_vfio_device_cdev() {
         iommufd.map(Value::to_string).unwrap_or_else(|| "(none)".into())
     );
 }
+
+/// The JSON lines of a driver's output.
+fn steps(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn step<'a>(steps: &'a [Value], needle: &str) -> &'a Value {
+    steps
+        .iter()
+        .find(|s| s["step"].as_str().is_some_and(|n| n.contains(needle)))
+        .unwrap_or_else(|| panic!("no step containing {needle:?} in {steps:#?}"))
+}
+
+/// One backend's edu run: every step ok, the blocked DMAs named by a DMAR fault line at their IOVAs.
+fn assert_edu(run: &iommu_lab::GuestRun, section: &str, backend: &str, faults: &[&str]) {
+    let s = steps(run.out(section));
+    assert_eq!(run.rc(section), 0, "{section} failed: {}\n{}", run.out(section), run.err(section));
+    assert!(s.iter().all(|x| x["ok"] == true), "{s:#?}");
+    assert_eq!(step(&s, "open")["backend"], backend, "{s:#?}");
+    for needle in ["liveness", "factorial", "roundtrip", "sg-coalesced", "unmapped", "after-unmap"] {
+        assert_eq!(step(&s, needle)["ok"], true, "{section}: {needle}");
+    }
+    for needle in ["unmapped", "after-unmap"] {
+        let iova = step(&s, needle)["iova"].as_u64().expect("iova");
+        let want = format!("fault addr {iova:#x}");
+        assert!(
+            faults.iter().any(|l| l.contains(&want)),
+            "{section}: no DMAR fault for {needle} at {iova:#x}; faults: {faults:#?}"
+        );
+    }
+}
+
+/// One backend's NVMe run: reset, identify, ≥ 1 MiB written and read back through PRP lists.
+fn assert_nvme(run: &iommu_lab::GuestRun, section: &str, backend: &str) -> u64 {
+    let s = steps(run.out(section));
+    assert_eq!(run.rc(section), 0, "{section} failed: {}\n{}", run.out(section), run.err(section));
+    assert!(s.iter().all(|x| x["ok"] == true), "{s:#?}");
+    assert_eq!(step(&s, "open")["backend"], backend, "{s:#?}");
+    assert_eq!(step(&s, "identify-controller")["ok"], true);
+    let rt = step(&s, "write-read-verify");
+    assert!(rt["bytes"].as_u64() >= Some(1 << 20), "{rt}");
+    assert!(rt["prp_list_entries"].as_u64() > Some(0), "{rt}");
+    rt["offset"].as_u64().expect("offset")
+}
+
+#[test]
+fn edu_and_nvme_drivers_run_on_iommufd_and_on_the_container_in_one_boot() {
+    use iommu_drivers::nvme::{pattern, TEST_BYTES, TEST_OFFSET};
+    if !require_lab() || !require_kernel(IOMMUFD_KERNEL) {
+        return;
+    }
+    let (b, edu, nvme, bench) = (iommuctl_bin(), example_bin("edu"), example_bin("nvme"), example_bin("dma-bench"));
+    if !require_binaries(&[b.clone(), edu.clone(), nvme.clone(), bench.clone()]) {
+        return;
+    }
+    // DMAR fault records are rate-limited (about three full lines per 5 s): the two edu runs, two faults
+    // each, are kept apart.
+    let script = format!(
+        ". /lab/lib.sh\n\
+         B={b}\nE={edu}\nN={nvme}\nX={bench}\n\
+         section bind-edu $B bind {EDU}\n\
+         section bind-nvme $B bind {NVME}\n\
+         section status $B status\n\
+         section check $B check --json\n\
+         section probe $B probe {EDU} --json\n\
+         section probe-text $B probe {EDU}\n\
+         section probe-container $B probe {EDU} --backend container --json\n\
+         section edu-iommufd $E {EDU} --backend iommufd\n\
+         sleep 6\n\
+         section edu-container $E {EDU} --backend container\n\
+         section nvme-iommufd $N {NVME} --backend iommufd\n\
+         section nvme-container $N {NVME} --backend container\n\
+         section bench-iommufd $X {EDU} --backend iommufd\n\
+         section bench-container $X {EDU} --backend container\n\
+         section dmesg dmesg\n",
+        b = b.display(),
+        edu = edu.display(),
+        nvme = nvme.display(),
+        bench = bench.display(),
+    );
+    let run = GuestSpec::new(&topology::iommufd())
+        .run_name("iommufd-drivers")
+        .binary(&b)
+        .binary(&edu)
+        .binary(&nvme)
+        .binary(&bench)
+        .script(&script)
+        .timeout(Duration::from_secs(iommu_lab::default_timeout().as_secs().max(400)))
+        .boot()
+        .expect("boot the iommufd kernel");
+    for name in ["status", "check", "probe-text", "edu-iommufd", "nvme-iommufd", "bench-iommufd", "bench-container"] {
+        eprintln!("--- {name} (rc {}) ---\n{}{}", run.rc(name), run.out(name), run.err(name));
+    }
+    assert!(run.kernel_version.ends_with("-iommufd"), "{}", run.kernel_version);
+    assert_eq!(run.rc("bind-edu"), 0, "{}", run.err("bind-edu"));
+    assert_eq!(run.rc("bind-nvme"), 0, "{}", run.err("bind-nvme"));
+    // bind and status name the device cdevs.
+    assert!(run.out("bind-edu").contains("device cdev: /dev/vfio/devices/vfio"), "{}", run.out("bind-edu"));
+    assert!(run.out("status").contains("/dev/vfio/devices/vfio"), "{}", run.out("status"));
+
+    // check: ready, and it tells iommufd with VFIO cdevs.
+    let check: Value = serde_json::from_str(run.out("check")).expect("check --json");
+    assert_eq!(check["ready"], true, "{check:#}");
+    let item = check["items"].as_array().unwrap().iter().find(|i| i["id"] == "iommufd").expect("iommufd item");
+    assert!(item["summary"].as_str().unwrap().contains("VFIO device cdevs"), "{item}");
+
+    // probe: the backend, the cdev and the IOAS ranges (which leave out the MSI window).
+    let p: Value = serde_json::from_str(run.out("probe")).expect("probe --json");
+    assert_eq!(p["backend"], "iommufd", "{p:#}");
+    assert!(p["cdev"].as_str().is_some_and(|c| c.starts_with("/dev/vfio/devices/vfio")), "{p:#}");
+    assert!(p["iommufd"]["ioas"].as_u64().is_some(), "{p:#}");
+    let ranges = p["iommu"]["iova_ranges"].as_array().expect("ranges");
+    assert!(ranges.len() >= 2, "{p:#}");
+    assert!(
+        ranges.iter().all(|r| r["end"].as_u64() < Some(0xfee0_0000) || r["start"].as_u64() > Some(0xfeef_ffff)),
+        "the IOAS ranges should exclude the MSI window: {p:#}"
+    );
+    assert!(run.out("probe-text").contains("backend: iommufd (/dev/iommu): cdev /dev/vfio/devices/vfio"));
+    let pc: Value = serde_json::from_str(run.out("probe-container")).expect("probe --backend container --json");
+    assert_eq!(pc["backend"], "container", "{pc:#}");
+
+    // edu on both backends, each blocked DMA a DMAR fault at its IOVA.
+    let dmesg = run.out("dmesg");
+    let faults: Vec<&str> = dmesg.lines().filter(|l| l.contains("DMAR") && l.contains("[01:00.0]")).collect();
+    assert_edu(&run, "edu-iommufd", "iommufd", &faults);
+    assert_edu(&run, "edu-container", "container", &faults);
+
+    // NVMe on both backends; the backing file holds the pattern at the offset the driver reports.
+    for (section, backend) in [("nvme-iommufd", "iommufd"), ("nvme-container", "container")] {
+        assert_eq!(assert_nvme(&run, section, backend), TEST_OFFSET);
+    }
+    let img = std::fs::read(run.run_dir.join("d1.img")).expect("read d1.img");
+    let on_disk = &img[TEST_OFFSET as usize..TEST_OFFSET as usize + TEST_BYTES];
+    let want = pattern(TEST_OFFSET, TEST_BYTES);
+    assert_eq!(on_disk.iter().zip(&want).position(|(a, b)| a != b), None, "backing file differs from the pattern");
+
+    // dma-bench ran on both backends (numbers go to BENCHMARKS.md; none asserted on a shared machine).
+    for (section, backend) in [("bench-iommufd", "iommufd"), ("bench-container", "container")] {
+        let s = steps(run.out(section));
+        assert_eq!(run.rc(section), 0, "{}", run.err(section));
+        assert_eq!(s.len(), 3, "{}", run.out(section));
+        assert!(s.iter().all(|x| x["backend"] == backend), "{s:#?}");
+    }
+}
