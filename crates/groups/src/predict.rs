@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use iommu_pci::{PciAddress, PortType};
+use iommu_pci::{HeaderKind, PciAddress, PortType};
 use serde::Serialize;
 
 use crate::acs::{acs_verdict, multifunction, AcsVerdict};
@@ -256,14 +256,16 @@ impl<'a> Engine<'a> {
 
     fn apply_alias_quirks(&mut self, i: usize) {
         let d = &self.t.devices[i];
-        for q in alias_quirks_for(d.vendor, d.device) {
+        for q in alias_quirks_for(d.vendor, d.device, d.class) {
             let devfn = d.address.devfn();
             let slot = devfn & !7;
             let mut mask = [0u64; 4];
             let mut set = |f: u8| mask[usize::from(f >> 6)] |= 1 << (f & 63);
             match q.kind {
-                AliasKind::Function0 => set(slot),
-                AliasKind::Function1 => set(slot | 1),
+                // The kernel's function-0 and function-1 quirks add no alias to the function they name.
+                AliasKind::Function0 if devfn != slot => set(slot),
+                AliasKind::Function1 if devfn != slot | 1 => set(slot | 1),
+                AliasKind::Function0 | AliasKind::Function1 => {}
                 AliasKind::FixedDevfn { devfn, subsystems } => {
                     if d.subsystem.is_some_and(|s| subsystems.contains(&s)) {
                         set(devfn)
@@ -282,7 +284,8 @@ impl<'a> Engine<'a> {
                         matches!(self.t.devices[p].pcie, Pcie::Yes(_))
                             && self.port_type[p] != Some(PortType::PcieToPciBridge)
                     });
-                    if d.is_bridge() && d.pcie == Pcie::No && parent_ok {
+                    // A type-1 header only: the kernel's test is on the bridge header type, not CardBus.
+                    if d.header == HeaderKind::Bridge && d.pcie == Pcie::No && parent_ok {
                         self.flags[i] |= FLAG_PCIE_BRIDGE_ALIAS;
                     }
                 }

@@ -1,0 +1,103 @@
+//! The model against Debian's Linux 6.12.117 source: one test per divergence an audit found, each
+//! asserting what that kernel does (the function named in the comment is where it does it).
+
+use iommu_groups::quirks::{alias_quirks_for, QUIRKS_FOLLOW};
+use iommu_groups::{predict, Device, Pcie, Platform, RuleSet, Topology};
+use iommu_pci::{AcsCap, AcsState, HeaderKind, PciAddress, PortType};
+
+fn addr(s: &str) -> PciAddress {
+    s.parse().unwrap()
+}
+
+/// A PCIe function with the given IDs and type.
+fn dev(a: &str, parent: Option<&str>, vendor: u16, device: u16, pt: PortType, acs: AcsState) -> Device {
+    let bridge = matches!(pt, PortType::RootPort | PortType::DownstreamPort | PortType::UpstreamPort);
+    Device {
+        address: addr(a),
+        parent: parent.map(addr),
+        vendor,
+        device,
+        subsystem: None,
+        class: if bridge { 0x060400 } else { 0x020000 },
+        header: if bridge { HeaderKind::Bridge } else { HeaderKind::Normal },
+        multifunction: false,
+        is_virtfn: false,
+        pcie: Pcie::Yes(pt),
+        acs,
+    }
+}
+
+fn acs_cap(capability: u16, control: u16) -> AcsState {
+    AcsState::Present(AcsCap { offset: 0x100, capability, control, dword8_low: 0 })
+}
+
+fn group_of(t: &Topology, p: &Platform, a: &str) -> Vec<PciAddress> {
+    predict(t, p, RuleSet::Linux6).group_of(addr(a)).unwrap().devices.clone()
+}
+
+// ---- Item 7: quirk tables ----
+
+#[test]
+fn qualcomm_hamoa_and_glymur_root_ports_are_isolated_by_quirk() {
+    // quirks.c, pci_dev_acs_enabled[]: 17cb:0111 and 17cb:0120 use the Qualcomm root-port handler, which
+    // vouches for SV RR CR UF although the ports have no ACS capability.
+    for id in [0x0111, 0x0120] {
+        let t = Topology::new(vec![
+            dev("00:00.0", None, 0x17cb, id, PortType::RootPort, AcsState::Absent),
+            dev("01:00.0", Some("00:00.0"), 0x15b7, 0x5006, PortType::Endpoint, AcsState::Absent),
+        ])
+        .unwrap();
+        assert_eq!(group_of(&t, &Platform::default(), "01:00.0"), vec![addr("01:00.0")], "17cb:{id:04x}");
+    }
+}
+
+#[test]
+fn switchtec_ntb_rows_name_their_devices_and_require_the_other_bridge_class() {
+    // quirks.c, SWITCHTEC_QUIRK / SWITCHTEC_PCI100X_QUIRK: class-matched final fixups (class 0x0680, the
+    // programming interface ignored) for listed Microsemi IDs and EFAR 1001-1006 and 1008.
+    let runtime = |v, d, class| alias_quirks_for(v, d, class).any(|q| q.name.contains("Switchtec"));
+    assert!(runtime(0x11f8, 0x8531, 0x068000));
+    assert!(runtime(0x11f8, 0x5528, 0x068001), "the programming interface does not count");
+    assert!(!runtime(0x11f8, 0x8531, 0x058000), "a Switchtec management endpoint is class 0x0580");
+    assert!(!runtime(0x11f8, 0x7000, 0x068000), "not a listed ID");
+    assert!(runtime(0x1055, 0x1008, 0x068000), "PCI1008XG4");
+    assert!(!runtime(0x1055, 0x1007, 0x068000));
+    // And in a prediction: only the NTB function is flagged as having run-time aliases.
+    let mut ntb = dev("01:00.1", Some("00:01.0"), 0x11f8, 0x8531, PortType::Endpoint, AcsState::Absent);
+    ntb.class = 0x068000;
+    let mut mgmt = dev("01:00.0", Some("00:01.0"), 0x11f8, 0x8531, PortType::Endpoint, AcsState::Absent);
+    mgmt.class = 0x058000;
+    let t = Topology::new(vec![dev("00:01.0", None, 0x1b36, 0x000c, PortType::RootPort, AcsState::Absent), mgmt, ntb])
+        .unwrap();
+    assert_eq!(predict(&t, &Platform::default(), RuleSet::Linux6).runtime_aliases, vec![addr("01:00.1")]);
+}
+
+#[test]
+fn function_zero_and_one_alias_quirks_add_no_alias_to_the_function_they_name() {
+    // quirks.c, quirk_dma_func0_alias / quirk_dma_func1_alias: the alias is added only when the device is
+    // not itself function 0 (resp. 1), so that function has no alias quirk to explain.
+    let ricoh0 = dev("01:00.0", Some("00:01.0"), 0x1180, 0xe832, PortType::Endpoint, AcsState::Absent);
+    let ricoh1 = dev("01:00.1", Some("00:01.0"), 0x1180, 0xe832, PortType::Endpoint, AcsState::Absent);
+    let marvell1 = dev("02:00.1", Some("00:02.0"), 0x1b4b, 0x9123, PortType::Endpoint, AcsState::Absent);
+    let t = Topology::new(vec![
+        dev("00:01.0", None, 0x1b36, 0x000c, PortType::RootPort, acs_cap(0x1d, 0x1d)),
+        dev("00:02.0", None, 0x1b36, 0x000c, PortType::RootPort, acs_cap(0x1d, 0x1d)),
+        ricoh0,
+        ricoh1,
+        marvell1,
+    ])
+    .unwrap();
+    let p = predict(&t, &Platform::default(), RuleSet::Linux6);
+    assert_eq!(p.evidence_for(addr("01:00.0")).unwrap().alias_quirk, None);
+    assert_eq!(p.evidence_for(addr("01:00.1")).unwrap().alias_quirk, Some("Ricoh card reader"));
+    assert_eq!(p.evidence_for(addr("02:00.1")).unwrap().alias_quirk, None);
+}
+
+// ---- Item 8: the version the tables follow ----
+
+#[test]
+fn predictions_name_the_kernel_source_the_quirk_tables_follow() {
+    assert_eq!(QUIRKS_FOLLOW, "Linux 6.12.117 (Debian)");
+    let t = Topology::new(vec![dev("00:01.0", None, 0x1b36, 0x000c, PortType::RootPort, AcsState::Absent)]).unwrap();
+    assert_eq!(predict(&t, &Platform::default(), RuleSet::Linux6).quirks, QUIRKS_FOLLOW);
+}
