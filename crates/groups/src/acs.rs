@@ -1,9 +1,9 @@
 //! The kernel's "is ACS enabled on this function" test, answered with the reason.
 
-use iommu_pci::{acs, AcsState, PortType};
+use iommu_pci::{acs, AcsState, PciAddress, PortType};
 use serde::Serialize;
 
-use crate::model::{Device, Pcie, Platform};
+use crate::model::{Device, Pcie, Platform, Topology};
 use crate::quirks::{acs_quirks_for, AcsQuirkKind};
 
 /// The flags grouping requires: SV, RR, CR, UF.
@@ -106,11 +106,40 @@ fn flag_check(dev: &Device, cap: u16, ctl: u16, platform: &Platform) -> AcsVerdi
     AcsVerdict::Flags { required, control, missing: required & !control }
 }
 
-/// Runs the kernel's test for one function. `port_type` is the corrected PCIe type, `on_root_bus` and
-/// `multifunction` as the kernel sees them.
-pub fn acs_verdict(dev: &Device, port_type: Option<PortType>, on_root_bus: bool, platform: &Platform) -> AcsVerdict {
+/// What the kernel knows about a function, besides its own config space, when it answers the ACS test.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Context {
+    /// The PCIe type after the kernel's corrections (`None` when not PCIe).
+    pub port_type: Option<PortType>,
+    /// On a root bus.
+    pub on_root_bus: bool,
+    /// `multifunction` as the kernel's scan set it ([`scanned_multifunction`]).
+    pub multifunction: bool,
+}
+
+/// Each device's [`Context`], in address order. `port_type` is [`crate::predict::port_types`].
+pub(crate) fn contexts(t: &Topology, port_type: &[Option<PortType>]) -> Vec<Context> {
+    (0..t.devices.len())
+        .map(|i| Context {
+            port_type: port_type[i],
+            on_root_bus: t.parent[i].is_none(),
+            multifunction: scanned_multifunction(t, i, port_type),
+        })
+        .collect()
+}
+
+/// Runs the kernel's test for the function at `addr` in `t` (`None` when there is no such function).
+pub fn acs_verdict(t: &Topology, addr: PciAddress, platform: &Platform) -> Option<AcsVerdict> {
+    let i = t.index_of(addr)?;
+    let ctx = contexts(t, &crate::predict::port_types(t));
+    Some(verdict(&t.devices[i], &ctx[i], platform))
+}
+
+/// The kernel's test for one function in its context.
+pub(crate) fn verdict(dev: &Device, ctx: &Context, platform: &Platform) -> AcsVerdict {
+    let port_type = ctx.port_type;
     for q in acs_quirks_for(dev.vendor, dev.device) {
-        if let Some(v) = quirk_answer(q.kind, q.name, dev, port_type, on_root_bus, platform) {
+        if let Some(v) = quirk_answer(q.kind, q.name, dev, ctx, platform) {
             return v;
         }
     }
@@ -130,7 +159,7 @@ pub fn acs_verdict(dev: &Device, port_type: Option<PortType>, on_root_bus: bool,
                 return AcsVerdict::Override { clause: "downstream" }
             }
             PortType::Endpoint | PortType::UpstreamPort | PortType::LegacyEndpoint | PortType::RcIntegratedEndpoint
-                if o.multifunction && multifunction(dev) =>
+                if o.multifunction && ctx.multifunction =>
             {
                 return AcsVerdict::Override { clause: "multifunction" }
             }
@@ -148,7 +177,7 @@ pub fn acs_verdict(dev: &Device, port_type: Option<PortType>, on_root_bus: bool,
         }
         PortType::RootPort | PortType::DownstreamPort => check(),
         PortType::Endpoint | PortType::LegacyEndpoint | PortType::UpstreamPort | PortType::RcIntegratedEndpoint => {
-            if multifunction(dev) {
+            if ctx.multifunction {
                 check()
             } else {
                 AcsVerdict::SingleFunction
@@ -158,28 +187,49 @@ pub fn acs_verdict(dev: &Device, port_type: Option<PortType>, on_root_bus: bool,
     }
 }
 
-/// Whether the kernel treats the function as part of a multifunction device: the header's multifunction
-/// bit, or any function other than 0 found by the slot scan (Linux marks those multifunction whatever
-/// their own header says; QEMU, like much real hardware, sets the bit on function 0 only). SR-IOV virtual
-/// functions are never multifunction.
-pub(crate) fn multifunction(dev: &Device) -> bool {
-    (dev.multifunction || dev.address.function > 0) && !dev.is_virtfn
+/// Whether the kernel's slot scan marks the function multifunction (probe.c, `pci_scan_slot`): the
+/// header's multifunction bit, or any function the scan of a slot reaches after the first one.
+///
+/// Without ARI the scan of a slot walks functions 0-7, so functions 1-7 count whatever their own header
+/// says (QEMU, like much real hardware, sets the bit on function 0 only). With ARI the scan of slot 0
+/// follows the ARI next-function chain across all 256 devfns, so every function but devfn 0 counts,
+/// device numbers 1 and above included. ARI is inferred, not read: below a PCIe root port, switch
+/// downstream port or PCI-to-PCIe bridge the kernel scans device 0 only (probe.c, `only_one_child`), so a
+/// function at device 1 or above there can only have been reached through ARI. (`pci=pcie_scan_all`, or
+/// a system the kernel's DMI table forces to scan all devices, would break that inference: not modelled.)
+/// SR-IOV virtual functions are added by the SR-IOV code, not by the scan: never multifunction.
+pub(crate) fn scanned_multifunction(t: &Topology, i: usize, port_type: &[Option<PortType>]) -> bool {
+    let dev = &t.devices[i];
+    if dev.is_virtfn {
+        return false;
+    }
+    let devfn = dev.address.devfn();
+    let reached_by_ari = devfn >= 8
+        && t.parent[i].is_some_and(|p| {
+            let p = p as usize;
+            matches!(t.devices[p].pcie, Pcie::Yes(_))
+                && matches!(
+                    port_type[p],
+                    Some(PortType::RootPort | PortType::DownstreamPort | PortType::PciToPcieBridge)
+                )
+        });
+    dev.multifunction || devfn & 7 != 0 || reached_by_ari
 }
 
 fn quirk_answer(
     kind: AcsQuirkKind,
     name: &'static str,
     dev: &Device,
-    port_type: Option<PortType>,
-    on_root_bus: bool,
+    ctx: &Context,
     platform: &Platform,
 ) -> Option<AcsVerdict> {
+    let port_type = ctx.port_type;
     let yes = Some(AcsVerdict::Quirk { name, enabled: true });
     let no = Some(AcsVerdict::Quirk { name, enabled: false });
     let in_ranges = |r: &[(u16, u16)]| r.iter().any(|&(a, b)| (a..=b).contains(&dev.device));
     match kind {
         AcsQuirkKind::AmdSouthbridge => {
-            if multifunction(dev) && on_root_bus && platform.amd_ivrs {
+            if ctx.multifunction && ctx.on_root_bus && platform.amd_ivrs {
                 yes
             } else {
                 None

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use iommu_pci::{HeaderKind, PciAddress, PortType};
 use serde::Serialize;
 
-use crate::acs::{acs_verdict, multifunction, AcsVerdict};
+use crate::acs::{contexts, verdict, AcsVerdict, Context};
 use crate::model::{Pcie, Platform, Topology};
 use crate::quirks::{alias_quirks_for, AliasKind};
 
@@ -144,6 +144,7 @@ const FLAG_RUNTIME_ALIAS: u8 = 4;
 struct Engine<'a> {
     t: &'a Topology,
     port_type: Vec<Option<PortType>>,
+    ctx: Vec<Context>,
     verdict: Vec<AcsVerdict>,
     /// 0 = not computed, 1 = isolated, 2 = not isolated; with the blocker index.
     path: Vec<(u8, u32)>,
@@ -226,19 +227,20 @@ pub(crate) fn port_types(t: &Topology) -> Vec<Option<PortType>> {
 
 /// The kernel's ACS answer for every device, in address order (the order of [`Topology::devices`]).
 pub fn acs_verdicts(t: &Topology, platform: &Platform) -> Vec<AcsVerdict> {
-    let port_type = port_types(t);
-    (0..t.devices.len()).map(|i| acs_verdict(&t.devices[i], port_type[i], t.parent[i].is_none(), platform)).collect()
+    let ctx = contexts(t, &port_types(t));
+    (0..t.devices.len()).map(|i| verdict(&t.devices[i], &ctx[i], platform)).collect()
 }
 
 impl<'a> Engine<'a> {
     fn new(t: &'a Topology, platform: &Platform) -> Self {
         let n = t.devices.len();
         let port_type = port_types(t);
-        let verdict =
-            (0..n).map(|i| acs_verdict(&t.devices[i], port_type[i], t.parent[i].is_none(), platform)).collect();
+        let ctx = contexts(t, &port_type);
+        let verdict = (0..n).map(|i| verdict(&t.devices[i], &ctx[i], platform)).collect();
         let mut e = Engine {
             t,
             port_type,
+            ctx,
             verdict,
             path: vec![(0, 0); n],
             flags: vec![0; n],
@@ -394,7 +396,7 @@ impl<'a> Engine<'a> {
 
     /// Closure search over multifunction siblings without ACS.
     fn function_search(&mut self, x: usize, visited: &mut [u64; 4], from: usize) -> Option<(usize, Join)> {
-        if !multifunction(&self.t.devices[x]) || self.note_verdict(x) {
+        if !self.ctx[x].multifunction || self.note_verdict(x) {
             return None;
         }
         let slot = self.addr(x).device;

@@ -2,7 +2,7 @@
 //! asserting what that kernel does (the function named in the comment is where it does it).
 
 use iommu_groups::quirks::{alias_quirks_for, QUIRKS_FOLLOW};
-use iommu_groups::{predict, Device, Pcie, Platform, RuleSet, Topology};
+use iommu_groups::{acs_verdict, predict, AcsVerdict, Device, Pcie, Platform, RuleSet, Topology};
 use iommu_pci::{AcsCap, AcsState, HeaderKind, PciAddress, PortType};
 
 fn addr(s: &str) -> PciAddress {
@@ -91,6 +91,32 @@ fn function_zero_and_one_alias_quirks_add_no_alias_to_the_function_they_name() {
     assert_eq!(p.evidence_for(addr("01:00.0")).unwrap().alias_quirk, None);
     assert_eq!(p.evidence_for(addr("01:00.1")).unwrap().alias_quirk, Some("Ricoh card reader"));
     assert_eq!(p.evidence_for(addr("02:00.1")).unwrap().alias_quirk, None);
+}
+
+// ---- Item 6: ARI and multifunction ----
+
+#[test]
+fn with_ari_a_function_at_device_one_counts_as_multifunction() {
+    // probe.c, pci_scan_slot: every function after the first that the scan of a slot reaches is marked
+    // multifunction; with ARI the scan of slot 0 follows the ARI chain to devfn 8 (01:01.0) and beyond.
+    // Below a root port only device 0 is scanned (only_one_child), so 01:01.0 there came through ARI.
+    let t = Topology::new(vec![
+        dev("00:01.0", None, 0x1b36, 0x000c, PortType::RootPort, acs_cap(0x1d, 0x1d)),
+        dev("01:00.0", Some("00:01.0"), 0x8086, 0x1572, PortType::Endpoint, AcsState::Absent),
+        dev("01:01.0", Some("00:01.0"), 0x8086, 0x1572, PortType::Endpoint, AcsState::Absent),
+        dev("01:01.1", Some("00:01.0"), 0x8086, 0x1572, PortType::Endpoint, AcsState::Absent),
+    ])
+    .unwrap();
+    let p = Platform::default();
+    // Multifunction and without an ACS capability: not isolated (pci.c, pci_acs_enabled).
+    assert_eq!(acs_verdict(&t, addr("01:01.0"), &p), Some(AcsVerdict::NoCapability));
+    // ...so 01:01.1 finds it in its slot (iommu.c, get_pci_function_alias_group) and joins its group.
+    assert_eq!(group_of(&t, &p, "01:01.1"), vec![addr("01:01.0"), addr("01:01.1")]);
+    // Devfn 0 is the first function: single-function unless its header says otherwise.
+    assert_eq!(acs_verdict(&t, addr("01:00.0"), &p), Some(AcsVerdict::SingleFunction));
+    // On a root bus there is no ARI: 00:02.0 is function 0 of slot 2, single-function.
+    let t = Topology::new(vec![dev("00:02.0", None, 0x8086, 0x1572, PortType::Endpoint, AcsState::Absent)]).unwrap();
+    assert_eq!(acs_verdict(&t, addr("00:02.0"), &p), Some(AcsVerdict::SingleFunction));
 }
 
 // ---- Item 8: the version the tables follow ----
