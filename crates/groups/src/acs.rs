@@ -20,6 +20,14 @@ pub enum AcsVerdict {
         /// Its answer.
         enabled: bool,
     },
+    /// A quirk applies, but its answer depends on config space that was not read: counted as not
+    /// isolated, and the prediction marks the device uncertain.
+    QuirkUnknown {
+        /// Quirk name.
+        name: &'static str,
+        /// What it needs that is missing.
+        needs: &'static str,
+    },
     /// Conventional PCI: never isolated.
     NotPcie,
     /// The config space needed to decide was not readable.
@@ -58,10 +66,17 @@ impl AcsVerdict {
             AcsVerdict::Quirk { enabled, .. } => enabled,
             AcsVerdict::SingleFunction | AcsVerdict::Untested | AcsVerdict::Override { .. } => true,
             AcsVerdict::Flags { missing, .. } => missing == 0,
-            AcsVerdict::NotPcie | AcsVerdict::Unknown | AcsVerdict::BridgeType { .. } | AcsVerdict::NoCapability => {
-                false
-            }
+            AcsVerdict::NotPcie
+            | AcsVerdict::Unknown
+            | AcsVerdict::QuirkUnknown { .. }
+            | AcsVerdict::BridgeType { .. }
+            | AcsVerdict::NoCapability => false,
         }
+    }
+
+    /// Whether the answer rests on config space that could not be read.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, AcsVerdict::Unknown | AcsVerdict::QuirkUnknown { .. })
     }
 
     /// A short sentence fragment, e.g. `ACS control lacks RR CR`.
@@ -70,6 +85,9 @@ impl AcsVerdict {
             AcsVerdict::Quirk { name, enabled: true } => format!("isolated by the kernel's {name} ACS quirk"),
             AcsVerdict::Quirk { name, enabled: false } => {
                 format!("not isolated: the kernel's {name} ACS quirk says so")
+            }
+            AcsVerdict::QuirkUnknown { name, needs } => {
+                format!("unknown: the kernel's {name} ACS quirk depends on {needs}, which was not read (run as root)")
             }
             AcsVerdict::NotPcie => "conventional PCI, which has no ACS".into(),
             AcsVerdict::Unknown => "ACS unknown: extended config space not readable (run as root)".into(),
@@ -115,15 +133,24 @@ pub(crate) struct Context {
     pub on_root_bus: bool,
     /// `multifunction` as the kernel's scan set it ([`scanned_multifunction`]).
     pub multifunction: bool,
+    /// The RCBA enable bit of the function at 1f.0 on the same bus, as the Intel PCH quirk reads it:
+    /// `None` when that function's config space was not read that far.
+    pub lpc_rcba: Option<bool>,
 }
 
 /// Each device's [`Context`], in address order. `port_type` is [`crate::predict::port_types`].
-pub(crate) fn contexts(t: &Topology, port_type: &[Option<PortType>]) -> Vec<Context> {
+pub(crate) fn contexts(t: &Topology, port_type: &[Option<PortType>], platform: &Platform) -> Vec<Context> {
     (0..t.devices.len())
-        .map(|i| Context {
-            port_type: port_type[i],
-            on_root_bus: t.parent[i].is_none(),
-            multifunction: scanned_multifunction(t, i, port_type),
+        .map(|i| {
+            let a = t.devices[i].address;
+            let lpc = PciAddress { device: 0x1f, function: 0, ..a };
+            Context {
+                port_type: port_type[i],
+                on_root_bus: t.parent[i].is_none(),
+                multifunction: scanned_multifunction(t, i, port_type),
+                // Nothing at 1f.0: the config read returns all ones, RCBA enable included.
+                lpc_rcba: if t.index_of(lpc).is_some() { platform.rcba_of(lpc) } else { Some(true) },
+            }
         })
         .collect()
 }
@@ -131,7 +158,7 @@ pub(crate) fn contexts(t: &Topology, port_type: &[Option<PortType>]) -> Vec<Cont
 /// Runs the kernel's test for the function at `addr` in `t` (`None` when there is no such function).
 pub fn acs_verdict(t: &Topology, addr: PciAddress, platform: &Platform) -> Option<AcsVerdict> {
     let i = t.index_of(addr)?;
-    let ctx = contexts(t, &crate::predict::port_types(t));
+    let ctx = contexts(t, &crate::predict::port_types(t), platform);
     Some(verdict(&t.devices[i], &ctx[i], platform))
 }
 
@@ -237,13 +264,19 @@ fn quirk_answer(
         }
         AcsQuirkKind::MultifunctionEndpoint | AcsQuirkKind::Asserts => yes,
         AcsQuirkKind::RcIntegratedEndpoint => (port_type == Some(PortType::RcIntegratedEndpoint)).then_some(yes)?,
-        AcsQuirkKind::IntelPch => {
-            if platform.intel_pch_acs_enabled {
-                yes
-            } else {
-                no
+        // quirks.c, pci_quirk_intel_pch_acs_match: root ports only; the answer is the flag that
+        // pci_quirk_enable_intel_pch_acs sets when ACS was requested and the LPC bridge's RCBA is enabled.
+        AcsQuirkKind::IntelPch if port_type != Some(PortType::RootPort) => None,
+        AcsQuirkKind::IntelPch if !platform.kernel_enables_acs => no,
+        AcsQuirkKind::IntelPch => match ctx.lpc_rcba {
+            Some(true) => yes,
+            Some(false) => no,
+            None => {
+                Some(AcsVerdict::QuirkUnknown { name, needs: "the RCBA register of the LPC bridge at 1f.0 (0xF0)" })
             }
-        }
+        },
+        // quirks.c, pci_quirk_intel_spt_pch_acs_match: root ports only.
+        AcsQuirkKind::IntelSpt if port_type != Some(PortType::RootPort) => None,
         AcsQuirkKind::IntelSpt => match dev.acs {
             AcsState::Present(c) => {
                 let v = flag_check(dev, c.capability, c.dword8_low, platform);

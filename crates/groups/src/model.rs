@@ -136,12 +136,17 @@ impl DeviceSpec {
 pub struct Platform {
     /// An AMD IOMMU (ACPI IVRS table) is present. Enables the AMD southbridge ACS quirk.
     pub amd_ivrs: bool,
-    /// The Intel PCH root-port ACS enable quirk succeeded (IOMMU on and LPC RCBA enabled). Real hardware
-    /// almost always satisfies this when the Intel IOMMU is on; it cannot be read from config space.
-    pub intel_pch_acs_enabled: bool,
-    /// Model the kernel turning on ACS at boot: when an IOMMU driver requests ACS, Linux sets SV, RR, CR
-    /// and UF in the control register of every function whose ACS capability implements them. Leave on
-    /// for prediction; control registers read from a running kernel already include it.
+    /// The RCBA enable bit (bit 0 of the dword at config offset 0xF0) of functions at device 1f.0, where
+    /// config space was read that far. Intel's PCH root-port ACS quirk reads it from the LPC bridge at
+    /// 1f.0 on the root port's bus and counts the ports as isolated only when it is set
+    /// (quirks.c, `pci_quirk_enable_intel_lpc_acs`). A 1f.0 function missing here makes the quirk's answer
+    /// unknown; a bus with no function at 1f.0 at all reads as all ones, so as set.
+    #[serde(default)]
+    pub lpc_rcba: Vec<(PciAddress, bool)>,
+    /// Model the kernel turning on ACS at boot: an IOMMU driver asked for ACS (`pci_request_acs`), so
+    /// Linux sets SV, RR, CR and UF in the control register of every function whose ACS capability
+    /// implements them, and runs the Intel PCH and SPT root-port enable quirks. Leave on for prediction;
+    /// control registers read from a running kernel already include it.
     pub kernel_enables_acs: bool,
     /// Devices named by `pci=disable_acs_redir=`: the kernel clears RR, CR and EC in their ACS control
     /// after enabling it.
@@ -159,7 +164,7 @@ impl Default for Platform {
     fn default() -> Self {
         Self {
             amd_ivrs: false,
-            intel_pch_acs_enabled: true,
+            lpc_rcba: Vec::new(),
             kernel_enables_acs: true,
             acs_redir_disabled: Vec::new(),
             config_acs: Vec::new(),
@@ -169,6 +174,11 @@ impl Default for Platform {
 }
 
 impl Platform {
+    /// The RCBA enable bit recorded for the function at `lpc`, if it was read.
+    pub fn rcba_of(&self, lpc: PciAddress) -> Option<bool> {
+        self.lpc_rcba.iter().find(|(a, _)| *a == lpc).map(|&(_, on)| on)
+    }
+
     /// Applies the group-changing parameters found on a kernel command line: `pci=disable_acs_redir=`,
     /// `pci=config_acs=` and `pcie_acs_override=`. Malformed values are skipped, as the kernel skips them.
     pub fn apply_cmdline(&mut self, cmdline: &str) {

@@ -227,7 +227,7 @@ pub(crate) fn port_types(t: &Topology) -> Vec<Option<PortType>> {
 
 /// The kernel's ACS answer for every device, in address order (the order of [`Topology::devices`]).
 pub fn acs_verdicts(t: &Topology, platform: &Platform) -> Vec<AcsVerdict> {
-    let ctx = contexts(t, &port_types(t));
+    let ctx = contexts(t, &port_types(t), platform);
     (0..t.devices.len()).map(|i| verdict(&t.devices[i], &ctx[i], platform)).collect()
 }
 
@@ -235,7 +235,7 @@ impl<'a> Engine<'a> {
     fn new(t: &'a Topology, platform: &Platform) -> Self {
         let n = t.devices.len();
         let port_type = port_types(t);
-        let ctx = contexts(t, &port_type);
+        let ctx = contexts(t, &port_type, platform);
         let verdict = (0..n).map(|i| verdict(&t.devices[i], &ctx[i], platform)).collect();
         let mut e = Engine {
             t,
@@ -311,7 +311,7 @@ impl<'a> Engine<'a> {
 
     fn note_verdict(&mut self, i: usize) -> bool {
         let v = self.verdict[i];
-        if v == AcsVerdict::Unknown {
+        if v.is_unknown() {
             self.uncertain.push(i as u32);
         }
         v.enabled()

@@ -43,9 +43,11 @@ pub enum AcsQuirkKind {
     MultifunctionEndpoint,
     /// Only for root-complex integrated endpoints: the four required flags count as enabled.
     RcIntegratedEndpoint,
-    /// Intel PCH root ports: enabled when the PCH enable quirk succeeded, else not.
+    /// Intel PCH root ports (root ports only): isolated when the kernel asked for ACS and the LPC bridge
+    /// at 1f.0 has RCBA enabled (the PCH enable quirk then succeeds), else not.
     IntelPch,
-    /// Intel SPT-style root ports: real ACS, but capability and control are dwords, control at +8.
+    /// Intel SPT-style root ports (root ports only): real ACS, but capability and control are dwords,
+    /// control at +8.
     IntelSpt,
     /// The four required flags count as enabled.
     Asserts,

@@ -93,6 +93,59 @@ fn function_zero_and_one_alias_quirks_add_no_alias_to_the_function_they_name() {
     assert_eq!(p.evidence_for(addr("02:00.1")).unwrap().alias_quirk, None);
 }
 
+// ---- Item 5: Intel PCH root ports ----
+
+/// An Intel Cougar Point root port 00:1c.0 without an ACS capability, an endpoint below it, and the LPC
+/// bridge at 00:1f.0; `port` is the port's PCIe type.
+fn pch(port: PortType) -> Topology {
+    Topology::new(vec![
+        dev("00:1c.0", None, 0x8086, 0x1c10, port, AcsState::Absent),
+        dev("01:00.0", Some("00:1c.0"), 0x10ec, 0x8168, PortType::Endpoint, AcsState::Absent),
+        Device {
+            class: 0x060100,
+            ..dev("00:1f.0", None, 0x8086, 0x1c44, PortType::RcIntegratedEndpoint, AcsState::Absent)
+        },
+    ])
+    .unwrap()
+}
+
+#[test]
+fn intel_pch_root_ports_isolate_only_when_rcba_is_enabled_and_acs_was_requested() {
+    // quirks.c, pci_quirk_enable_intel_pch_acs (run from pci_enable_acs only when an IOMMU asked for ACS)
+    // sets the flag pci_quirk_intel_pch_acs answers from, and fails when the LPC bridge's RCBA enable bit
+    // (0xF0 bit 0 of 1f.0) is clear.
+    let t = pch(PortType::RootPort);
+    let lpc = addr("00:1f.0");
+    let alone = vec![addr("01:00.0")];
+    let shared = vec![addr("00:1c.0"), addr("01:00.0")];
+    let on = Platform { lpc_rcba: vec![(lpc, true)], ..Platform::default() };
+    assert_eq!(group_of(&t, &on, "01:00.0"), alone);
+    let off = Platform { lpc_rcba: vec![(lpc, false)], ..Platform::default() };
+    assert_eq!(group_of(&t, &off, "01:00.0"), shared);
+    let no_iommu = Platform { kernel_enables_acs: false, ..on.clone() };
+    assert_eq!(group_of(&t, &no_iommu, "01:00.0"), shared);
+    // RCBA not read (config space beyond 64 bytes needs root): uncertain, never a silent yes.
+    let unread = Platform::default();
+    let p = predict(&t, &unread, RuleSet::Linux6);
+    assert_eq!(p.group_of(addr("01:00.0")).unwrap().devices, shared);
+    assert_eq!(p.uncertain, vec![addr("00:1c.0")]);
+    assert!(matches!(acs_verdict(&t, addr("00:1c.0"), &unread), Some(AcsVerdict::QuirkUnknown { .. })));
+}
+
+#[test]
+fn intel_pch_and_spt_quirks_apply_to_root_ports_only() {
+    // quirks.c, pci_quirk_intel_pch_acs_match and pci_quirk_intel_spt_pch_acs_match: a function with a
+    // listed ID that is not a root port gets the ordinary test.
+    let t = pch(PortType::DownstreamPort);
+    let on = Platform { lpc_rcba: vec![(addr("00:1f.0"), true)], ..Platform::default() };
+    assert_eq!(acs_verdict(&t, addr("00:1c.0"), &on), Some(AcsVerdict::NoCapability));
+    // An SPT ID (8086:a110) as a downstream port: the standard word at +6 counts, not the dword at +8.
+    let spt_cap = AcsState::Present(AcsCap { offset: 0x100, capability: 0x1d, control: 0, dword8_low: 0x1d });
+    let t = Topology::new(vec![dev("00:1c.0", None, 0x8086, 0xa110, PortType::DownstreamPort, spt_cap)]).unwrap();
+    let no_enabling = Platform { kernel_enables_acs: false, ..Platform::default() };
+    assert!(matches!(acs_verdict(&t, addr("00:1c.0"), &no_enabling), Some(AcsVerdict::Flags { missing: 0x1d, .. })));
+}
+
 // ---- Item 6: ARI and multifunction ----
 
 #[test]

@@ -276,13 +276,20 @@ impl Snapshot {
         eps
     }
 
-    /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the group-changing kernel
-    /// parameters (`pci=disable_acs_redir=`, `pci=config_acs=`, `pcie_acs_override=`) come from the
-    /// command line.
+    /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the RCBA enable bit of each
+    /// function at 1f.0 whose config space was read up to 0xF3 (Intel's PCH ACS quirk depends on it); the
+    /// group-changing kernel parameters (`pci=disable_acs_redir=`, `pci=config_acs=`,
+    /// `pcie_acs_override=`) come from the command line.
     pub fn platform(&self) -> Platform {
         let amd =
             self.acpi_tables.iter().any(|t| t == "IVRS") || self.iommu_units.iter().any(|u| u.starts_with("ivhd"));
-        let mut p = Platform { amd_ivrs: amd, ..Platform::default() };
+        let lpc_rcba = self
+            .devices
+            .iter()
+            .filter(|d| d.address.device == 0x1f && d.address.function == 0 && d.config.len() >= 0xf4)
+            .map(|d| (d.address, d.config[0xf0] & 1 != 0))
+            .collect();
+        let mut p = Platform { amd_ivrs: amd, lpc_rcba, ..Platform::default() };
         if let Some(c) = self.kernel.cmdline.as_deref() {
             p.apply_cmdline(c);
         }
@@ -345,5 +352,30 @@ mod hex_bytes {
                 _ => Err(serde::de::Error::custom("config holds a non-hex character")),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_lpc(config_len: usize, rcba: u8) -> Snapshot {
+        let mut lpc = HostDevice::new("0000:00:1f.0".parse().unwrap());
+        lpc.config = vec![0; config_len];
+        lpc.config[..4].copy_from_slice(&[0x86, 0x80, 0x18, 0x29]);
+        if config_len > 0xf0 {
+            lpc.config[0xf0] = rcba;
+        }
+        Snapshot { devices: vec![lpc], ..Snapshot::default() }
+    }
+
+    #[test]
+    fn the_lpc_bridges_rcba_enable_bit_reaches_the_platform_only_when_it_was_read() {
+        // quirks.c, pci_quirk_enable_intel_lpc_acs reads bit 0 of the dword at 0xF0 of 1f.0.
+        let a: PciAddress = "0000:00:1f.0".parse().unwrap();
+        assert_eq!(with_lpc(256, 0x01).platform().lpc_rcba, vec![(a, true)]);
+        assert_eq!(with_lpc(4096, 0xfe).platform().lpc_rcba, vec![(a, false)]);
+        // An unprivileged read stops at 64 bytes: unknown, not "disabled" and not "enabled".
+        assert_eq!(with_lpc(64, 0).platform().lpc_rcba, vec![]);
     }
 }
