@@ -3,7 +3,7 @@
 use iommu_pci::{acs, AcsState, PciAddress, PortType};
 use serde::Serialize;
 
-use crate::model::{Device, Pcie, Platform, Topology};
+use crate::model::{ConfigAcs, Device, Pcie, Platform, Topology};
 use crate::quirks::{acs_quirks_for, AcsQuirkKind};
 
 /// The flags grouping requires: SV, RR, CR, UF.
@@ -108,18 +108,27 @@ impl AcsVerdict {
     }
 }
 
-/// The flag check on an ACS capability with the kernel's boot-time enabling modelled.
-fn flag_check(dev: &Device, cap: u16, ctl: u16, platform: &Platform) -> AcsVerdict {
-    let mut control = if platform.kernel_enables_acs { ctl | (cap & REQUIRED) } else { ctl };
-    if platform.acs_redir_disabled.iter().any(|s| s.matches(dev)) {
-        control &= !(acs::RR | acs::CR | acs::EC);
+/// The ACS control register after boot, as pci.c's `pci_enable_acs` leaves it, from the register as read
+/// (taken as the firmware's value). The kernel's own enabling sets the implemented SV RR CR UF when an
+/// IOMMU asked for ACS. For a device the command line names, `__pci_config_acs` instead starts again
+/// from the firmware's value: `disable_acs_redir` clears RR CR EC there, and a `config_acs` entry
+/// (applied after it, from the same starting point) replaces its masked bits; either way the kernel's
+/// own enabling is gone.
+fn control_after_boot(cap: u16, firmware: u16, ctx: &Context, platform: &Platform) -> u16 {
+    if let Some((mask, flags)) = ctx.config_acs {
+        (firmware & !mask) | (flags & mask)
+    } else if ctx.redir_named {
+        firmware & !(acs::RR | acs::CR | acs::EC)
+    } else if platform.kernel_enables_acs {
+        firmware | (cap & REQUIRED)
+    } else {
+        firmware
     }
-    // The first entry naming the device applies; one with undefined bits is rejected by the kernel.
-    if let Some(c) = platform.config_acs.iter().find(|c| c.device.matches(dev)) {
-        if c.valid() {
-            control = (control & !c.mask) | (c.flags & c.mask);
-        }
-    }
+}
+
+/// The flag check (pci.c, `pci_acs_flags_enabled`): required flags the capability implements (or EC)
+/// must be enabled in `control`.
+fn flag_check(cap: u16, control: u16) -> AcsVerdict {
     let required = REQUIRED & (cap | acs::EC);
     AcsVerdict::Flags { required, control, missing: required & !control }
 }
@@ -136,6 +145,25 @@ pub(crate) struct Context {
     /// The RCBA enable bit of the function at 1f.0 on the same bus, as the Intel PCH quirk reads it:
     /// `None` when that function's config space was not read that far.
     pub lpc_rcba: Option<bool>,
+    /// Named by the `pci=disable_acs_redir=` list.
+    pub redir_named: bool,
+    /// (mask, flags) of the `pci=config_acs=` entry that decides for it, if one is reached.
+    pub config_acs: Option<(u16, u16)>,
+}
+
+/// The `pci=config_acs=` entry the kernel applies to device `i` (pci.c, `__pci_config_acs`): entries
+/// are read in order; one with undefined bits stops the reading before its device is looked at; the
+/// first that names the device applies.
+pub(crate) fn config_acs_for(t: &Topology, i: usize, entries: &[ConfigAcs]) -> Option<(u16, u16)> {
+    for e in entries {
+        if !e.valid() {
+            return None;
+        }
+        if e.device.names_at(t, i) {
+            return Some((e.mask, e.flags));
+        }
+    }
+    None
 }
 
 /// Each device's [`Context`], in address order. `port_type` is [`crate::predict::port_types`].
@@ -150,6 +178,8 @@ pub(crate) fn contexts(t: &Topology, port_type: &[Option<PortType>], platform: &
                 multifunction: scanned_multifunction(t, i, port_type),
                 // Nothing at 1f.0: the config read returns all ones, RCBA enable included.
                 lpc_rcba: if t.index_of(lpc).is_some() { platform.rcba_of(lpc) } else { Some(true) },
+                redir_named: platform.acs_redir_disabled.iter().any(|s| s.names_at(t, i)),
+                config_acs: config_acs_for(t, i, &platform.config_acs),
             }
         })
         .collect()
@@ -196,7 +226,7 @@ pub(crate) fn verdict(dev: &Device, ctx: &Context, platform: &Platform) -> AcsVe
     let check = || match dev.acs {
         AcsState::Unknown => AcsVerdict::Unknown,
         AcsState::Absent => AcsVerdict::NoCapability,
-        AcsState::Present(c) => flag_check(dev, c.capability, c.control, platform),
+        AcsState::Present(c) => flag_check(c.capability, control_after_boot(c.capability, c.control, ctx, platform)),
     };
     match pt {
         PortType::PcieToPciBridge | PortType::PciToPcieBridge | PortType::RcEventCollector => {
@@ -277,9 +307,20 @@ fn quirk_answer(
         },
         // quirks.c, pci_quirk_intel_spt_pch_acs_match: root ports only.
         AcsQuirkKind::IntelSpt if port_type != Some(PortType::RootPort) => None,
+        // quirks.c: the SPT enable quirk sets SV RR CR UF in the control dword at +8 when ACS was
+        // requested; a device named by disable_acs_redir or by any config_acs entry goes through the SPT
+        // redirect-disable instead of __pci_config_acs's own arithmetic: RR CR EC cleared in that dword,
+        // whatever the entry's flags.
         AcsQuirkKind::IntelSpt => match dev.acs {
             AcsState::Present(c) => {
-                let v = flag_check(dev, c.capability, c.dword8_low, platform);
+                let mut control = c.dword8_low;
+                if platform.kernel_enables_acs {
+                    control |= c.capability & REQUIRED;
+                }
+                if ctx.redir_named || ctx.config_acs.is_some() {
+                    control &= !(acs::RR | acs::CR | acs::EC);
+                }
+                let v = flag_check(c.capability, control);
                 Some(match v {
                     AcsVerdict::Flags { missing, .. } => AcsVerdict::Quirk { name, enabled: missing == 0 },
                     other => other,

@@ -117,6 +117,9 @@ pub struct Prediction {
     pub runtime_aliases: Vec<PciAddress>,
     /// Functions the IOMMU does not translate and so puts in no group, with the reason.
     pub excluded: Vec<(PciAddress, &'static str)>,
+    /// What reading the command line found that changes how it counts ([`Platform::notes`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// (address, evidence index), sorted by address.
     #[serde(skip)]
     index: Vec<(PciAddress, u32)>,
@@ -205,6 +208,7 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
         uncertain,
         runtime_aliases,
         excluded,
+        notes: platform.notes.clone(),
         index,
     }
 }

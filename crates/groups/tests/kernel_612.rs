@@ -2,8 +2,10 @@
 //! asserting what that kernel does (the function named in the comment is where it does it).
 
 use iommu_groups::quirks::{alias_quirks_for, QUIRKS_FOLLOW};
-use iommu_groups::{acs_verdict, predict, AcsVerdict, Device, Pcie, Platform, RuleSet, Topology};
-use iommu_pci::{AcsCap, AcsState, HeaderKind, PciAddress, PortType};
+use iommu_groups::{
+    acs_verdict, predict, what_if, AcsVerdict, Change, Device, DeviceSpec, Pcie, Platform, RuleSet, Topology,
+};
+use iommu_pci::{acs, AcsCap, AcsState, HeaderKind, PciAddress, PortType};
 
 fn addr(s: &str) -> PciAddress {
     s.parse().unwrap()
@@ -91,6 +93,156 @@ fn function_zero_and_one_alias_quirks_add_no_alias_to_the_function_they_name() {
     assert_eq!(p.evidence_for(addr("01:00.0")).unwrap().alias_quirk, None);
     assert_eq!(p.evidence_for(addr("01:00.1")).unwrap().alias_quirk, Some("Ricoh card reader"));
     assert_eq!(p.evidence_for(addr("02:00.1")).unwrap().alias_quirk, None);
+}
+
+// ---- Item 3: pci=config_acs= and pci=disable_acs_redir= ----
+
+/// Root ports 00:01.0 and 00:02.0 with ACS capability SV RR CR UF whose control register holds
+/// `firmware`, each with an endpoint below.
+fn two_ports(firmware: u16) -> Topology {
+    Topology::new(vec![
+        dev("00:01.0", None, 0x1b36, 0x000c, PortType::RootPort, acs_cap(0x1d, firmware)),
+        dev("00:02.0", None, 0x1b36, 0x000c, PortType::RootPort, acs_cap(0x1d, firmware)),
+        dev("01:00.0", Some("00:01.0"), 0x1af4, 0x1041, PortType::Endpoint, AcsState::Absent),
+        dev("02:00.0", Some("00:02.0"), 0x1af4, 0x1041, PortType::Endpoint, AcsState::Absent),
+    ])
+    .unwrap()
+}
+
+fn booted(cmdline: &str) -> Platform {
+    let mut p = Platform::default();
+    p.apply_cmdline(cmdline);
+    p
+}
+
+fn control(t: &Topology, p: &Platform, a: &str) -> u16 {
+    match acs_verdict(t, addr(a), p) {
+        Some(AcsVerdict::Flags { control, .. }) => control,
+        other => panic!("{a}: {other:?}"),
+    }
+}
+
+#[test]
+fn config_acs_starts_from_the_firmwares_control_value_not_the_kernels_enabling() {
+    // pci.c, pci_enable_acs keeps the value read before its own enabling, and __pci_config_acs builds the
+    // new control from it: masked bits from the entry, every other bit (x) as the firmware left it.
+    let t = two_ports(0);
+    // Setting SV alone leaves RR CR UF off: the firmware had them off, the kernel's enabling is gone.
+    let p = booted("pci=config_acs=1@0000:00:01.0");
+    assert_eq!(control(&t, &p, "00:01.0"), acs::SV);
+    assert_eq!(group_of(&t, &p, "01:00.0"), vec![addr("00:01.0"), addr("01:00.0")]);
+    // The port not named keeps the kernel's enabling.
+    assert_eq!(group_of(&t, &p, "02:00.0"), vec![addr("02:00.0")]);
+    // An empty flag string is allowed: the control is the firmware's, unchanged.
+    let p = booted("pci=config_acs=@0000:00:01.0");
+    assert_eq!(p.config_acs.len(), 1);
+    assert_eq!(control(&t, &p, "00:01.0"), 0);
+    // With the firmware having enabled everything, x keeps it.
+    let t = two_ports(0x1d);
+    assert_eq!(control(&t, &booted("pci=config_acs=xx0xx@0000:00:01.0"), "00:01.0"), 0x19);
+}
+
+#[test]
+fn disable_acs_redir_also_starts_from_the_firmwares_value_and_config_acs_overrides_it() {
+    // pci.c, pci_enable_acs: __pci_config_acs runs for disable_acs_redir with mask RR CR EC, then for
+    // config_acs; both compute from the firmware's value, so SV and UF stay off when the firmware left
+    // them off, and a matching config_acs entry replaces the disable_acs_redir result.
+    let t = two_ports(0);
+    assert_eq!(control(&t, &booted("pci=disable_acs_redir=0000:00:01.0"), "00:01.0"), 0);
+    let t = two_ports(0x1d);
+    assert_eq!(control(&t, &booted("pci=disable_acs_redir=0000:00:01.0"), "00:01.0"), acs::SV | acs::UF);
+    let both = booted("pci=disable_acs_redir=0000:00:01.0,config_acs=xxxxx@0000:00:01.0");
+    assert_eq!(control(&t, &both, "00:01.0"), 0x1d);
+    assert_eq!(group_of(&t, &both, "01:00.0"), vec![addr("01:00.0")]);
+}
+
+#[test]
+fn on_intel_spt_ports_any_config_acs_entry_only_clears_redirect_in_the_dword_at_8() {
+    // pci.c, __pci_config_acs calls pci_dev_specific_disable_acs_redir for a matched device before its
+    // own arithmetic; for SPT root ports (quirks.c, pci_quirk_disable_intel_spt_pch_acs_redir) that
+    // clears RR CR EC in the control dword at +8 and returns, whatever the entry's flags.
+    let spt = AcsState::Present(AcsCap { offset: 0x100, capability: 0x1d, control: 0, dword8_low: 0 });
+    let t = Topology::new(vec![
+        dev("00:1c.0", None, 0x8086, 0xa110, PortType::RootPort, spt),
+        dev("01:00.0", Some("00:1c.0"), 0x1af4, 0x1041, PortType::Endpoint, AcsState::Absent),
+    ])
+    .unwrap();
+    assert_eq!(group_of(&t, &Platform::default(), "01:00.0"), vec![addr("01:00.0")]);
+    let p = booted("pci=config_acs=1111111@0000:00:1c.0");
+    assert_eq!(group_of(&t, &p, "01:00.0"), vec![addr("00:1c.0"), addr("01:00.0")]);
+    assert!(matches!(acs_verdict(&t, addr("00:1c.0"), &p), Some(AcsVerdict::Quirk { enabled: false, .. })));
+}
+
+#[test]
+fn device_specs_follow_pci_dev_str_match() {
+    // pci.c, pci_dev_str_match: in pci:VVVV:DDDD[:SSSS:SSSS] a field of 0 matches anything; an address may
+    // be followed by /dev.fn steps (pci_dev_str_match_path), each checked against the function and then
+    // its upstream bridge.
+    let t = Topology::new(vec![
+        dev("00:1c.0", None, 0x8086, 0x1c10, PortType::RootPort, AcsState::Absent),
+        dev("00:1d.0", None, 0x8086, 0x1c12, PortType::RootPort, AcsState::Absent),
+        dev("01:00.0", Some("00:1c.0"), 0x1af4, 0x1041, PortType::Endpoint, AcsState::Absent),
+        dev("02:00.0", Some("00:1d.0"), 0x1af4, 0x1041, PortType::Endpoint, AcsState::Absent),
+    ])
+    .unwrap();
+    let spec = |s: &str| DeviceSpec::parse(s).unwrap_or_else(|| panic!("{s} does not parse"));
+    assert!(spec("pci:8086:0").names(&t, addr("00:1d.0")));
+    assert!(spec("pci:0:1041").names(&t, addr("02:00.0")));
+    assert!(spec("pci:1af4:1041:0:0").names(&t, addr("01:00.0")));
+    assert!(!spec("pci:1af4:1041:1af4:1100").names(&t, addr("01:00.0")), "no subsystem reads as 0000:0000");
+    let path = spec("00:1c.0/00.0");
+    assert!(path.names(&t, addr("01:00.0")));
+    assert!(!path.names(&t, addr("02:00.0")), "same devfn, other bridge");
+    assert!(spec("0000:00:1c.0/00.0").names(&t, addr("01:00.0")));
+    assert!(!spec("00:1c.0/00.0/00.0").names(&t, addr("01:00.0")), "one step too many");
+}
+
+#[test]
+fn only_the_last_occurrence_counts_and_a_bad_entry_ends_the_list() {
+    // pci.c, pci_setup: each disable_acs_redir= or config_acs= replaces the saved string, so only the last
+    // counts. __pci_config_acs then walks the list and stops at the first entry it cannot read (bad flag
+    // characters, no @, a device it cannot parse, bits beyond the seven flags); entries before it stay.
+    let p = booted("pci=config_acs=1@00:01.0 pci=noats,config_acs=0@00:02.0,disable_acs_redir=00:01.0");
+    assert_eq!(p.config_acs.len(), 1);
+    assert_eq!(p.config_acs[0].device, DeviceSpec::parse("00:02.0").unwrap());
+    assert!(p.notes.iter().any(|n| n.contains("only the last")), "{:?}", p.notes);
+    let p = booted("pci=disable_acs_redir=00:01.0 pci=disable_acs_redir=00:02.0");
+    assert_eq!(p.acs_redir_disabled, vec![DeviceSpec::parse("00:02.0").unwrap()]);
+    let p = booted("pci=disable_acs_redir=00:01.0;bogus;00:02.0");
+    assert_eq!(p.acs_redir_disabled, vec![DeviceSpec::parse("00:01.0").unwrap()]);
+    assert!(p.notes.iter().any(|n| n.contains("bogus") && n.contains("stops")), "{:?}", p.notes);
+    let p = booted("pci=config_acs=1@00:01.0;1q@00:02.0;1@00:03.0");
+    assert_eq!(p.config_acs.len(), 1);
+    // An entry with undefined bits is met before its device is looked at, and ends the list.
+    let t = two_ports(0);
+    let p = booted("pci=config_acs=10000000@00:09.0;0@00:01.0");
+    assert_eq!(control(&t, &p, "00:01.0"), 0x1d, "not reached: the kernel's enabling stays");
+    // Words after `--` are for init, not for the kernel.
+    assert!(booted("quiet -- pci=config_acs=0@00:01.0").config_acs.is_empty());
+}
+
+#[test]
+fn a_what_if_config_acs_replaces_the_hosts_own() {
+    // The what-if parameter is added at the end of the command line; pci_setup keeps only the last.
+    let t = two_ports(0);
+    let host = booted("pci=config_acs=00000@0000:00:01.0");
+    assert_eq!(group_of(&t, &host, "01:00.0"), vec![addr("00:01.0"), addr("01:00.0")]);
+    let w = what_if(&t, &host, &[Change::parse("config_acs=xxxxx@0000:00:02.0").unwrap()]);
+    assert_eq!(w.after.group_of(addr("01:00.0")).unwrap().devices, vec![addr("01:00.0")]);
+    assert!(w.warnings.iter().any(|x| x.contains("replaces this host's own")), "{:?}", w.warnings);
+}
+
+#[test]
+fn a_what_if_on_a_running_kernels_registers_says_where_the_firmware_value_is_assumed() {
+    // Read from a kernel with an IOMMU on, SV RR CR UF read as set whether the firmware set them or the
+    // kernel did; an entry that keeps one of them (x) gives the firmware's, which the snapshot cannot show.
+    let t = two_ports(0x1d);
+    let live = Platform { acs_control_from_running_kernel: true, ..Platform::default() };
+    let w = what_if(&t, &live, &[Change::parse("config_acs=x1111@0000:00:01.0").unwrap()]);
+    assert!(w.warnings.iter().any(|x| x.contains("0000:00:01.0") && x.contains("UF")), "{:?}", w.warnings);
+    // Every required bit given: nothing is assumed.
+    let w = what_if(&t, &live, &[Change::parse("config_acs=11111@0000:00:01.0").unwrap()]);
+    assert!(!w.warnings.iter().any(|x| x.contains("firmware's setting is unknown")), "{:?}", w.warnings);
 }
 
 // ---- Item 5: Intel PCH root ports ----

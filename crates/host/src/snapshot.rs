@@ -277,8 +277,9 @@ impl Snapshot {
     }
 
     /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the RCBA enable bit of each
-    /// function at 1f.0 whose config space was read up to 0xF3 (Intel's PCH ACS quirk depends on it); the
-    /// group-changing kernel parameters (`pci=disable_acs_redir=`, `pci=config_acs=`,
+    /// function at 1f.0 whose config space was read up to 0xF3 (Intel's PCH ACS quirk depends on it);
+    /// whether the ACS control registers were read from a kernel with an IOMMU on (groups or IOMMU
+    /// units); the group-changing kernel parameters (`pci=disable_acs_redir=`, `pci=config_acs=`,
     /// `pcie_acs_override=`) come from the command line.
     pub fn platform(&self) -> Platform {
         let amd =
@@ -289,7 +290,15 @@ impl Snapshot {
             .filter(|d| d.address.device == 0x1f && d.address.function == 0 && d.config.len() >= 0xf4)
             .map(|d| (d.address, d.config[0xf0] & 1 != 0))
             .collect();
-        let mut p = Platform { amd_ivrs: amd, lpc_rcba, ..Platform::default() };
+        // With an IOMMU on, the kernel that wrote the ACS control registers had asked for ACS: they hold its
+        // own enabling, not only what the firmware left.
+        let from_running_kernel = !self.groups.is_empty() || !self.iommu_units.is_empty();
+        let mut p = Platform {
+            amd_ivrs: amd,
+            lpc_rcba,
+            acs_control_from_running_kernel: from_running_kernel,
+            ..Platform::default()
+        };
         if let Some(c) = self.kernel.cmdline.as_deref() {
             p.apply_cmdline(c);
         }
@@ -377,5 +386,15 @@ mod tests {
         assert_eq!(with_lpc(4096, 0xfe).platform().lpc_rcba, vec![(a, false)]);
         // An unprivileged read stops at 64 bytes: unknown, not "disabled" and not "enabled".
         assert_eq!(with_lpc(64, 0).platform().lpc_rcba, vec![]);
+    }
+
+    #[test]
+    fn acs_registers_count_as_written_by_the_kernel_when_an_iommu_was_on() {
+        // pci.c, pci_enable_acs: with an IOMMU driver's request the kernel sets SV RR CR UF itself, so a
+        // snapshot with groups holds its enabling, not only the firmware's value.
+        let mut s = with_lpc(64, 0);
+        assert!(!s.platform().acs_control_from_running_kernel);
+        s.iommu_units = vec!["dmar0".into()];
+        assert!(s.platform().acs_control_from_running_kernel);
     }
 }
