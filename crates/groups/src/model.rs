@@ -259,13 +259,36 @@ impl Default for Platform {
 }
 
 impl Platform {
+    /// Applies a host's own command line as its kernel, of release `release`, reads it: like
+    /// [`Platform::apply_cmdline`], except that `pcie_acs_override=` counts only when the release names a
+    /// flavour known to carry the out-of-tree patch ([`acs_override_flavour`]). On any other kernel the
+    /// parameter does nothing, and a note says it was ignored.
+    pub fn apply_host_cmdline(&mut self, cmdline: &str, release: Option<&str>) {
+        let before = self.acs_override.clone();
+        self.apply_cmdline(cmdline);
+        if self.acs_override == before || release.and_then(acs_override_flavour).is_some() {
+            return;
+        }
+        self.acs_override = before;
+        self.notes.push(format!(
+            "pcie_acs_override= on the command line is ignored: {} is not a kernel known to carry the out-of-tree \
+             ACS override patch (Proxmox VE, linux-zen, Liquorix), and a kernel without it does nothing with the \
+             parameter; predict --what-if acs-override=... shows what a patched kernel would do",
+            match release {
+                Some(r) => format!("release {r}"),
+                None => "this kernel (release unknown)".to_string(),
+            }
+        ));
+    }
+
     /// The RCBA enable bit recorded for the function at `lpc`, if it was read.
     pub fn rcba_of(&self, lpc: PciAddress) -> Option<bool> {
         self.lpc_rcba.iter().find(|(a, _)| *a == lpc).map(|&(_, on)| on)
     }
 
     /// Applies the group-changing parameters found on a kernel command line: `pci=disable_acs_redir=`,
-    /// `pci=config_acs=` and `pcie_acs_override=`, as the kernel reads them. Each `pci=` option keeps only
+    /// `pci=config_acs=` and `pcie_acs_override=`, as a kernel that accepts all three reads them (for
+    /// `pcie_acs_override=`, a patched one: see [`Platform::apply_host_cmdline`]). Each `pci=` option keeps only
     /// its last occurrence (pci.c, `pci_setup`), which replaces what the platform had; a list ends at its
     /// first entry the kernel cannot read, keeping the entries before it; words after `--` go to init,
     /// not to the kernel. What changed how a parameter counts is added to [`Platform::notes`].
@@ -330,6 +353,23 @@ impl Platform {
             }
             self.config_acs = entries;
         }
+    }
+}
+
+/// The kernel flavour whose release string shows it carries the out-of-tree `pcie_acs_override=` patch,
+/// if any: Proxmox VE (`…-pve`), linux-zen (`…-zen…`) or Liquorix (`…liquorix…`). Mainline and
+/// distribution kernels such as Debian's do not carry it and ignore the parameter. A patched kernel this
+/// does not recognise (a custom build) reads as unpatched: `predict --what-if acs-override=…` still
+/// predicts with the override on any kernel.
+pub fn acs_override_flavour(release: &str) -> Option<&'static str> {
+    if release.ends_with("-pve") {
+        Some("Proxmox VE")
+    } else if release.contains("liquorix") {
+        Some("Liquorix")
+    } else if release.contains("-zen") {
+        Some("linux-zen")
+    } else {
+        None
     }
 }
 

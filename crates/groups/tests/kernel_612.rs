@@ -245,6 +245,34 @@ fn a_what_if_on_a_running_kernels_registers_says_where_the_firmware_value_is_ass
     assert!(!w.warnings.iter().any(|x| x.contains("firmware's setting is unknown")), "{:?}", w.warnings);
 }
 
+// ---- Item 4: pcie_acs_override= only on a patched kernel ----
+
+#[test]
+fn a_hosts_pcie_acs_override_counts_only_on_a_kernel_that_carries_the_patch() {
+    // The parameter is not in mainline: a stock kernel (Debian's 6.12.117 has no handler for it) ignores
+    // it, so a root port without ACS still shares its group with the endpoint below.
+    let t = Topology::new(vec![
+        dev("00:01.0", None, 0x1b36, 0x000c, PortType::RootPort, AcsState::Absent),
+        dev("01:00.0", Some("00:01.0"), 0x1af4, 0x1041, PortType::Endpoint, AcsState::Absent),
+    ])
+    .unwrap();
+    let cmdline = "quiet intel_iommu=on pcie_acs_override=downstream";
+    let mut stock = Platform::default();
+    stock.apply_host_cmdline(cmdline, Some("6.12.117+deb12-amd64"));
+    assert_eq!(group_of(&t, &stock, "01:00.0"), vec![addr("00:01.0"), addr("01:00.0")]);
+    assert!(stock.notes.iter().any(|n| n.contains("ignored")), "{:?}", stock.notes);
+    for release in ["6.8.12-4-pve", "6.12.1-zen1-1-zen", "6.12.3-1-liquorix-amd64"] {
+        let mut patched = Platform::default();
+        patched.apply_host_cmdline(cmdline, Some(release));
+        assert_eq!(group_of(&t, &patched, "01:00.0"), vec![addr("01:00.0")], "{release}");
+        assert!(patched.notes.is_empty(), "{release}");
+    }
+    assert_eq!(iommu_groups::acs_override_flavour("6.1.0-56-amd64"), None);
+    // The explicit what-if is unchanged: it predicts the override whatever the host runs.
+    let w = what_if(&t, &stock, &[Change::parse("acs-override=downstream").unwrap()]);
+    assert_eq!(w.after.group_of(addr("01:00.0")).unwrap().devices, vec![addr("01:00.0")]);
+}
+
 // ---- Item 5: Intel PCH root ports ----
 
 /// An Intel Cougar Point root port 00:1c.0 without an ACS capability, an endpoint below it, and the LPC

@@ -279,8 +279,8 @@ impl Snapshot {
     /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the RCBA enable bit of each
     /// function at 1f.0 whose config space was read up to 0xF3 (Intel's PCH ACS quirk depends on it);
     /// whether the ACS control registers were read from a kernel with an IOMMU on (groups or IOMMU
-    /// units); the group-changing kernel parameters (`pci=disable_acs_redir=`, `pci=config_acs=`,
-    /// `pcie_acs_override=`) come from the command line.
+    /// units); the group-changing kernel parameters (`pci=disable_acs_redir=`, `pci=config_acs=`, and
+    /// `pcie_acs_override=` when the release names a patched kernel) come from the command line.
     pub fn platform(&self) -> Platform {
         let amd =
             self.acpi_tables.iter().any(|t| t == "IVRS") || self.iommu_units.iter().any(|u| u.starts_with("ivhd"));
@@ -300,7 +300,8 @@ impl Snapshot {
             ..Platform::default()
         };
         if let Some(c) = self.kernel.cmdline.as_deref() {
-            p.apply_cmdline(c);
+            // pcie_acs_override= counts only on a kernel whose release shows the out-of-tree patch.
+            p.apply_host_cmdline(c, self.kernel.release.as_deref());
         }
         p
     }
@@ -396,5 +397,22 @@ mod tests {
         assert!(!s.platform().acs_control_from_running_kernel);
         s.iommu_units = vec!["dmar0".into()];
         assert!(s.platform().acs_control_from_running_kernel);
+    }
+
+    #[test]
+    fn pcie_acs_override_on_the_command_line_counts_only_on_a_patched_kernel() {
+        // Debian's kernels, like mainline, have no pcie_acs_override= handler: the parameter does nothing.
+        let mut s = with_lpc(64, 0);
+        s.kernel.cmdline = Some("quiet intel_iommu=on pcie_acs_override=downstream,multifunction".into());
+        s.kernel.release = Some("6.12.117+deb12-amd64".into());
+        let p = s.platform();
+        assert!(p.acs_override.is_empty());
+        assert!(p.notes.iter().any(|n| n.contains("ignored") && n.contains("6.12.117+deb12-amd64")), "{:?}", p.notes);
+        s.kernel.release = None;
+        assert!(s.platform().acs_override.is_empty());
+        s.kernel.release = Some("6.8.12-4-pve".into());
+        let p = s.platform();
+        assert!(p.acs_override.downstream && p.acs_override.multifunction);
+        assert!(p.notes.is_empty());
     }
 }
