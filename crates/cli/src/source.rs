@@ -93,6 +93,9 @@ impl Source {
         let topology = self.topology()?;
         let prediction = predict(&topology, &self.snapshot.platform(), RuleSet::Linux6);
         warn_uncertain(&prediction);
+        for n in &prediction.notes {
+            warn(&format!("note: {}", sanitize(n)));
+        }
         Ok(Predicted { topology, prediction })
     }
 }
@@ -107,7 +110,8 @@ pub fn warn_uncertain(prediction: &Prediction) {
     if !prediction.uncertain.is_empty() {
         let uncertain: Vec<String> = prediction.uncertain.iter().map(|a| a.to_string()).collect();
         warn(&format!(
-            "warning: ACS or PCIe type of {} could not be read (extended config space needs root); the prediction may be wrong there",
+            "warning: ACS, PCIe type or a register an ACS quirk reads of {} could not be read (config space beyond \
+             64 bytes needs root); the prediction may be wrong there",
             uncertain.join(", ")
         ));
     }

@@ -142,8 +142,10 @@ pub fn explain(t: &Topology, p: &Prediction, addr: PciAddress) -> Option<Explana
             }
         }
         if ev.own_acs != AcsVerdict::SingleFunction && !ev.own_acs.enabled() && !others.is_empty() {
-            let d = t.get(addr);
-            if d.is_some_and(|d| d.multifunction) {
+            let multifunction = t
+                .index_of(addr)
+                .is_some_and(|i| crate::acs::scanned_multifunction(t, i, &crate::predict::port_types(t)));
+            if multifunction {
                 fixes.push(format!(
                     "the functions of {}'s slot cannot be split without ACS on the device itself ({})",
                     addr,

@@ -36,6 +36,8 @@ mod whatif;
 
 pub use acs::{acs_verdict, AcsVerdict, REQUIRED};
 pub use explain::{explain, kind_of, Explanation};
-pub use model::{AcsOverride, ConfigAcs, Device, DeviceSpec, Pcie, Platform, Topology, TopologyError};
+pub use model::{
+    acs_override_flavour, AcsOverride, ConfigAcs, Device, DeviceSpec, Pcie, Platform, Topology, TopologyError,
+};
 pub use predict::{acs_verdicts, predict, Evidence, Hop, Join, PredictedGroup, Prediction, RuleSet};
 pub use whatif::{slots, what_if, Change, GroupChange, Slot, VerdictChange, WhatIf};

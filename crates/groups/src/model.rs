@@ -71,14 +71,15 @@ impl Device {
     }
 }
 
-/// Names devices the way the kernel's `pci=` options do: an address, or `pci:VVVV:DDDD` (optionally with
-/// `:SSSS:SSSS` subsystem IDs).
+/// Names devices the way the kernel's `pci=` options do (pci.c, `pci_dev_str_match`): an address, a path
+/// of `device.function` steps below an address (as `lspci -t` shows it), or `pci:VVVV:DDDD` optionally
+/// with `:SSSS:SSSS` subsystem IDs, where a field of 0 matches anything.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceSpec {
     /// One function by address.
     Address(PciAddress),
-    /// Every function with these IDs.
+    /// Every function with these IDs; a 0 field matches any value, and no subsystem means `0:0`.
     Id {
         /// Vendor ID.
         vendor: u16,
@@ -87,14 +88,30 @@ pub enum DeviceSpec {
         /// Subsystem vendor and device, when given.
         subsystem: Option<(u16, u16)>,
     },
+    /// `[domain:]bus:dev.fn/dev.fn/...`: the function reached from the bridge at `start` by the steps,
+    /// each step a (device, function) on the secondary bus of the one before. Robust against bus
+    /// renumbering, which is why the kernel offers it.
+    Path {
+        /// The function at the top of the path.
+        start: PciAddress,
+        /// (device, function) steps down from it; the last one is the function named.
+        steps: Vec<(u8, u8)>,
+    },
+}
+
+/// One to four hexadecimal digits.
+fn hex16(s: &str) -> Option<u16> {
+    (!s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u16::from_str_radix(s, 16).ok())
+        .flatten()
 }
 
 impl DeviceSpec {
-    /// Parses one specifier; `None` for forms it does not understand (such as path notation).
+    /// Parses one specifier; `None` for text the kernel would not read as one.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
         if let Some(ids) = s.strip_prefix("pci:") {
-            let v: Vec<u16> = ids.split(':').map(|x| u16::from_str_radix(x, 16).ok()).collect::<Option<_>>()?;
+            let v: Vec<u16> = ids.split(':').map(hex16).collect::<Option<_>>()?;
             return match v.as_slice() {
                 [vendor, device] => Some(Self::Id { vendor: *vendor, device: *device, subsystem: None }),
                 [vendor, device, sv, sd] => {
@@ -103,32 +120,84 @@ impl DeviceSpec {
                 _ => None,
             };
         }
+        if let Some((top, rest)) = s.split_once('/') {
+            let start = top.parse().ok()?;
+            let step = |p: &str| {
+                let (d, f) = p.split_once('.')?;
+                let ok = |x: &str, max: u8| {
+                    (!x.is_empty() && x.len() <= 2 && x.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .then(|| u8::from_str_radix(x, 16).ok().filter(|v| *v <= max))
+                        .flatten()
+                };
+                Some((ok(d, 0x1f)?, ok(f, 7)?))
+            };
+            let steps = rest.split('/').map(step).collect::<Option<Vec<_>>>()?;
+            return Some(Self::Path { start, steps });
+        }
         s.parse().ok().map(Self::Address)
     }
 
-    /// Whether it names `d`.
-    pub fn matches(&self, d: &Device) -> bool {
+    /// Whether it names the function at `addr` of `t` (a path needs the tree to be followed).
+    pub fn names(&self, t: &Topology, addr: PciAddress) -> bool {
+        t.index_of(addr).is_some_and(|i| self.names_at(t, i))
+    }
+
+    /// Whether it names device `i` of `t`, compared as the kernel compares: a path is checked from its
+    /// last step up through the upstream bridges, then its start address.
+    pub(crate) fn names_at(&self, t: &Topology, i: usize) -> bool {
+        let d = &t.devices[i];
         match self {
             Self::Address(a) => *a == d.address,
             Self::Id { vendor, device, subsystem } => {
-                *vendor == d.vendor && *device == d.device && subsystem.is_none_or(|s| d.subsystem == Some(s))
+                let (sv, sd) = subsystem.unwrap_or((0, 0));
+                let (dsv, dsd) = d.subsystem.unwrap_or((0, 0));
+                let field = |want: u16, have: u16| want == 0 || want == have;
+                field(*vendor, d.vendor) && field(*device, d.device) && field(sv, dsv) && field(sd, dsd)
+            }
+            Self::Path { start, steps } => {
+                let mut cur = i;
+                for &(dev, func) in steps.iter().rev() {
+                    let a = t.devices[cur].address;
+                    if (a.device, a.function) != (dev, func) {
+                        return false;
+                    }
+                    match t.parent[cur] {
+                        Some(p) => cur = p as usize,
+                        None => return false,
+                    }
+                }
+                t.devices[cur].address == *start
             }
         }
     }
 
-    /// The devices named by `pci=disable_acs_redir=...` on a kernel command line.
+    /// The devices named by the last `pci=disable_acs_redir=...` on a kernel command line, up to the first
+    /// entry the kernel cannot read.
     pub fn disable_acs_redir_from_cmdline(cmdline: &str) -> Vec<Self> {
+        let mut p = Platform::default();
+        p.apply_cmdline(cmdline);
+        p.acs_redir_disabled
+    }
+
+    /// Parses a `;`-separated device list the way the kernel walks it: entries in order until the first
+    /// one it cannot read, which ends the list (the entries before it stay). Returns the entries and,
+    /// when the list ended early, the entry that ended it.
+    pub fn parse_list(list: &str) -> (Vec<Self>, Option<String>) {
         let mut out = Vec::new();
-        for word in cmdline.split_whitespace() {
-            let Some(opts) = word.strip_prefix("pci=") else { continue };
-            for opt in opts.split(',') {
-                if let Some(list) = opt.strip_prefix("disable_acs_redir=") {
-                    out.extend(list.split(';').filter_map(Self::parse));
-                }
+        for e in list_entries(list) {
+            match Self::parse(e) {
+                Some(s) => out.push(s),
+                None => return (out, Some(e.to_string())),
             }
         }
-        out
+        (out, None)
     }
+}
+
+/// The entries of a `;`-separated kernel list: one trailing `;` ends the list quietly, while an empty
+/// entry anywhere else is an entry like any other (which no parser accepts, so it ends the list).
+fn list_entries(list: &str) -> impl Iterator<Item = &str> {
+    list.strip_suffix(';').unwrap_or(list).split(';').filter(move |_| !list.is_empty())
 }
 
 /// Platform facts that change how quirks answer.
@@ -136,48 +205,106 @@ impl DeviceSpec {
 pub struct Platform {
     /// An AMD IOMMU (ACPI IVRS table) is present. Enables the AMD southbridge ACS quirk.
     pub amd_ivrs: bool,
-    /// The Intel PCH root-port ACS enable quirk succeeded (IOMMU on and LPC RCBA enabled). Real hardware
-    /// almost always satisfies this when the Intel IOMMU is on; it cannot be read from config space.
-    pub intel_pch_acs_enabled: bool,
-    /// Model the kernel turning on ACS at boot: when an IOMMU driver requests ACS, Linux sets SV, RR, CR
-    /// and UF in the control register of every function whose ACS capability implements them. Leave on
-    /// for prediction; control registers read from a running kernel already include it.
+    /// The RCBA enable bit (bit 0 of the dword at config offset 0xF0) of functions at device 1f.0, where
+    /// config space was read that far. Intel's PCH root-port ACS quirk reads it from the LPC bridge at
+    /// 1f.0 on the root port's bus and counts the ports as isolated only when it is set
+    /// (quirks.c, `pci_quirk_enable_intel_lpc_acs`). A 1f.0 function missing here makes the quirk's answer
+    /// unknown; a bus with no function at 1f.0 at all reads as all ones, so as set.
+    #[serde(default)]
+    pub lpc_rcba: Vec<(PciAddress, bool)>,
+    /// Model the kernel turning on ACS at boot: an IOMMU driver asked for ACS (`pci_request_acs`), so
+    /// Linux sets SV, RR, CR and UF in the control register of every function whose ACS capability
+    /// implements them, and runs the Intel PCH and SPT root-port enable quirks. Leave on for prediction;
+    /// control registers read from a running kernel already include it.
     pub kernel_enables_acs: bool,
-    /// Devices named by `pci=disable_acs_redir=`: the kernel clears RR, CR and EC in their ACS control
-    /// after enabling it.
+    /// The devices of `pci=disable_acs_redir=`, in order. For a device one of them names, Linux 6.11+
+    /// starts from the firmware's control value, not its own enabling, and clears RR, CR and EC
+    /// (pci.c, `__pci_config_acs`); on Intel SPT root ports it clears them in the control dword at +8.
     pub acs_redir_disabled: Vec<DeviceSpec>,
-    /// `pci=config_acs=` entries (Linux 6.11 and later), applied to the ACS control after the kernel's
-    /// own enabling and `disable_acs_redir`.
+    /// The entries of `pci=config_acs=` (Linux 6.11 and later), in order. The first entry naming a
+    /// device decides its control: the firmware's value with the entry's bits replaced, the kernel's own
+    /// enabling discarded, overriding `disable_acs_redir`. An entry with bits beyond the seven ACS flags
+    /// ends the list for every device it is reached for. On Intel SPT root ports any naming entry only
+    /// clears RR, CR and EC in the dword at +8, whatever its flags.
     #[serde(default)]
     pub config_acs: Vec<ConfigAcs>,
     /// `pcie_acs_override=`, which only out-of-tree patched kernels accept.
     #[serde(default)]
     pub acs_override: AcsOverride,
+    /// The ACS control registers were read from a running kernel that had asked for ACS (an IOMMU was
+    /// on): the SV RR CR UF bits it sets itself read as set whatever the firmware left there. The model
+    /// takes every register as the firmware's value; with this set, what-if predictions say where that
+    /// assumption decides a `config_acs` or `disable_acs_redir` result.
+    #[serde(default)]
+    pub acs_control_from_running_kernel: bool,
+    /// What reading a command line found that changes how it counts: a parameter given more than once
+    /// (the kernel reads the last), a list the kernel stops reading early, a parameter this kernel ignores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Default for Platform {
     fn default() -> Self {
         Self {
             amd_ivrs: false,
-            intel_pch_acs_enabled: true,
+            lpc_rcba: Vec::new(),
             kernel_enables_acs: true,
             acs_redir_disabled: Vec::new(),
             config_acs: Vec::new(),
             acs_override: AcsOverride::default(),
+            acs_control_from_running_kernel: false,
+            notes: Vec::new(),
         }
     }
 }
 
 impl Platform {
+    /// Applies a host's own command line as its kernel, of release `release`, reads it: like
+    /// [`Platform::apply_cmdline`], except that `pcie_acs_override=` counts only when the release names a
+    /// flavour known to carry the out-of-tree patch ([`acs_override_flavour`]). On any other kernel the
+    /// parameter does nothing, and a note says it was ignored.
+    pub fn apply_host_cmdline(&mut self, cmdline: &str, release: Option<&str>) {
+        let before = self.acs_override.clone();
+        self.apply_cmdline(cmdline);
+        if self.acs_override == before || release.and_then(acs_override_flavour).is_some() {
+            return;
+        }
+        self.acs_override = before;
+        self.notes.push(format!(
+            "pcie_acs_override= on the command line is ignored: {} is not a kernel known to carry the out-of-tree \
+             ACS override patch (Proxmox VE, linux-zen, Liquorix), and a kernel without it does nothing with the \
+             parameter; predict --what-if acs-override=... shows what a patched kernel would do",
+            match release {
+                Some(r) => format!("release {r}"),
+                None => "this kernel (release unknown)".to_string(),
+            }
+        ));
+    }
+
+    /// The RCBA enable bit recorded for the function at `lpc`, if it was read.
+    pub fn rcba_of(&self, lpc: PciAddress) -> Option<bool> {
+        self.lpc_rcba.iter().find(|(a, _)| *a == lpc).map(|&(_, on)| on)
+    }
+
     /// Applies the group-changing parameters found on a kernel command line: `pci=disable_acs_redir=`,
-    /// `pci=config_acs=` and `pcie_acs_override=`. Malformed values are skipped, as the kernel skips them.
+    /// `pci=config_acs=` and `pcie_acs_override=`, as a kernel that accepts all three reads them (for
+    /// `pcie_acs_override=`, a patched one: see [`Platform::apply_host_cmdline`]). Each `pci=` option keeps only
+    /// its last occurrence (pci.c, `pci_setup`), which replaces what the platform had; a list ends at its
+    /// first entry the kernel cannot read, keeping the entries before it; words after `--` go to init,
+    /// not to the kernel. What changed how a parameter counts is added to [`Platform::notes`].
     pub fn apply_cmdline(&mut self, cmdline: &str) {
-        self.acs_redir_disabled.extend(DeviceSpec::disable_acs_redir_from_cmdline(cmdline));
+        let mut redir: Vec<&str> = Vec::new();
+        let mut config: Vec<&str> = Vec::new();
         for word in cmdline.split_whitespace() {
+            if word == "--" {
+                break;
+            }
             if let Some(opts) = word.strip_prefix("pci=") {
                 for opt in opts.split(',') {
-                    if let Some(list) = opt.strip_prefix("config_acs=") {
-                        self.config_acs.extend(ConfigAcs::parse_list(list).unwrap_or_default());
+                    if let Some(list) = opt.strip_prefix("disable_acs_redir=") {
+                        redir.push(list);
+                    } else if let Some(list) = opt.strip_prefix("config_acs=") {
+                        config.push(list);
                     }
                 }
             } else if let Some(v) = word.strip_prefix("pcie_acs_override=") {
@@ -186,6 +313,63 @@ impl Platform {
                 }
             }
         }
+        let once = |name: &str, all: &[&str], notes: &mut Vec<String>| {
+            if all.len() > 1 {
+                notes.push(format!(
+                    "pci={name}= appears {} times on the command line: the kernel uses only the last, `{}`",
+                    all.len(),
+                    all[all.len() - 1]
+                ));
+            }
+        };
+        once("disable_acs_redir", &redir, &mut self.notes);
+        once("config_acs", &config, &mut self.notes);
+        let stopped = |name: &str, kept: usize, why: &str| {
+            format!(
+                "pci={name}=: {why}; the kernel stops reading the list there, and the {kept} entr{} before it \
+                 still appl{}",
+                if kept == 1 { "y" } else { "ies" },
+                if kept == 1 { "ies" } else { "y" }
+            )
+        };
+        if let Some(list) = redir.last() {
+            let (devices, stop) = DeviceSpec::parse_list(list);
+            if let Some(e) = stop {
+                let why = format!("`{e}` is not a PCI address, a path or pci:VVVV:DDDD[:SSSS:SSSS]");
+                self.notes.push(stopped("disable_acs_redir", devices.len(), &why));
+            }
+            self.acs_redir_disabled = devices;
+        }
+        if let Some(list) = config.last() {
+            let mut entries = Vec::new();
+            for e in list_entries(list) {
+                match ConfigAcs::parse(e) {
+                    Ok(c) => entries.push(c),
+                    Err(why) => {
+                        self.notes.push(stopped("config_acs", entries.len(), &why));
+                        break;
+                    }
+                }
+            }
+            self.config_acs = entries;
+        }
+    }
+}
+
+/// The kernel flavour whose release string shows it carries the out-of-tree `pcie_acs_override=` patch,
+/// if any: Proxmox VE (`…-pve`), linux-zen (`…-zen…`) or Liquorix (`…liquorix…`). Mainline and
+/// distribution kernels such as Debian's do not carry it and ignore the parameter. A patched kernel this
+/// does not recognise (a custom build) reads as unpatched: `predict --what-if acs-override=…` still
+/// predicts with the override on any kernel.
+pub fn acs_override_flavour(release: &str) -> Option<&'static str> {
+    if release.ends_with("-pve") {
+        Some("Proxmox VE")
+    } else if release.contains("liquorix") {
+        Some("Liquorix")
+    } else if release.contains("-zen") {
+        Some("linux-zen")
+    } else {
+        None
     }
 }
 
@@ -202,36 +386,41 @@ pub struct ConfigAcs {
 }
 
 impl ConfigAcs {
-    /// Parses `flags@device`.
+    /// Parses `flags@device`. The flags may be empty (nothing changes but the kernel's own enabling is
+    /// discarded) and are read as the kernel reads them: right to left, into a 16-bit mask, so characters
+    /// beyond the 16th change nothing. A `0` or `1` beyond the 32nd is refused: the kernel's shift is
+    /// undefined there.
     pub fn parse(entry: &str) -> Result<Self, String> {
         let entry = entry.trim();
         let (bits, dev) = entry.split_once('@').ok_or_else(|| format!("`{entry}`: expected FLAGS@DEVICE"))?;
-        if bits.is_empty() || bits.len() > 16 {
-            return Err(format!("`{entry}`: FLAGS must be 1 to 7 characters of 0, 1 or x"));
-        }
-        let (mut mask, mut flags) = (0u16, 0u16);
+        let (mut mask, mut flags) = (0u32, 0u32);
         for (shift, c) in bits.chars().rev().enumerate() {
-            match c {
-                '0' => mask |= 1 << shift,
-                '1' => {
-                    mask |= 1 << shift;
-                    flags |= 1 << shift;
+            let bit = match c {
+                '0' | '1' if shift >= 32 => {
+                    return Err(format!("`{entry}`: more than 32 flag characters"));
                 }
-                'x' | 'X' => {}
+                '0' | '1' => 1u32 << shift,
+                'x' | 'X' => continue,
                 other => return Err(format!("`{entry}`: flag character `{other}` is not 0, 1 or x")),
+            };
+            mask |= bit;
+            if c == '1' {
+                flags |= bit;
             }
         }
-        let device = DeviceSpec::parse(dev)
-            .ok_or_else(|| format!("`{entry}`: `{dev}` is not a PCI address or pci:VVVV:DDDD[:SSSS:SSSS]"))?;
-        Ok(Self { device, mask, flags })
+        let device = DeviceSpec::parse(dev).ok_or_else(|| {
+            format!("`{entry}`: `{dev}` is not a PCI address, a path (00:1c.0/00.0) or pci:VVVV:DDDD[:SSSS:SSSS]")
+        })?;
+        Ok(Self { device, mask: mask as u16, flags: flags as u16 })
     }
 
-    /// Parses a `;`-separated list.
+    /// Parses a `;`-separated list; any entry the kernel cannot read is an error.
     pub fn parse_list(list: &str) -> Result<Vec<Self>, String> {
-        list.split(';').filter(|e| !e.trim().is_empty()).map(Self::parse).collect()
+        list_entries(list).map(Self::parse).collect()
     }
 
     /// Whether the kernel accepts the entry: it changes nothing beyond the seven defined ACS control bits.
+    /// The kernel meets an entry that fails this before looking at its device, and stops reading the list.
     pub fn valid(&self) -> bool {
         self.mask & !0x7f == 0
     }

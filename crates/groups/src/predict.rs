@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use iommu_pci::{PciAddress, PortType};
+use iommu_pci::{HeaderKind, PciAddress, PortType};
 use serde::Serialize;
 
-use crate::acs::{acs_verdict, multifunction, AcsVerdict};
+use crate::acs::{contexts, verdict, AcsVerdict, Context};
 use crate::model::{Pcie, Platform, Topology};
 use crate::quirks::{alias_quirks_for, AliasKind};
 
@@ -117,6 +117,9 @@ pub struct Prediction {
     pub runtime_aliases: Vec<PciAddress>,
     /// Functions the IOMMU does not translate and so puts in no group, with the reason.
     pub excluded: Vec<(PciAddress, &'static str)>,
+    /// What reading the command line found that changes how it counts ([`Platform::notes`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// (address, evidence index), sorted by address.
     #[serde(skip)]
     index: Vec<(PciAddress, u32)>,
@@ -144,6 +147,7 @@ const FLAG_RUNTIME_ALIAS: u8 = 4;
 struct Engine<'a> {
     t: &'a Topology,
     port_type: Vec<Option<PortType>>,
+    ctx: Vec<Context>,
     verdict: Vec<AcsVerdict>,
     /// 0 = not computed, 1 = isolated, 2 = not isolated; with the blocker index.
     path: Vec<(u8, u32)>,
@@ -204,6 +208,7 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
         uncertain,
         runtime_aliases,
         excluded,
+        notes: platform.notes.clone(),
         index,
     }
 }
@@ -226,19 +231,20 @@ pub(crate) fn port_types(t: &Topology) -> Vec<Option<PortType>> {
 
 /// The kernel's ACS answer for every device, in address order (the order of [`Topology::devices`]).
 pub fn acs_verdicts(t: &Topology, platform: &Platform) -> Vec<AcsVerdict> {
-    let port_type = port_types(t);
-    (0..t.devices.len()).map(|i| acs_verdict(&t.devices[i], port_type[i], t.parent[i].is_none(), platform)).collect()
+    let ctx = contexts(t, &port_types(t), platform);
+    (0..t.devices.len()).map(|i| verdict(&t.devices[i], &ctx[i], platform)).collect()
 }
 
 impl<'a> Engine<'a> {
     fn new(t: &'a Topology, platform: &Platform) -> Self {
         let n = t.devices.len();
         let port_type = port_types(t);
-        let verdict =
-            (0..n).map(|i| acs_verdict(&t.devices[i], port_type[i], t.parent[i].is_none(), platform)).collect();
+        let ctx = contexts(t, &port_type, platform);
+        let verdict = (0..n).map(|i| verdict(&t.devices[i], &ctx[i], platform)).collect();
         let mut e = Engine {
             t,
             port_type,
+            ctx,
             verdict,
             path: vec![(0, 0); n],
             flags: vec![0; n],
@@ -256,14 +262,16 @@ impl<'a> Engine<'a> {
 
     fn apply_alias_quirks(&mut self, i: usize) {
         let d = &self.t.devices[i];
-        for q in alias_quirks_for(d.vendor, d.device) {
+        for q in alias_quirks_for(d.vendor, d.device, d.class) {
             let devfn = d.address.devfn();
             let slot = devfn & !7;
             let mut mask = [0u64; 4];
             let mut set = |f: u8| mask[usize::from(f >> 6)] |= 1 << (f & 63);
             match q.kind {
-                AliasKind::Function0 => set(slot),
-                AliasKind::Function1 => set(slot | 1),
+                // The kernel's function-0 and function-1 quirks add no alias to the function they name.
+                AliasKind::Function0 if devfn != slot => set(slot),
+                AliasKind::Function1 if devfn != slot | 1 => set(slot | 1),
+                AliasKind::Function0 | AliasKind::Function1 => {}
                 AliasKind::FixedDevfn { devfn, subsystems } => {
                     if d.subsystem.is_some_and(|s| subsystems.contains(&s)) {
                         set(devfn)
@@ -282,7 +290,8 @@ impl<'a> Engine<'a> {
                         matches!(self.t.devices[p].pcie, Pcie::Yes(_))
                             && self.port_type[p] != Some(PortType::PcieToPciBridge)
                     });
-                    if d.is_bridge() && d.pcie == Pcie::No && parent_ok {
+                    // A type-1 header only: the kernel's test is on the bridge header type, not CardBus.
+                    if d.header == HeaderKind::Bridge && d.pcie == Pcie::No && parent_ok {
                         self.flags[i] |= FLAG_PCIE_BRIDGE_ALIAS;
                     }
                 }
@@ -306,7 +315,7 @@ impl<'a> Engine<'a> {
 
     fn note_verdict(&mut self, i: usize) -> bool {
         let v = self.verdict[i];
-        if v == AcsVerdict::Unknown {
+        if v.is_unknown() {
             self.uncertain.push(i as u32);
         }
         v.enabled()
@@ -391,7 +400,7 @@ impl<'a> Engine<'a> {
 
     /// Closure search over multifunction siblings without ACS.
     fn function_search(&mut self, x: usize, visited: &mut [u64; 4], from: usize) -> Option<(usize, Join)> {
-        if !multifunction(&self.t.devices[x]) || self.note_verdict(x) {
+        if !self.ctx[x].multifunction || self.note_verdict(x) {
             return None;
         }
         let slot = self.addr(x).device;

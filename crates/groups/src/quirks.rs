@@ -1,13 +1,13 @@
 //! The kernel's PCI quirks that affect grouping, kept as data.
 //!
-//! The tables follow the description in the project's shared kernel notes of Linux v6.18
-//! (`drivers/pci/quirks.c`), see [`QUIRKS_FOLLOW`]. Each entry names its vendor, its devices and what it
-//! does, so that a newer table can be diffed against this one.
+//! The tables follow `drivers/pci/quirks.c` of Debian's Linux 6.12.117 source (`linux-source-6.12`), row
+//! by row, see [`QUIRKS_FOLLOW`]. Each entry names its vendor, its devices and what it does, so that
+//! another kernel's table can be diffed against this one.
 
 use serde::Serialize;
 
-/// The kernel version these tables follow.
-pub const QUIRKS_FOLLOW: &str = "Linux v6.18";
+/// The kernel version these tables follow: the source they were checked against, row by row.
+pub const QUIRKS_FOLLOW: &str = "Linux 6.12.117 (Debian)";
 
 /// Matches device IDs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -43,9 +43,11 @@ pub enum AcsQuirkKind {
     MultifunctionEndpoint,
     /// Only for root-complex integrated endpoints: the four required flags count as enabled.
     RcIntegratedEndpoint,
-    /// Intel PCH root ports: enabled when the PCH enable quirk succeeded, else not.
+    /// Intel PCH root ports (root ports only): isolated when the kernel asked for ACS and the LPC bridge
+    /// at 1f.0 has RCBA enabled (the PCH enable quirk then succeeds), else not.
     IntelPch,
-    /// Intel SPT-style root ports: real ACS, but capability and control are dwords, control at +8.
+    /// Intel SPT-style root ports (root ports only): real ACS, but capability and control are dwords,
+    /// control at +8.
     IntelSpt,
     /// The four required flags count as enabled.
     Asserts,
@@ -152,7 +154,8 @@ pub static ACS_QUIRKS: &[AcsQuirk] = &[
         Ids::Ranges(&[(0xa110, 0xa11f), (0xa167, 0xa16a), (0xa290, 0xa29f), (0xa2e7, 0xa2ee), (0x9d10, 0x9d1b)]),
         K::IntelSpt,
     ),
-    q("Qualcomm", 0x17cb, Ids::List(&[0x0400, 0x0401, 0x0115]), K::Asserts),
+    // 0111 (Hamoa) and 0120 (Glymur) came to 6.12.y as a stable backport.
+    q("Qualcomm", 0x17cb, Ids::List(&[0x0400, 0x0401, 0x0115, 0x0111, 0x0120]), K::Asserts),
     q("HXT", 0x1dbf, Ids::List(&[0x0401]), K::Asserts),
     q("Emulex multifunction", 0x19a2, Ids::List(&[0x0710]), K::MultifunctionEndpoint),
     q("Emulex multifunction", 0x10df, Ids::List(&[0x0720]), K::MultifunctionEndpoint),
@@ -223,9 +226,9 @@ pub static ACS_QUIRKS: &[AcsQuirk] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AliasKind {
-    /// Function 0 of the device's own slot.
+    /// Function 0 of the device's own slot; nothing for function 0 itself.
     Function0,
-    /// Function 1 of the device's own slot.
+    /// Function 1 of the device's own slot; nothing for function 1 itself.
     Function1,
     /// A fixed devfn, only for the given subsystem IDs.
     FixedDevfn {
@@ -257,13 +260,30 @@ pub struct AliasQuirk {
     pub vendor: u16,
     /// Device IDs.
     pub devices: Ids,
+    /// The class the row also requires, as base class << 8 | subclass (the kernel's class-matched
+    /// fixups compare the class code without its programming interface); `None` for any class.
+    pub class: Option<u16>,
     /// Behaviour.
     pub kind: AliasKind,
 }
 
 const fn a(name: &'static str, vendor: u16, devices: Ids, kind: AliasKind) -> AliasQuirk {
-    AliasQuirk { name, vendor, devices, kind }
+    AliasQuirk { name, vendor, devices, class: None, kind }
 }
+
+/// Class "other bridge" (0x0680), which the Switchtec rows require.
+const BRIDGE_OTHER: u16 = 0x0680;
+
+/// Microsemi Switchtec switches whose NTB function gets its proxy-ID aliases at boot (Gen3, Gen4, Gen5).
+const SWITCHTEC_IDS: &[u16] = &[
+    0x8531, 0x8532, 0x8533, 0x8534, 0x8535, 0x8536, 0x8541, 0x8542, 0x8543, 0x8544, 0x8545, 0x8546, 0x8551, 0x8552,
+    0x8553, 0x8554, 0x8555, 0x8556, 0x8561, 0x8562, 0x8563, 0x8564, 0x8565, 0x8566, 0x8571, 0x8572, 0x8573, 0x8574,
+    0x8575, 0x8576, 0x4000, 0x4084, 0x4068, 0x4052, 0x4036, 0x4028, 0x4100, 0x4184, 0x4168, 0x4152, 0x4136, 0x4128,
+    0x4200, 0x4284, 0x4268, 0x4252, 0x4236, 0x4228, 0x4352, 0x4336, 0x4328, 0x4452, 0x4436, 0x4428, 0x4552, 0x4536,
+    0x4528, 0x5000, 0x5084, 0x5068, 0x5052, 0x5036, 0x5028, 0x5100, 0x5184, 0x5168, 0x5152, 0x5136, 0x5128, 0x5200,
+    0x5284, 0x5268, 0x5252, 0x5236, 0x5228, 0x5300, 0x5384, 0x5368, 0x5352, 0x5336, 0x5328, 0x5400, 0x5484, 0x5468,
+    0x5452, 0x5436, 0x5428, 0x5500, 0x5584, 0x5568, 0x5552, 0x5536, 0x5528,
+];
 
 /// The DMA-alias quirk table.
 pub static ALIAS_QUIRKS: &[AliasQuirk] = &[
@@ -300,8 +320,20 @@ pub static ALIAS_QUIRKS: &[AliasQuirk] = &[
     ),
     a("PLX NTB", 0x10b5, Ids::List(&[0x87b0, 0x87b1]), AliasKind::AllDevfns),
     a("Broadcom/Cavium translation root", 0x14e4, Ids::List(&[0x9000, 0x9084]), AliasKind::TranslationRoot),
-    a("Microsemi Switchtec NTB", 0x11f8, Ids::Any, AliasKind::RuntimeOnly),
-    a("EFAR", 0x1055, Ids::Ranges(&[(0x1001, 0x1006)]), AliasKind::RuntimeOnly),
+    AliasQuirk {
+        name: "Microsemi Switchtec NTB",
+        vendor: 0x11f8,
+        devices: Ids::List(SWITCHTEC_IDS),
+        class: Some(BRIDGE_OTHER),
+        kind: AliasKind::RuntimeOnly,
+    },
+    AliasQuirk {
+        name: "Switchtec PCI100x NTB",
+        vendor: 0x1055,
+        devices: Ids::List(&[0x1001, 0x1002, 0x1003, 0x1004, 0x1005, 0x1006, 0x1008]),
+        class: Some(BRIDGE_OTHER),
+        kind: AliasKind::RuntimeOnly,
+    },
 ];
 
 /// The first ACS quirk row that matches vendor and device.
@@ -309,7 +341,9 @@ pub fn acs_quirks_for(vendor: u16, device: u16) -> impl Iterator<Item = &'static
     ACS_QUIRKS.iter().filter(move |q| q.vendor == vendor && q.devices.matches(device))
 }
 
-/// Every DMA-alias quirk row that matches vendor and device.
-pub fn alias_quirks_for(vendor: u16, device: u16) -> impl Iterator<Item = &'static AliasQuirk> {
-    ALIAS_QUIRKS.iter().filter(move |q| q.vendor == vendor && q.devices.matches(device))
+/// Every DMA-alias quirk row that matches vendor, device and class code (base << 16 | sub << 8 | prog-if).
+pub fn alias_quirks_for(vendor: u16, device: u16, class: u32) -> impl Iterator<Item = &'static AliasQuirk> {
+    ALIAS_QUIRKS.iter().filter(move |q| {
+        q.vendor == vendor && q.devices.matches(device) && q.class.is_none_or(|c| u32::from(c) == class >> 8)
+    })
 }

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use iommu_pci::{PciAddress, PortType};
+use iommu_pci::{acs, AcsState, PciAddress, PortType};
 use serde::Serialize;
 
-use crate::acs::AcsVerdict;
+use crate::acs::{contexts, AcsVerdict, Context, REQUIRED};
 use crate::model::{AcsOverride, ConfigAcs, Device, DeviceSpec, Pcie, Platform, Topology};
 use crate::predict::{acs_verdicts, port_types, predict, Join, Prediction, RuleSet};
 
@@ -53,11 +53,10 @@ impl Change {
                 Ok(Change::ConfigAcs { entries })
             }
             "disable_acs_redir" | "disable-acs-redir" => {
-                let devices = value
-                    .split(';')
-                    .filter(|d| !d.trim().is_empty())
-                    .map(|d| DeviceSpec::parse(d).ok_or_else(|| format!("`{d}` is not a PCI address or pci:VVVV:DDDD")))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let (devices, stop) = DeviceSpec::parse_list(value);
+                if let Some(d) = stop {
+                    return Err(format!("`{d}` is not a PCI address, a path (00:1c.0/00.0) or pci:VVVV:DDDD"));
+                }
                 if devices.is_empty() {
                     return Err(format!("`{s}`: no devices"));
                 }
@@ -94,17 +93,14 @@ impl Change {
         }
     }
 
-    /// Applies the change to platform facts.
+    /// Applies the change to platform facts, as if the parameter were added at the end of the command
+    /// line: the kernel reads only the last `pci=config_acs=` and the last `pci=disable_acs_redir=`
+    /// (pci.c, `pci_setup`), so those replace what the host's own command line gave.
     pub fn apply(&self, p: &mut Platform) {
         match self {
             Change::AcsOverride(o) => p.acs_override.merge(o.clone()),
-            // Entries given here go first: the kernel applies the first entry naming a device.
-            Change::ConfigAcs { entries } => {
-                let mut all = entries.clone();
-                all.append(&mut p.config_acs);
-                p.config_acs = all;
-            }
-            Change::DisableAcsRedir { devices } => p.acs_redir_disabled.extend(devices.iter().cloned()),
+            Change::ConfigAcs { entries } => p.config_acs = entries.clone(),
+            Change::DisableAcsRedir { devices } => p.acs_redir_disabled = devices.clone(),
         }
     }
 }
@@ -112,6 +108,10 @@ impl Change {
 fn spec_text(s: &DeviceSpec) -> String {
     match s {
         DeviceSpec::Address(a) => a.to_string(),
+        DeviceSpec::Path { start, steps } => {
+            let steps: String = steps.iter().map(|(d, f)| format!("/{d:02x}.{f}")).collect();
+            format!("{start}{steps}")
+        }
         DeviceSpec::Id { vendor, device, subsystem: None } => format!("pci:{vendor:04x}:{device:04x}"),
         DeviceSpec::Id { vendor, device, subsystem: Some((sv, sd)) } => {
             format!("pci:{vendor:04x}:{device:04x}:{sv:04x}:{sd:04x}")
@@ -208,17 +208,77 @@ pub fn what_if(t: &Topology, base: &Platform, changes: &[Change]) -> WhatIf {
         .filter(|(_, (b, a))| b != a)
         .map(|(d, (b, a))| VerdictChange { device: d.address, before: *b, after: *a })
         .collect();
-    let mut warnings = Vec::new();
+    // What the host's own command line does not do as written comes first.
+    let mut warnings = base.notes.clone();
+    let port_type = port_types(t);
+    let before_ctx = contexts(t, &port_type, base);
+    let after_ctx = contexts(t, &port_type, &platform);
+    let boot = Boot { base, before_ctx: &before_ctx, after_ctx: &after_ctx, after_v: &after_v };
     for c in changes {
-        warnings.extend(warnings_for(c, t, &verdicts));
+        warnings.extend(warnings_for(c, t, &verdicts, &boot));
     }
     WhatIf { params: changes.iter().map(Change::kernel_param).collect(), today, after, changed, verdicts, warnings }
 }
 
-fn warnings_for(c: &Change, t: &Topology, verdicts: &[VerdictChange]) -> Vec<String> {
+/// What the warnings need to know about the boot before and after the change.
+struct Boot<'a> {
+    base: &'a Platform,
+    before_ctx: &'a [Context],
+    after_ctx: &'a [Context],
+    after_v: &'a [AcsVerdict],
+}
+
+impl Boot<'_> {
+    /// Control bits of device `i` whose firmware value the snapshot cannot show: it was read from a running
+    /// kernel that had set them itself (its own enabling) or written them from a command-line entry.
+    fn firmware_unknown(&self, i: usize, cap: u16) -> u16 {
+        if !self.base.acs_control_from_running_kernel {
+            return 0;
+        }
+        let c = &self.before_ctx[i];
+        match c.config_acs {
+            Some((mask, _)) => mask,
+            None if c.redir_named => acs::RR | acs::CR | acs::EC,
+            None => cap & REQUIRED,
+        }
+    }
+
+    /// Where the prediction for device `i` rests on taking the register as read for the firmware's value:
+    /// required bits the new entry keeps from the firmware that the snapshot cannot show.
+    fn firmware_doubt(&self, t: &Topology, i: usize) -> Option<String> {
+        let AcsState::Present(cap) = t.devices[i].acs else { return None };
+        if !matches!(self.after_v[i], AcsVerdict::Flags { .. }) {
+            return None;
+        }
+        let c = &self.after_ctx[i];
+        let kept = match c.config_acs {
+            Some((mask, _)) => !mask,
+            None if c.redir_named => !(acs::RR | acs::CR | acs::EC),
+            None => return None,
+        };
+        let doubt = kept & REQUIRED & cap.capability & self.firmware_unknown(i, cap.capability);
+        (doubt != 0).then(|| {
+            let set = doubt & cap.control;
+            let it = if doubt.count_ones() == 1 { "it" } else { "them" };
+            format!(
+                "{}: the kernel keeps {} as the firmware left {it}, but this snapshot was read from a running \
+                 kernel that had written {it} itself, so the firmware's setting is unknown; the prediction takes \
+                 {it} as read ({})",
+                t.devices[i].address,
+                acs::names(doubt),
+                if set == 0 { "clear".to_string() } else { format!("{} set", acs::names(set)) }
+            )
+        })
+    }
+}
+
+fn warnings_for(c: &Change, t: &Topology, verdicts: &[VerdictChange], boot: &Boot) -> Vec<String> {
     let mut w = Vec::new();
     let names = |specs: &mut dyn Iterator<Item = &DeviceSpec>| -> Vec<String> {
-        specs.filter(|s| !t.devices.iter().any(|d| s.matches(d))).map(spec_text).collect()
+        specs.filter(|s| !(0..t.devices.len()).any(|i| s.names_at(t, i))).map(spec_text).collect()
+    };
+    let named = |pick: &dyn Fn(&Context) -> bool| -> Vec<usize> {
+        (0..t.devices.len()).filter(|&i| pick(&boot.after_ctx[i])).collect()
     };
     match c {
         Change::AcsOverride(_) => {
@@ -248,23 +308,43 @@ fn warnings_for(c: &Change, t: &Topology, verdicts: &[VerdictChange]) -> Vec<Str
         }
         Change::ConfigAcs { entries } => {
             w.push(
-                "pci=config_acs= needs Linux 6.11 or later; older kernels ignore it. The kernel applies only the \
-                 first entry that names a device."
+                "pci=config_acs= needs Linux 6.11 or later; older kernels ignore it. For each device the kernel \
+                 applies the first entry that names it, starting from the firmware's control value: flags marked x \
+                 keep what the firmware set, not what the kernel would have enabled."
                     .to_string(),
             );
+            if !boot.base.config_acs.is_empty() {
+                w.push(
+                    "It replaces this host's own pci=config_acs=: the kernel reads only the last one on the command \
+                     line."
+                        .to_string(),
+                );
+            }
             for e in entries {
                 if !e.valid() {
                     w.push(format!(
                         "`{}` changes bits beyond the seven ACS control flags (SV TB RR CR UF EC DT): the kernel \
-                         rejects it (\"Invalid ACS flags specified\") and changes nothing",
+                         rejects it (\"Invalid ACS flags specified\") and stops reading the list there, so it and \
+                         the entries after it change nothing",
                         config_acs_text(e)
                     ));
+                    break;
                 }
-                for d in t.devices.iter().filter(|d| e.device.matches(d)) {
-                    if d.acs == iommu_pci::AcsState::Absent {
-                        w.push(format!("{} has no ACS capability: config_acs cannot change it", d.address));
+            }
+            for i in named(&|c| c.config_acs.is_some()) {
+                let d = &t.devices[i];
+                if d.acs == AcsState::Absent {
+                    w.push(format!("{} has no ACS capability: config_acs cannot change it", d.address));
+                } else if let AcsVerdict::Quirk { name, .. } = boot.after_v[i] {
+                    if name.contains("SPT") {
+                        w.push(format!(
+                            "{} is an Intel SPT-style root port: for it the kernel only clears RR, CR and EC in the \
+                             control dword at +8, whatever the entry's flags",
+                            d.address
+                        ));
                     }
                 }
+                w.extend(boot.firmware_doubt(t, i));
             }
             let unmatched = names(&mut entries.iter().map(|e| &e.device));
             if !unmatched.is_empty() {
@@ -289,11 +369,23 @@ fn warnings_for(c: &Change, t: &Topology, verdicts: &[VerdictChange]) -> Vec<Str
             if !unmatched.is_empty() {
                 w.push(format!("no function here matches {}", unmatched.join(", ")));
             }
+            if !boot.base.acs_redir_disabled.is_empty() {
+                w.push(
+                    "It replaces this host's own pci=disable_acs_redir=: the kernel reads only the last one on the \
+                     command line."
+                        .to_string(),
+                );
+            }
             w.push(
                 "disable_acs_redir clears RR, CR and EC: peer-to-peer requests below those ports go straight to \
-                 their target, unchecked by the IOMMU; groups merge accordingly."
+                 their target, unchecked by the IOMMU; groups merge accordingly. Linux 6.11 and later start from \
+                 the firmware's control value, so SV and UF stay only if the firmware set them; older kernels clear \
+                 the three after their own enabling."
                     .to_string(),
             );
+            for i in named(&|c| c.redir_named && c.config_acs.is_none()) {
+                w.extend(boot.firmware_doubt(t, i));
+            }
         }
     }
     w

@@ -276,15 +276,32 @@ impl Snapshot {
         eps
     }
 
-    /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the group-changing kernel
-    /// parameters (`pci=disable_acs_redir=`, `pci=config_acs=`, `pcie_acs_override=`) come from the
-    /// command line.
+    /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the RCBA enable bit of each
+    /// function at 1f.0 whose config space was read up to 0xF3 (Intel's PCH ACS quirk depends on it);
+    /// whether the ACS control registers were read from a kernel with an IOMMU on (groups or IOMMU
+    /// units); the group-changing kernel parameters (`pci=disable_acs_redir=`, `pci=config_acs=`, and
+    /// `pcie_acs_override=` when the release names a patched kernel) come from the command line.
     pub fn platform(&self) -> Platform {
         let amd =
             self.acpi_tables.iter().any(|t| t == "IVRS") || self.iommu_units.iter().any(|u| u.starts_with("ivhd"));
-        let mut p = Platform { amd_ivrs: amd, ..Platform::default() };
+        let lpc_rcba = self
+            .devices
+            .iter()
+            .filter(|d| d.address.device == 0x1f && d.address.function == 0 && d.config.len() >= 0xf4)
+            .map(|d| (d.address, d.config[0xf0] & 1 != 0))
+            .collect();
+        // With an IOMMU on, the kernel that wrote the ACS control registers had asked for ACS: they hold its
+        // own enabling, not only what the firmware left.
+        let from_running_kernel = !self.groups.is_empty() || !self.iommu_units.is_empty();
+        let mut p = Platform {
+            amd_ivrs: amd,
+            lpc_rcba,
+            acs_control_from_running_kernel: from_running_kernel,
+            ..Platform::default()
+        };
         if let Some(c) = self.kernel.cmdline.as_deref() {
-            p.apply_cmdline(c);
+            // pcie_acs_override= counts only on a kernel whose release shows the out-of-tree patch.
+            p.apply_host_cmdline(c, self.kernel.release.as_deref());
         }
         p
     }
@@ -345,5 +362,57 @@ mod hex_bytes {
                 _ => Err(serde::de::Error::custom("config holds a non-hex character")),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_lpc(config_len: usize, rcba: u8) -> Snapshot {
+        let mut lpc = HostDevice::new("0000:00:1f.0".parse().unwrap());
+        lpc.config = vec![0; config_len];
+        lpc.config[..4].copy_from_slice(&[0x86, 0x80, 0x18, 0x29]);
+        if config_len > 0xf0 {
+            lpc.config[0xf0] = rcba;
+        }
+        Snapshot { devices: vec![lpc], ..Snapshot::default() }
+    }
+
+    #[test]
+    fn the_lpc_bridges_rcba_enable_bit_reaches_the_platform_only_when_it_was_read() {
+        // quirks.c, pci_quirk_enable_intel_lpc_acs reads bit 0 of the dword at 0xF0 of 1f.0.
+        let a: PciAddress = "0000:00:1f.0".parse().unwrap();
+        assert_eq!(with_lpc(256, 0x01).platform().lpc_rcba, vec![(a, true)]);
+        assert_eq!(with_lpc(4096, 0xfe).platform().lpc_rcba, vec![(a, false)]);
+        // An unprivileged read stops at 64 bytes: unknown, not "disabled" and not "enabled".
+        assert_eq!(with_lpc(64, 0).platform().lpc_rcba, vec![]);
+    }
+
+    #[test]
+    fn acs_registers_count_as_written_by_the_kernel_when_an_iommu_was_on() {
+        // pci.c, pci_enable_acs: with an IOMMU driver's request the kernel sets SV RR CR UF itself, so a
+        // snapshot with groups holds its enabling, not only the firmware's value.
+        let mut s = with_lpc(64, 0);
+        assert!(!s.platform().acs_control_from_running_kernel);
+        s.iommu_units = vec!["dmar0".into()];
+        assert!(s.platform().acs_control_from_running_kernel);
+    }
+
+    #[test]
+    fn pcie_acs_override_on_the_command_line_counts_only_on_a_patched_kernel() {
+        // Debian's kernels, like mainline, have no pcie_acs_override= handler: the parameter does nothing.
+        let mut s = with_lpc(64, 0);
+        s.kernel.cmdline = Some("quiet intel_iommu=on pcie_acs_override=downstream,multifunction".into());
+        s.kernel.release = Some("6.12.117+deb12-amd64".into());
+        let p = s.platform();
+        assert!(p.acs_override.is_empty());
+        assert!(p.notes.iter().any(|n| n.contains("ignored") && n.contains("6.12.117+deb12-amd64")), "{:?}", p.notes);
+        s.kernel.release = None;
+        assert!(s.platform().acs_override.is_empty());
+        s.kernel.release = Some("6.8.12-4-pve".into());
+        let p = s.platform();
+        assert!(p.acs_override.downstream && p.acs_override.multifunction);
+        assert!(p.notes.is_empty());
     }
 }

@@ -21,6 +21,9 @@ pub struct PredictReport {
     groups: Vec<Group>,
     uncertain: Vec<PciAddress>,
     runtime_aliases: Vec<PciAddress>,
+    /// How this host's command line counts, where it does not as written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     differences: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +77,7 @@ pub fn run(src: &Source, diff: bool) -> anyhow::Result<Outcome> {
         groups,
         uncertain: pred.uncertain.clone(),
         runtime_aliases: pred.runtime_aliases.clone(),
+        notes: pred.notes.clone(),
         matches_kernel: diff.then_some(differences.is_empty()),
         differences: diff.then_some(differences),
     };

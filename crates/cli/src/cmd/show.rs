@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use iommu_groups::{acs_verdict, kind_of, Pcie};
+use iommu_groups::{acs_verdict, kind_of, AcsVerdict};
 use iommu_host::ReservedRegion;
 use iommu_pci::PciAddress;
 use serde::Serialize;
@@ -57,12 +57,8 @@ pub fn run(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
         .upstream_path(a)
         .into_iter()
         .map(|b| {
-            let pt = match b.pcie {
-                Pcie::Yes(pt) => Some(pt),
-                _ => None,
-            };
-            let on_root = predicted.topology.parent_of(b.address).is_none();
-            let verdict = acs_verdict(b, pt, on_root, &platform);
+            // The same test, corrected port type and command line as the prediction uses.
+            let verdict = acs_verdict(&predicted.topology, b.address, &platform).unwrap_or(AcsVerdict::Unknown);
             Hop {
                 address: b.address,
                 kind: kind_of(&predicted.topology, b.address).to_string(),
