@@ -256,6 +256,45 @@ impl<'d, D: DeviceAccess + 'd> Controller<'d, D> {
         self.disable()
     }
 
+    /// Puts `cmd` on `q` and rings the doorbell without waiting; returns its command ID. The caller keeps
+    /// at most `entries - 1` commands in flight and collects completions with [`Controller::reap`].
+    pub fn push(&mut self, q: &mut QueuePair<'_>, cmd: &Command) -> Result<u16> {
+        let cid = self.next_cid;
+        self.next_cid = self.next_cid.wrapping_add(1);
+        let slot = q.tail as usize * 64;
+        for (i, dw) in cmd.dwords(cid).iter().enumerate() {
+            q.sq.write_u32(slot + 4 * i, *dw)?;
+        }
+        q.tail = (q.tail + 1) % q.entries;
+        fence(Ordering::SeqCst);
+        self.bar.write32(self.doorbell(q.qid, false), u32::from(q.tail))?;
+        Ok(cid)
+    }
+
+    /// Takes the next completion of `q` if the device has posted one (phase tag flipped), and rings the
+    /// completion doorbell; `None` when there is none yet.
+    pub fn reap(&mut self, q: &mut QueuePair<'_>) -> Result<Option<Completion>> {
+        let at = q.head as usize * 16;
+        let dw3 = q.cq.read_u32(at + 12)?;
+        if ((dw3 >> 16) & 1 == 1) != q.phase {
+            return Ok(None);
+        }
+        fence(Ordering::SeqCst);
+        let c = Completion {
+            dw0: q.cq.read_u32(at)?,
+            sq_head: q.cq.read_u32(at + 8)? as u16,
+            cid: dw3 as u16,
+            status: (dw3 >> 17) as u16,
+        };
+        q.head += 1;
+        if q.head == q.entries {
+            q.head = 0;
+            q.phase = !q.phase;
+        }
+        self.bar.write32(self.doorbell(q.qid, true), u32::from(q.head))?;
+        Ok(Some(c))
+    }
+
     /// Submits `cmd` on `q`, rings the doorbell and polls for its completion.
     pub fn submit(&mut self, q: &mut QueuePair<'_>, cmd: &Command) -> Result<Completion> {
         let cid = self.next_cid;
@@ -403,6 +442,157 @@ fn run_steps<D: DeviceAccess, B: DmaBackend>(
 
     *step = "shutdown";
     shutdown(&mut ctrl, &mut aq, space, r)
+}
+
+/// How [`bench_random_read`] runs: the queue depths, how long each runs, and over how many bytes of
+/// namespace 1 the 4 KiB reads are spread.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Queue depths to measure, one step each.
+    pub depths: Vec<u16>,
+    /// Seconds per depth.
+    pub seconds: f64,
+    /// Bytes of the namespace the random reads fall in (from LBA 0).
+    pub span: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self { depths: vec![1, 32], seconds: 3.0, span: 32 << 20 }
+    }
+}
+
+/// The NVMe controller's 4 KiB random-read rate at each queue depth of `opts`: reset, enable, identify,
+/// one I/O queue pair of 64 entries, then for each depth `d` keeps `d` reads of one page each in flight
+/// (each completion is replaced by a new read at a random 4 KiB-aligned offset of the span) for
+/// `opts.seconds`, polling the completion queue. One step per depth: `randread-qdD` with `iops`.
+pub fn bench_random_read<D: DeviceAccess, B: DmaBackend>(
+    dev: &D,
+    space: &DmaSpace<B>,
+    r: &mut Reporter<'_>,
+    opts: &BenchOptions,
+) -> Result<()> {
+    let mut step = "open";
+    let res = bench_steps(dev, space, r, opts, &mut step);
+    if let Err(e) = &res {
+        r.error(step, e);
+    }
+    res
+}
+
+fn bench_steps<D: DeviceAccess, B: DmaBackend>(
+    dev: &D,
+    space: &DmaSpace<B>,
+    r: &mut Reporter<'_>,
+    opts: &BenchOptions,
+    step: &mut &'static str,
+) -> Result<()> {
+    let (mut ctrl, function_reset) = open(dev)?;
+    *step = "controller-reset";
+    controller_reset(&ctrl, function_reset, r)?;
+    *step = "enable";
+    let entries = ctrl.max_queue_entries().min(64) as u16;
+    let admin = QueueMemory::new(space)?;
+    let admin_maps = admin.map(space)?;
+    let mut aq = admin_maps.pair(0, entries.min(32))?;
+    enable(&ctrl, &aq, r)?;
+    *step = "identify-namespace";
+    let id = space.alloc(PAGE)?;
+    let mid = space.map(&id, DmaDir::FromDevice)?;
+    let block = identify_namespace(&mut ctrl, &mut aq, &id, mid.iova(), r)?;
+    drop(mid);
+    *step = "io-queues";
+    let io = QueueMemory::new(space)?;
+    let io_maps = io.map(space)?;
+    let mut ioq = io_maps.pair(1, entries)?;
+    create_io_queues(&mut ctrl, &mut aq, &ioq, false, r)?;
+    let max_depth = opts.depths.iter().copied().max().unwrap_or(1).clamp(1, entries - 1);
+    let buf = space.alloc(max_depth as usize * PAGE)?;
+    let map = space.map(&buf, DmaDir::FromDevice)?;
+    for &depth in &opts.depths {
+        *step = "randread";
+        let depth = depth.clamp(1, max_depth);
+        let (ios, secs) = random_reads(&mut ctrl, &mut ioq, map.iova(), depth, block, opts)?;
+        r.step(
+            &format!("randread-qd{depth}"),
+            ios > 0,
+            json!({ "qd": depth, "ios": ios, "seconds": (secs * 1000.0).round() / 1000.0,
+                    "iops": (ios as f64 / secs).round(), "block_size": block, "span": opts.span }),
+        );
+    }
+    drop(map);
+    *step = "shutdown";
+    shutdown(&mut ctrl, &mut aq, space, r)
+}
+
+/// Keeps `depth` one-page reads in flight on `ioq` for `opts.seconds`, slot `i` reading into page `i`
+/// of the buffer at `buf_iova`; returns the reads completed and the seconds taken.
+fn random_reads<D: DeviceAccess>(
+    ctrl: &mut Controller<'_, D>,
+    ioq: &mut QueuePair<'_>,
+    buf_iova: u64,
+    depth: u16,
+    block: u64,
+    opts: &BenchOptions,
+) -> Result<(u64, f64)> {
+    let pages = (opts.span / PAGE as u64).max(1);
+    let nlb = (PAGE as u64 / block).max(1) - 1;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(depth);
+    let mut next_read = |slot: u16| {
+        // xorshift64*: a page of the span, uniformly enough for a benchmark.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        let page = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % pages;
+        let slba = page * PAGE as u64 / block;
+        Command {
+            opcode: io::READ,
+            nsid: 1,
+            prp1: buf_iova + u64::from(slot) * PAGE as u64,
+            prp2: 0,
+            cdw: [slba as u32, (slba >> 32) as u32, nlb as u32, 0, 0, 0],
+        }
+    };
+    let mut slot_of: std::collections::HashMap<u16, u16> = std::collections::HashMap::new();
+    for slot in 0..depth {
+        let cid = ctrl.push(ioq, &next_read(slot))?;
+        slot_of.insert(cid, slot);
+    }
+    let start = std::time::Instant::now();
+    let budget = Duration::from_secs_f64(opts.seconds.max(0.1));
+    let mut ios = 0u64;
+    let mut idle_since = std::time::Instant::now();
+    while !slot_of.is_empty() {
+        match ctrl.reap(ioq)? {
+            Some(c) => {
+                idle_since = std::time::Instant::now();
+                let slot = slot_of.remove(&c.cid).ok_or_else(|| BackendError::DeviceReported {
+                    device: ctrl.dev.name().into(),
+                    what: format!("completion for unknown cid {}", c.cid),
+                })?;
+                if c.status != 0 {
+                    return Err(BackendError::DeviceReported {
+                        device: ctrl.dev.name().into(),
+                        what: format!("read failed: status {:#x}", c.status),
+                    });
+                }
+                ios += 1;
+                if start.elapsed() < budget {
+                    let cid = ctrl.push(ioq, &next_read(slot))?;
+                    slot_of.insert(cid, slot);
+                }
+            }
+            None if idle_since.elapsed() > ctrl.timeout => {
+                return Err(BackendError::Timeout {
+                    device: ctrl.dev.name().into(),
+                    what: format!("{} outstanding reads", slot_of.len()),
+                    ms: ctrl.timeout.as_millis() as u64,
+                });
+            }
+            None => std::hint::spin_loop(),
+        }
+    }
+    Ok((ios, start.elapsed().as_secs_f64()))
 }
 
 /// Maps BAR0, resets the function when VFIO can, and turns bus mastering on. Returns whether the
@@ -685,6 +875,28 @@ mod tests {
         let d = c.dwords(9);
         assert_eq!(d[0], 0x0009_0002);
         assert_eq!((d[1], d[6], d[7], d[8], d[10], d[12]), (1, 0x2345_6000, 1, 0x7000, 2048, 7));
+    }
+
+    #[test]
+    fn the_random_read_benchmark_keeps_each_depth_in_flight_on_a_model_controller() {
+        let iommu = FakeIommu::new();
+        let space = DmaSpace::new(&iommu, &[]).unwrap();
+        let dev = crate::nvme_fake::FakeNvme::new(&iommu);
+        let mut lines = Vec::new();
+        let mut r = Reporter::new(|l: &str| lines.push(l.to_string()));
+        let opts = BenchOptions { depths: vec![1, 8], seconds: 0.2, span: 4 << 20 };
+        bench_random_read(&dev, &space, &mut r, &opts).unwrap();
+        assert!(r.all_ok(), "{:?}", r.failed());
+        drop(r);
+        let steps: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        for qd in [1u64, 8] {
+            let s = steps.iter().find(|s| s["step"] == format!("randread-qd{qd}")).expect("depth step");
+            assert!(s["ios"].as_u64() > Some(qd), "{s}");
+            assert!(s["iops"].as_f64() > Some(0.0), "{s}");
+        }
+        assert_eq!(steps.last().unwrap()["step"], "shutdown");
+        // At shutdown only the two queue pairs are still mapped: the read buffer went before it.
+        assert_eq!(steps.last().unwrap()["dma_mappings"], 4);
     }
 
     #[test]

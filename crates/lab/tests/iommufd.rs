@@ -202,14 +202,17 @@ fn edu_and_nvme_drivers_run_on_iommufd_and_on_the_container_in_one_boot() {
         return;
     }
     let (b, edu, nvme, bench) = (iommuctl_bin(), example_bin("edu"), example_bin("nvme"), example_bin("dma-bench"));
-    if !require_binaries(&[b.clone(), edu.clone(), nvme.clone(), bench.clone()]) {
+    let kread = example_bin("nvme-kernel-read");
+    if !require_binaries(&[b.clone(), edu.clone(), nvme.clone(), bench.clone(), kread.clone()]) {
         return;
     }
     // DMAR fault records are rate-limited (about three full lines per 5 s): the two edu runs, two faults
     // each, are kept apart.
     let script = format!(
         ". /lab/lib.sh\n\
-         B={b}\nE={edu}\nN={nvme}\nX={bench}\n\
+         B={b}\nE={edu}\nN={nvme}\nX={bench}\nK={kread}\n\
+         i=0; while [ $i -lt 50 ] && ! [ -e /dev/nvme0n1 ]; do sleep 0.2; i=$((i+1)); done\n\
+         section kernel-read $K /dev/nvme0n1 3\n\
          section bind-edu $B bind {EDU}\n\
          section bind-nvme $B bind {NVME}\n\
          section status $B status\n\
@@ -222,16 +225,20 @@ fn edu_and_nvme_drivers_run_on_iommufd_and_on_the_container_in_one_boot() {
          section edu-container $E {EDU} --backend container\n\
          section nvme-iommufd $N {NVME} --backend iommufd\n\
          section nvme-container $N {NVME} --backend container\n\
-         section bench-iommufd $X {EDU} --backend iommufd\n\
-         section bench-container $X {EDU} --backend container\n\
+         section nvme-bench-iommufd $N {NVME} --backend iommufd --bench 3\n\
+         section nvme-bench-container $N {NVME} --backend container --bench 3\n\
+         section bench-iommufd $X {EDU} 3 --backend iommufd\n\
+         section bench-container $X {EDU} 3 --backend container\n\
          section dmesg dmesg\n",
         b = b.display(),
         edu = edu.display(),
         nvme = nvme.display(),
         bench = bench.display(),
+        kread = kread.display(),
     );
     let run = GuestSpec::new(&topology::iommufd())
         .run_name("iommufd-drivers")
+        .binary(&kread)
         .binary(&b)
         .binary(&edu)
         .binary(&nvme)
@@ -240,7 +247,18 @@ fn edu_and_nvme_drivers_run_on_iommufd_and_on_the_container_in_one_boot() {
         .timeout(Duration::from_secs(iommu_lab::default_timeout().as_secs().max(400)))
         .boot()
         .expect("boot the iommufd kernel");
-    for name in ["status", "check", "probe-text", "edu-iommufd", "nvme-iommufd", "bench-iommufd", "bench-container"] {
+    for name in [
+        "status",
+        "check",
+        "probe-text",
+        "edu-iommufd",
+        "nvme-iommufd",
+        "kernel-read",
+        "nvme-bench-iommufd",
+        "nvme-bench-container",
+        "bench-iommufd",
+        "bench-container",
+    ] {
         eprintln!("--- {name} (rc {}) ---\n{}{}", run.rc(name), run.out(name), run.err(name));
     }
     assert!(run.kernel_version.ends_with("-iommufd"), "{}", run.kernel_version);
@@ -285,6 +303,22 @@ fn edu_and_nvme_drivers_run_on_iommufd_and_on_the_container_in_one_boot() {
     let on_disk = &img[TEST_OFFSET as usize..TEST_OFFSET as usize + TEST_BYTES];
     let want = pattern(TEST_OFFSET, TEST_BYTES);
     assert_eq!(on_disk.iter().zip(&want).position(|(a, b)| a != b), None, "backing file differs from the pattern");
+
+    // 4 KiB random reads at QD1 and QD32: the kernel's nvme driver (O_DIRECT) before the bind, then our
+    // driver on each backend. The numbers go to BENCHMARKS.md; on a shared TCG machine none is asserted.
+    for (section, prefix) in [
+        ("kernel-read", "kernel-randread-qd"),
+        ("nvme-bench-iommufd", "randread-qd"),
+        ("nvme-bench-container", "randread-qd"),
+    ] {
+        let s = steps(run.out(section));
+        assert_eq!(run.rc(section), 0, "{section}: {}{}", run.out(section), run.err(section));
+        for qd in [1, 32] {
+            let x = step(&s, &format!("{prefix}{qd}"));
+            assert!(x["iops"].as_f64() > Some(0.0), "{section}: {x}");
+            eprintln!("{section} qd{qd}: {} IOPS", x["iops"]);
+        }
+    }
 
     // dma-bench ran on both backends (numbers go to BENCHMARKS.md; none asserted on a shared machine).
     for (section, backend) in [("bench-iommufd", "iommufd"), ("bench-container", "container")] {
