@@ -1,5 +1,6 @@
 //! `nvme-kernel-read BLOCKDEV [SECONDS]`: the kernel-driver side of the NVMe benchmark. 4 KiB random reads
-//! with `O_DIRECT` (no page cache) over the first 32 MiB of BLOCKDEV (e.g. `/dev/nvme0n1`), at queue
+//! with `O_DIRECT` (no page cache) over the first 32 MiB (at most the whole device) of BLOCKDEV (e.g.
+//! `/dev/nvme0n1`), at queue
 //! depths 1 and 32 for SECONDS each (default 3): depth N is N threads each keeping one read in flight.
 //! Prints one JSON line per depth (`kernel-randread-qdN` with `iops`), in the format of `nvme --bench`.
 
@@ -17,7 +18,7 @@ const SPAN: u64 = 32 << 20;
 
 /// One thread's reads until `deadline`: a page-aligned buffer carved out of a larger Vec (O_DIRECT wants
 /// the buffer aligned), random 4 KiB-aligned offsets in the span.
-fn reader(file: &File, seed: u64, deadline: Instant, count: &AtomicU64) -> std::io::Result<()> {
+fn reader(file: &File, span: u64, seed: u64, deadline: Instant, count: &AtomicU64) -> std::io::Result<()> {
     let mut storage = vec![0u8; 2 * PAGE];
     let at = storage.as_ptr().align_offset(PAGE);
     let buf = &mut storage[at..at + PAGE];
@@ -26,7 +27,7 @@ fn reader(file: &File, seed: u64, deadline: Instant, count: &AtomicU64) -> std::
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        let page = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % (SPAN / PAGE as u64);
+        let page = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % (span / PAGE as u64).max(1);
         file.read_exact_at(buf, page * PAGE as u64)?;
         count.fetch_add(1, Ordering::Relaxed);
     }
@@ -61,6 +62,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let size = {
+        use std::io::Seek;
+        (&file).seek(std::io::SeekFrom::End(0)).unwrap_or(SPAN)
+    };
+    let span = SPAN.min(size);
     for depth in [1u64, 32] {
         let count = AtomicU64::new(0);
         let start = Instant::now();
@@ -69,7 +75,7 @@ fn main() -> ExitCode {
             let handles: Vec<_> = (0..depth)
                 .map(|i| {
                     let (file, count) = (&file, &count);
-                    s.spawn(move || reader(file, 0x9e37_79b9_7f4a_7c15 ^ (i + 1), deadline, count))
+                    s.spawn(move || reader(file, span, 0x9e37_79b9_7f4a_7c15 ^ (i + 1), deadline, count))
                 })
                 .collect();
             handles.into_iter().filter_map(|h| h.join().ok().and_then(Result::err)).collect()
@@ -82,7 +88,7 @@ fn main() -> ExitCode {
                 &format!("kernel-randread-qd{depth}"),
                 ios > 0,
                 json!({ "qd": depth, "ios": ios, "seconds": (secs * 1000.0).round() / 1000.0,
-                        "iops": (ios as f64 / secs).round(), "device": dev, "span": SPAN }),
+                        "iops": (ios as f64 / secs).round(), "device": dev, "span": span }),
             ),
         }
     }

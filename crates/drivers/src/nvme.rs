@@ -412,7 +412,7 @@ fn run_steps<D: DeviceAccess, B: DmaBackend>(
     let mdts = identify_controller(&mut ctrl, &mut aq, &id, mid.iova(), r)?;
 
     *step = "identify-namespace";
-    let block = identify_namespace(&mut ctrl, &mut aq, &id, mid.iova(), r)?;
+    let (block, _) = identify_namespace(&mut ctrl, &mut aq, &id, mid.iova(), r)?;
     drop(mid);
 
     *step = "io-queues";
@@ -445,7 +445,7 @@ fn run_steps<D: DeviceAccess, B: DmaBackend>(
 }
 
 /// How [`bench_random_read`] runs: the queue depths, how long each runs, and over how many bytes of
-/// namespace 1 the 4 KiB reads are spread.
+/// namespace 1 the 4 KiB reads are spread (at most the namespace's size).
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
     /// Queue depths to measure, one step each.
@@ -499,8 +499,9 @@ fn bench_steps<D: DeviceAccess, B: DmaBackend>(
     *step = "identify-namespace";
     let id = space.alloc(PAGE)?;
     let mid = space.map(&id, DmaDir::FromDevice)?;
-    let block = identify_namespace(&mut ctrl, &mut aq, &id, mid.iova(), r)?;
+    let (block, ns_bytes) = identify_namespace(&mut ctrl, &mut aq, &id, mid.iova(), r)?;
     drop(mid);
+    let opts = &BenchOptions { span: opts.span.min(ns_bytes), ..opts.clone() };
     *step = "io-queues";
     let io = QueueMemory::new(space)?;
     let io_maps = io.map(space)?;
@@ -658,15 +659,15 @@ fn identify_controller<D: DeviceAccess>(
     Ok(mdts)
 }
 
-/// Step `identify-namespace` (namespace 1) into `id` (seen at `iova`); returns its block size, and fails
-/// when the namespace cannot hold the test range.
+/// Step `identify-namespace` (namespace 1) into `id` (seen at `iova`); returns its block size and size in
+/// bytes, and fails when the namespace cannot hold the test range.
 fn identify_namespace<D: DeviceAccess>(
     ctrl: &mut Controller<'_, D>,
     aq: &mut QueuePair<'_>,
     id: &DmaBuf,
     iova: u64,
     r: &mut Reporter<'_>,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     ctrl.submit(aq, &Command { opcode: admin::IDENTIFY, nsid: 1, prp1: iova, cdw: [0; 6], ..Default::default() })?;
     let ns = id.to_vec(0, PAGE)?;
     let nsze = u64::from_le_bytes(ns[0..8].try_into().unwrap_or_default());
@@ -687,7 +688,7 @@ fn identify_namespace<D: DeviceAccess>(
             what: format!("namespace 1 ({} bytes) cannot hold the test range", nsze * block),
         });
     }
-    Ok(block)
+    Ok((block, nsze * block))
 }
 
 /// Step `io-queues`: completion queue 1 (raising MSI-X vector 0 when `msix`), then submission queue 1.
