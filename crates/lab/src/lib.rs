@@ -108,6 +108,22 @@ pub fn example_bin(name: &str) -> PathBuf {
     iommuctl_bin().with_file_name("examples").join(name)
 }
 
+/// The JSON lines (`{"step": …}`) an example driver printed, in order.
+pub fn json_steps(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The first step whose name contains `needle`; panics listing every step when there is none.
+pub fn json_step<'a>(steps: &'a [serde_json::Value], needle: &str) -> &'a serde_json::Value {
+    steps
+        .iter()
+        .find(|s| s["step"].as_str().is_some_and(|n| n.contains(needle)))
+        .unwrap_or_else(|| panic!("no step containing {needle:?} in {steps:#?}"))
+}
+
 /// `true` when every path is a file; otherwise fails under CI / `IOMMU_LAB_REQUIRED=1`, or prints
 /// `LAB SKIPPED: <path> not found` and returns `false`. For the binaries a test ships into its guest
 /// with [`GuestSpec::binary`].

@@ -148,19 +148,12 @@ fn built_kernel_has_dev_iommu_and_the_vfio_device_cdev() {
     );
 }
 
-/// The JSON lines of a driver's output.
 fn steps(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter(|l| l.trim_start().starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
+    iommu_lab::json_steps(text)
 }
 
 fn step<'a>(steps: &'a [Value], needle: &str) -> &'a Value {
-    steps
-        .iter()
-        .find(|s| s["step"].as_str().is_some_and(|n| n.contains(needle)))
-        .unwrap_or_else(|| panic!("no step containing {needle:?} in {steps:#?}"))
+    iommu_lab::json_step(steps, needle)
 }
 
 /// One backend's edu run: every step ok, the blocked DMAs named by a DMAR fault line at their IOVAs.

@@ -58,19 +58,12 @@ fn machine() -> Topology {
     t.device("nvme,serial=lab-d2,drive=d2,bus=pcie.0,addr=0x10.0,multifunction=on").device("edu,bus=pcie.0,addr=0x10.1")
 }
 
-/// The JSON lines of a driver's output.
 fn steps(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter(|l| l.trim_start().starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
+    iommu_lab::json_steps(text)
 }
 
 fn step<'a>(steps: &'a [Value], needle: &str) -> &'a Value {
-    steps
-        .iter()
-        .find(|s| s["step"].as_str().is_some_and(|n| n.contains(needle)))
-        .unwrap_or_else(|| panic!("no step containing {needle:?} in {steps:#?}"))
+    iommu_lab::json_step(steps, needle)
 }
 
 /// Every number found under a key containing "iova" (recursively, arrays included).

@@ -17,6 +17,19 @@ pub use iommu_backend::{DmaBackend, DmaBuf, DmaDir, HUGEPAGE_2M};
 use crate::error::bad_access;
 use crate::sys::{self, MappedArea};
 
+/// The kernel's answer to an unmap of `len` bytes at `iova` that reported `done` bytes unmapped: anything
+/// but the whole range is an error (both the container and iommufd report how much they removed).
+pub fn check_unmapped(iova: u64, len: u64, done: u64) -> std::result::Result<(), iommu_backend::BackendError> {
+    if done == len {
+        return Ok(());
+    }
+    Err(iommu_backend::BackendError::Unmap {
+        iova,
+        len,
+        source: std::io::Error::other(format!("the kernel unmapped {done:#x} bytes")),
+    })
+}
+
 /// The `VFIO_DMA_MAP_FLAG_*` bits for a direction: the device reads (`READ`), writes (`WRITE`) or both.
 pub fn map_flags(dir: DmaDir) -> u32 {
     match dir {

@@ -172,14 +172,7 @@ impl DmaBackend for Iommufd {
             len,
             source,
         })?;
-        if done != len {
-            return Err(BackendError::Unmap {
-                iova,
-                len,
-                source: std::io::Error::other(format!("the kernel unmapped {done:#x} bytes")),
-            });
-        }
-        Ok(())
+        crate::dma::check_unmapped(iova, len, done)
     }
 }
 
