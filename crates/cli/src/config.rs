@@ -72,7 +72,9 @@ impl Command {
             | Command::Status
             | Command::Export { .. }
             | Command::Qemu { .. }
-            | Command::Libvirt { .. } => Needs::KernelState,
+            | Command::Libvirt { .. }
+            | Command::Cdi { .. }
+            | Command::Kubevirt { .. } => Needs::KernelState,
             Command::Bind { .. } | Command::Restore { .. } | Command::Persist { .. } | Command::Probe { .. } => {
                 Needs::LiveHost
             }
@@ -95,6 +97,8 @@ impl Command {
             Command::Check => "check",
             Command::Libvirt { .. } => "libvirt",
             Command::Qemu { .. } => "qemu",
+            Command::Cdi { .. } => "cdi",
+            Command::Kubevirt { .. } => "kubevirt",
             Command::Export { .. } => "export",
             Command::Graph { .. } => "graph",
             Command::Completions { .. } => "completions",

@@ -5,6 +5,7 @@
 mod util;
 
 mod bind_root;
+mod cdi;
 mod check;
 mod cli;
 mod concurrency;

@@ -363,3 +363,27 @@ pub fn journal(entries: &[(&str, u32, &str)]) -> String {
         .collect();
     serde_json::json!({"version": 1, "entries": entries}).to_string()
 }
+
+// --- edited lab snapshots ---------------------------------------------------------------------------------
+
+/// A lab snapshot as JSON, to edit.
+pub fn lab_json(name: &str) -> Value {
+    serde_json::from_slice(&fs::read(lab(name)).unwrap()).unwrap()
+}
+
+/// Writes `v` into a temporary file (kept while the handle lives).
+pub fn temp_json(v: &Value) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(serde_json::to_string_pretty(v).unwrap().as_bytes()).unwrap();
+    f
+}
+
+/// The device at `address` in a snapshot's JSON.
+pub fn device_mut<'a>(snap: &'a mut Value, address: &str) -> &'a mut Value {
+    snap["devices"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|d| d["address"] == address)
+        .unwrap_or_else(|| panic!("no device {address} in the snapshot"))
+}
