@@ -173,6 +173,18 @@ pub enum Command {
         #[arg(long, value_name = "PREFIX", default_value = crate::cmd::kubevirt::DEFAULT_PREFIX, value_parser = crate::cmd::kubevirt::parse_prefix)]
         resource_prefix: String,
     },
+    /// Compare two hosts: devices added, removed or moved, IOMMU groups split, merged or renumbered, and the
+    /// cause of each change (an ACS verdict and its bits, a quirk, the kernel, its command line, the
+    /// firmware). A and B are snapshot files or lspci dumps (told apart by their content), `-` for standard
+    /// input, or `live` for the host below --root. Exit 0 same, 1 different.
+    Diff {
+        /// The host before: a snapshot, an lspci dump, `-` or `live`.
+        #[arg(value_name = "A")]
+        a: PathBuf,
+        /// The host after: a snapshot, an lspci dump, `-` or `live`.
+        #[arg(value_name = "B")]
+        b: PathBuf,
+    },
     /// Export facts for monitoring and scheduling: Prometheus textfile-collector metrics or a Node Feature
     /// Discovery feature file.
     Export {

@@ -6,6 +6,7 @@ pub mod bind;
 pub mod cdi;
 pub mod check;
 pub mod completions;
+pub mod diff;
 pub mod explain;
 pub mod export;
 pub mod graph;
@@ -85,6 +86,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Outcome> {
             cdi::run(&load(Detail::Full)?, targets, kind, *nodes, output.as_deref())
         }
         Command::Kubevirt { targets, resource_prefix } => kubevirt::run(&load(Detail::Full)?, targets, resource_prefix),
+        Command::Diff { a, b } => diff::run(&cfg.origin, a, b),
         Command::Qemu { target, guest_slot, iommufd } => {
             qemu::run(&load(Detail::Full)?, target, *guest_slot, *iommufd, cfg.json)
         }

@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod concurrency;
 mod config;
+mod diff;
 mod export;
 mod graph;
 mod hostile;
