@@ -26,7 +26,7 @@ use iommu_pci::PciAddress;
 use serde::Serialize;
 
 use crate::exit::{fail, Exit};
-use crate::output::{json_text, sanitize, warn, Outcome};
+use crate::output::{json_text, warn, Outcome};
 use crate::source::{refuse_unviable, target_groups, Source, TargetGroup};
 
 /// The CDI specification version written (the current one: `specs-go/version.go`, `CurrentVersion`).
@@ -103,8 +103,12 @@ fn device_nodes(snap: &Snapshot, g: &TargetGroup, nodes: Nodes) -> anyhow::Resul
     let facts = snap.readiness.as_ref();
     let dev_iommu = facts.and_then(|f| f.dev_iommu);
     let dev_vfio = facts.and_then(|f| f.dev_vfio);
-    let cdevs: Vec<Option<&str>> =
-        g.endpoints.iter().map(|a| snap.device(*a).and_then(|d| d.vfio_cdev.as_deref())).collect();
+    // A cdev name becomes a path: only `vfio` and digits, as the kernel names them, count.
+    let cdevs: Vec<Option<&str>> = g
+        .endpoints
+        .iter()
+        .map(|a| snap.device(*a).and_then(|d| d.vfio_cdev.as_deref()).filter(|n| is_cdev_name(n)))
+        .collect();
     let iommufd_possible = dev_iommu == Some(true) && cdevs.iter().all(Option::is_some);
     let legacy_possible = dev_vfio != Some(false);
     let (legacy, iommufd) = match nodes {
@@ -137,13 +141,19 @@ fn device_nodes(snap: &Snapshot, g: &TargetGroup, nodes: Nodes) -> anyhow::Resul
     let mut out = Vec::new();
     if iommufd {
         out.push(Node { path: "/dev/iommu".into() });
-        out.extend(cdevs.iter().flatten().map(|c| Node { path: format!("/dev/vfio/devices/{}", sanitize(c)) }));
+        out.extend(cdevs.iter().flatten().map(|c| Node { path: format!("/dev/vfio/devices/{c}") }));
     }
     if legacy {
         out.push(Node { path: "/dev/vfio/vfio".into() });
         out.push(Node { path: format!("/dev/vfio/{}", g.group) });
     }
     Ok(out)
+}
+
+/// Whether `name` is a VFIO device cdev name as the kernel makes them (`vfio` and a number): anything else
+/// from a snapshot (a slash, `..`) must not become a device path.
+fn is_cdev_name(name: &str) -> bool {
+    name.strip_prefix("vfio").is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Notes on stderr for endpoints that are not on a VFIO driver yet: their nodes do not exist until then.
@@ -209,5 +219,13 @@ mod tests {
         }
         assert!(parse_kind(&format!("x/{}", "a".repeat(64))).is_err());
         assert!(parse_kind(&format!("x/{}", "a".repeat(63))).is_ok());
+    }
+
+    #[test]
+    fn only_kernel_shaped_cdev_names_become_paths() {
+        assert!(is_cdev_name("vfio0") && is_cdev_name("vfio12"));
+        for bad in ["vfio", "vfio/../../etc/passwd", "vfio1 ", "noiommu-vfio0", "vfio-1", "../vfio0", "vfio\n1"] {
+            assert!(!is_cdev_name(bad), "{bad:?}");
+        }
     }
 }
