@@ -143,6 +143,48 @@ pub enum Command {
         #[arg(long)]
         iommufd: bool,
     },
+    /// Print a Container Device Interface (CDI) spec with one device per IOMMU group of the targets, for
+    /// container runtimes: `--device iommuctl.dev/vfio=GROUP`. Device nodes: the legacy container
+    /// (/dev/vfio/vfio, /dev/vfio/GROUP) and/or iommufd (/dev/iommu, each endpoint's /dev/vfio/devices/vfioN);
+    /// see --nodes. A group VFIO would refuse (a member on a host driver) exits 3.
+    Cdi {
+        /// PCI addresses or vendor:device IDs (each matching one device); their groups become the devices.
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+        /// The spec's kind, VENDOR/CLASS (a DNS-style vendor, a class name).
+        #[arg(long, value_name = "VENDOR/CLASS", default_value = crate::cmd::cdi::DEFAULT_KIND, value_parser = crate::cmd::cdi::parse_kind)]
+        kind: String,
+        /// Which device nodes: auto (iommufd where the host shows /dev/iommu and every endpoint's cdev, the
+        /// legacy container unless the host lacks /dev/vfio/vfio, both when both), container, iommufd, both.
+        #[arg(long, value_enum, value_name = "NODES", default_value_t = crate::cmd::cdi::Nodes::Auto)]
+        nodes: crate::cmd::cdi::Nodes,
+        /// Write to FILE atomically (e.g. /etc/cdi/iommuctl.json) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print KubeVirt `permittedHostDevices.pciHostDevices` entries (YAML; --json: a merge patch for the
+    /// KubeVirt CR) for every endpoint of the targets' IOMMU groups; warns when a selector also matches
+    /// devices in another group.
+    Kubevirt {
+        /// PCI addresses or vendor:device IDs (each matching one device).
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+        /// Resource names are PREFIX/vvvv-dddd.
+        #[arg(long, value_name = "PREFIX", default_value = crate::cmd::kubevirt::DEFAULT_PREFIX, value_parser = crate::cmd::kubevirt::parse_prefix)]
+        resource_prefix: String,
+    },
+    /// Compare two hosts: devices added, removed or moved, IOMMU groups split, merged or renumbered, and the
+    /// cause of each change (an ACS verdict and its bits, a quirk, the kernel, its command line, the
+    /// firmware). A and B are snapshot files or lspci dumps (told apart by their content), `-` for standard
+    /// input, or `live` for the host below --root. Exit 0 same, 1 different.
+    Diff {
+        /// The host before: a snapshot, an lspci dump, `-` or `live`.
+        #[arg(value_name = "A")]
+        a: PathBuf,
+        /// The host after: a snapshot, an lspci dump, `-` or `live`.
+        #[arg(value_name = "B")]
+        b: PathBuf,
+    },
     /// Export facts for monitoring and scheduling: Prometheus textfile-collector metrics or a Node Feature
     /// Discovery feature file.
     Export {

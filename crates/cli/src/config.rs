@@ -55,6 +55,8 @@ pub enum Needs {
     KernelState,
     /// A live host it may change or open (`bind`, `restore`, `persist`, `probe`).
     LiveHost,
+    /// The hosts its operands name (`diff A B`): `--root` only says where `live` is.
+    Operands,
 }
 
 impl Command {
@@ -72,7 +74,10 @@ impl Command {
             | Command::Status
             | Command::Export { .. }
             | Command::Qemu { .. }
-            | Command::Libvirt { .. } => Needs::KernelState,
+            | Command::Libvirt { .. }
+            | Command::Cdi { .. }
+            | Command::Kubevirt { .. } => Needs::KernelState,
+            Command::Diff { .. } => Needs::Operands,
             Command::Bind { .. } | Command::Restore { .. } | Command::Persist { .. } | Command::Probe { .. } => {
                 Needs::LiveHost
             }
@@ -95,6 +100,9 @@ impl Command {
             Command::Check => "check",
             Command::Libvirt { .. } => "libvirt",
             Command::Qemu { .. } => "qemu",
+            Command::Cdi { .. } => "cdi",
+            Command::Kubevirt { .. } => "kubevirt",
+            Command::Diff { .. } => "diff",
             Command::Export { .. } => "export",
             Command::Graph { .. } => "graph",
             Command::Completions { .. } => "completions",
@@ -167,6 +175,10 @@ fn check_origin(command: &Command, origin: &Origin) -> anyhow::Result<()> {
                 "{what} needs the kernel's groups, drivers and settings, and an lspci dump has only config space; \
                  run it on the host itself (or on `iommuctl snapshot` output from it)"
             ),
+        )),
+        (Needs::Operands, Origin::Snapshot(_) | Origin::Lspci(_)) => Err(fail(
+            Exit::BadInput,
+            format!("{what} takes both hosts as operands (snapshot files, lspci dumps, `-` or `live`), not --from or --from-lspci"),
         )),
         _ => Ok(()),
     }

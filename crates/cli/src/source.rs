@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use iommu_groups::{predict, Prediction, RuleSet, Topology};
-use iommu_host::{read_host_with, Detail, HostDevice, LspciDump, Snapshot};
+use iommu_host::{bind, read_host_with, Detail, HostDevice, LspciDump, Snapshot};
 use iommu_pci::{ConfigInfo, PciAddress, PciIds};
 
 use crate::config::Origin;
@@ -125,4 +125,71 @@ pub fn warn_unreadable(snap: &Snapshot) {
     if snap.unreadable.len() > 10 {
         warn(&format!("warning: {} more host files could not be read", snap.unreadable.len() - 10));
     }
+}
+
+/// The endpoints of TARGET's kernel group, in address order, with TARGET's address and the group number.
+/// TARGET is resolved as `bind` resolves it (an address, or a vendor:device ID that matches one device); a
+/// group of bridges only is a negative answer (exit 1): there is nothing to assign. `qemu`, `libvirt`,
+/// `cdi` and `kubevirt` start here.
+pub fn endpoints(snap: &Snapshot, target: &str) -> anyhow::Result<(PciAddress, u32, Vec<PciAddress>)> {
+    let addr = bind::resolve_target(snap, target)?;
+    let g = snap.group_of(addr).ok_or(bind::BindError::NoGroup(addr))?;
+    let eps = snap.group_endpoints(g);
+    if eps.is_empty() {
+        return Err(fail(
+            Exit::Negative,
+            format!("IOMMU group {} of {target} holds only bridges: nothing to assign to a VM", g.id),
+        ));
+    }
+    Ok((addr, g.id, eps))
+}
+
+/// One IOMMU group reached from the command line's targets.
+pub struct TargetGroup {
+    /// The kernel's group number.
+    pub group: u32,
+    /// The targets that resolved into it, as addresses.
+    pub targets: Vec<PciAddress>,
+    /// Its endpoints, in address order.
+    pub endpoints: Vec<PciAddress>,
+}
+
+/// The groups of several targets ([`endpoints`] for each), one entry per group in group order: two
+/// targets in one group give one entry.
+pub fn target_groups(snap: &Snapshot, targets: &[String]) -> anyhow::Result<Vec<TargetGroup>> {
+    let mut out: BTreeMap<u32, TargetGroup> = BTreeMap::new();
+    for t in targets {
+        let (addr, group, endpoints) = endpoints(snap, t)?;
+        let e = out.entry(group).or_insert(TargetGroup { group, targets: Vec::new(), endpoints });
+        if !e.targets.contains(&addr) {
+            e.targets.push(addr);
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+/// Refuses (exit 3) when a group is not viable for VFIO: a member is on a driver VFIO cannot share the
+/// group with (`iommu_host::bind::group_status`). The message names each blocking device and its driver.
+pub fn refuse_unviable(snap: &Snapshot, groups: &[TargetGroup], what: &str) -> anyhow::Result<()> {
+    let status = bind::group_status(snap);
+    let mut refusals = Vec::new();
+    for g in groups {
+        let Some(s) = status.iter().find(|s| s.group == g.group) else { continue };
+        if !s.viable {
+            let b: Vec<String> = s.blockers.iter().map(|(a, d)| format!("{a} is on {}", sanitize(d))).collect();
+            refusals.push(format!("IOMMU group {} is not viable for VFIO: {}", g.group, b.join(", ")));
+        }
+    }
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    let first = groups.iter().find(|g| status.iter().any(|s| s.group == g.group && !s.viable));
+    Err(fail(
+        Exit::Refused,
+        format!(
+            "{}; {what} would hand out a group that VFIO refuses to open. Bind the whole group first (`iommuctl bind {}`)",
+            refusals.join("; "),
+            first.map(|g| g.endpoints[0].to_string()).unwrap_or_default()
+        ),
+    ))
 }

@@ -28,4 +28,6 @@ mod snapshot;
 pub use iommu_pci::regions::ReservedRegion;
 pub use lspci::{LspciDump, LspciError};
 pub use read::{read_host, read_host_with, Detail, HostError};
-pub use snapshot::{HostDevice, KernelGroup, KernelInfo, Snapshot, SnapshotError, Unreadable, FORMAT, VERSION};
+pub use snapshot::{
+    Firmware, HostDevice, KernelGroup, KernelInfo, Snapshot, SnapshotError, Unreadable, FORMAT, VERSION,
+};

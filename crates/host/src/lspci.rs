@@ -425,6 +425,7 @@ fn build(mut blocks: Vec<Block>) -> LspciDump {
         devices,
         readiness: None,
         unreadable: Vec::new(),
+        firmware: None,
     };
     LspciDump { snapshot, short_header, short_pcie, virtfns, amd_iommu, notes }
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use iommu_fsio::{FsError, Limit};
 use iommu_pci::PciAddress;
 
-use crate::snapshot::{HostDevice, KernelGroup, KernelInfo, Snapshot, Unreadable, FORMAT, VERSION};
+use crate::snapshot::{Firmware, HostDevice, KernelGroup, KernelInfo, Snapshot, Unreadable, FORMAT, VERSION};
 
 /// Why the host could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +270,7 @@ pub fn read_host_with(root: &Path, detail: Detail) -> Result<Snapshot, HostError
     let release = notes.attr(root, "proc/sys/kernel/osrelease");
     let cmdline = notes.text(&root.join("proc/cmdline"), Limit::CMDLINE).map(|s| s.trim().to_string());
     let readiness = (detail == Detail::Full).then(|| crate::readiness::read_facts(root, release.as_deref()));
+    let firmware = if detail == Detail::Full { read_firmware(root) } else { None };
     Ok(Snapshot {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -280,5 +281,61 @@ pub fn read_host_with(root: &Path, detail: Detail) -> Result<Snapshot, HostError
         devices,
         readiness,
         unreadable: notes.into_sorted(),
+        firmware,
     })
+}
+
+/// The DMI firmware and board facts below `root` (`sys/class/dmi/id`); `None` when none could be read
+/// (no DMI: most non-x86 hosts, containers without the directory, test trees). Each attribute is read
+/// through [`iommu_fsio::attr`] (bounded, non-blocking, regular files only) and an empty value counts as
+/// missing.
+fn read_firmware(root: &Path) -> Option<Firmware> {
+    let dir = root.join("sys/class/dmi/id");
+    let read = |name: &str| iommu_fsio::attr(&dir.join(name)).filter(|s| !s.is_empty());
+    let f = Firmware {
+        bios_vendor: read("bios_vendor"),
+        bios_version: read("bios_version"),
+        bios_date: read("bios_date"),
+        sys_vendor: read("sys_vendor"),
+        product_name: read("product_name"),
+        board_name: read("board_name"),
+    };
+    (f != Firmware::default()).then_some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dmi_firmware_is_read_when_present_and_absent_otherwise() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(read_firmware(t.path()), None, "no DMI directory: no firmware field");
+        let dmi = t.path().join("sys/class/dmi/id");
+        fs::create_dir_all(&dmi).unwrap();
+        fs::write(dmi.join("bios_version"), "1.16.2-debian-1.16.2-1\n").unwrap();
+        fs::write(dmi.join("bios_date"), "04/01/2014\n").unwrap();
+        fs::write(dmi.join("board_name"), "\n").unwrap();
+        let f = read_firmware(t.path()).unwrap();
+        assert_eq!(f.bios_version.as_deref(), Some("1.16.2-debian-1.16.2-1"));
+        assert_eq!(f.bios_date.as_deref(), Some("04/01/2014"));
+        assert_eq!(f.board_name, None, "an empty attribute counts as missing");
+        assert_eq!(f.bios_vendor, None);
+        // A FIFO where an attribute should be is skipped, not waited on.
+        let fifo = dmi.join("sys_vendor");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert_eq!(read_firmware(t.path()).unwrap().sys_vendor, None);
+    }
+
+    #[test]
+    fn a_snapshot_without_firmware_serializes_as_before() {
+        let s = Snapshot::default();
+        assert!(!s.to_json().contains("firmware"));
+        let back = Snapshot::from_json_slice(
+            br#"{"format":"iommuctl-snapshot","version":1,"kernel":{"release":null,"cmdline":null},
+                "iommu_units":[],"acpi_tables":[],"groups":[],"devices":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(back.firmware, None);
+    }
 }

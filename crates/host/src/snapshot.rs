@@ -36,6 +36,53 @@ pub struct Snapshot {
     /// over its size limit, an I/O error): what was read around them may be incomplete.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<Unreadable>,
+    /// The firmware and board from DMI (`/sys/class/dmi/id`); absent in snapshots written before it
+    /// existed, on hosts without DMI and in lspci dumps, so those serialize as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<Firmware>,
+}
+
+/// The firmware and board as DMI describes them (`/sys/class/dmi/id/*`, world-readable). A BIOS update
+/// changes the version and date; the firmware decides ACS control values and bus numbering at boot, so
+/// `iommuctl diff` names it when groups change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firmware {
+    /// `bios_vendor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bios_vendor: Option<String>,
+    /// `bios_version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bios_version: Option<String>,
+    /// `bios_date` (as DMI writes it, `MM/DD/YYYY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bios_date: Option<String>,
+    /// `sys_vendor`: the system's manufacturer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sys_vendor: Option<String>,
+    /// `product_name`: the system's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_name: Option<String>,
+    /// `board_name`: the mainboard's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board_name: Option<String>,
+}
+
+impl Firmware {
+    /// The attribute names under `/sys/class/dmi/id`, in the order of the fields.
+    pub const ATTRIBUTES: [&'static str; 6] =
+        ["bios_vendor", "bios_version", "bios_date", "sys_vendor", "product_name", "board_name"];
+
+    /// Each attribute with its value (`None` when it was not read), in [`Firmware::ATTRIBUTES`] order.
+    pub fn fields(&self) -> [(&'static str, Option<&str>); 6] {
+        [
+            ("bios_vendor", self.bios_vendor.as_deref()),
+            ("bios_version", self.bios_version.as_deref()),
+            ("bios_date", self.bios_date.as_deref()),
+            ("sys_vendor", self.sys_vendor.as_deref()),
+            ("product_name", self.product_name.as_deref()),
+            ("board_name", self.board_name.as_deref()),
+        ]
+    }
 }
 
 /// A host file that exists but could not be read.

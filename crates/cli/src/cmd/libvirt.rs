@@ -6,9 +6,9 @@ use std::fmt;
 use iommu_pci::PciAddress;
 use serde::Serialize;
 
-use crate::cmd::qemu::{endpoints, qemu_layout};
+use crate::cmd::qemu::qemu_layout;
 use crate::output::{Outcome, Sorted};
-use crate::source::Source;
+use crate::source::{endpoints, Source};
 
 #[derive(Serialize)]
 struct LibvirtDevice {

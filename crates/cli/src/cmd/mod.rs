@@ -3,11 +3,14 @@
 //! stdout or `-o`, or nothing more (state changes print as they go). [`run`] is the one dispatch.
 
 pub mod bind;
+pub mod cdi;
 pub mod check;
 pub mod completions;
+pub mod diff;
 pub mod explain;
 pub mod export;
 pub mod graph;
+pub mod kubevirt;
 pub mod libvirt;
 pub mod list;
 pub mod man;
@@ -79,6 +82,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<Outcome> {
         Command::Libvirt { target, guest_slot, iommufd } => {
             libvirt::run(&load(Detail::Full)?, target, *guest_slot, *iommufd)
         }
+        Command::Cdi { targets, kind, nodes, output } => {
+            cdi::run(&load(Detail::Full)?, targets, kind, *nodes, output.as_deref())
+        }
+        Command::Kubevirt { targets, resource_prefix } => kubevirt::run(&load(Detail::Full)?, targets, resource_prefix),
+        Command::Diff { a, b } => diff::run(&cfg.origin, a, b),
         Command::Qemu { target, guest_slot, iommufd } => {
             qemu::run(&load(Detail::Full)?, target, *guest_slot, *iommufd, cfg.json)
         }

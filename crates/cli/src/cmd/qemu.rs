@@ -14,28 +14,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use iommu_host::bind;
 use iommu_host::Snapshot;
 use iommu_pci::PciAddress;
 use serde::Serialize;
 
 use crate::exit::{fail, Exit};
 use crate::output::{sanitize, warn, Outcome, Sorted};
-use crate::source::Source;
-
-/// The endpoints of TARGET's kernel group, in address order, with the group number.
-pub fn endpoints(snap: &Snapshot, target: &str) -> anyhow::Result<(PciAddress, u32, Vec<PciAddress>)> {
-    let addr = bind::resolve_target(snap, target)?;
-    let g = snap.group_of(addr).ok_or(bind::BindError::NoGroup(addr))?;
-    let eps = snap.group_endpoints(g);
-    if eps.is_empty() {
-        return Err(fail(
-            Exit::Negative,
-            format!("IOMMU group {} of {target} holds only bridges: nothing to assign to a VM", g.id),
-        ));
-    }
-    Ok((addr, g.id, eps))
-}
+use crate::source::{endpoints, Source};
 
 /// One endpoint's place in the guest and its `-device` argument.
 #[derive(Serialize)]

@@ -59,6 +59,7 @@ fn q35(port_acs: bool, kernel_groups: &[&[&str]]) -> Snapshot {
         devices,
         readiness: None,
         unreadable: Vec::new(),
+        firmware: None,
     }
 }
 

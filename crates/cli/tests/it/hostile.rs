@@ -521,6 +521,8 @@ const READ_COMMANDS: &[&[&str]] = &[
     &["graph", "--format", "dot"],
     &["qemu", "0000:00:02.0"],
     &["libvirt", "0000:00:02.0"],
+    &["cdi", "0000:00:02.0"],
+    &["kubevirt", "0000:00:02.0"],
     &["status"],
 ];
 
@@ -542,7 +544,7 @@ fn input_cases() -> Vec<Built> {
                         // A dump is refused up front by the commands that need kernel state, before it is
                         // read; every other command reads it and must name it.
                         let refused_up_front = flag == "--from-lspci"
-                            && ["check", "export", "qemu", "libvirt", "status"].contains(&cmd[0]);
+                            && ["check", "export", "qemu", "libvirt", "cdi", "kubevirt", "status"].contains(&cmd[0]);
                         if !refused_up_front {
                             c.names = Some(f.display().to_string());
                         }
@@ -551,6 +553,22 @@ fn input_cases() -> Vec<Built> {
                 ));
             }
         }
+    }
+    // diff reads both operands itself: each hostile kind as A, a good snapshot as B.
+    for h in HOSTILE {
+        let name = format!("input diff {h:?}");
+        out.push((
+            name.clone(),
+            Box::new(move |dir: &Path| {
+                let f = dir.join("input");
+                plant(&f, h);
+                let good = dir.join("good.json");
+                std::fs::write(&good, good_snapshot(dir)).unwrap();
+                let mut c = Case::new(name.clone(), &["diff", f.to_str().unwrap(), good.to_str().unwrap()], &[2]);
+                c.names = Some(f.display().to_string());
+                (c, vec![])
+            }),
+        ));
     }
     for (label, _) in bad_snapshots("{\"devices\":[{}],\"groups\":[{}]}").iter().map(|(l, b)| (*l, b.len())) {
         for cmd in READ_COMMANDS {
@@ -585,7 +603,9 @@ fn input_cases() -> Vec<Built> {
                     if json {
                         a.push("--json");
                     }
-                    let mut c = Case::new(name.clone(), &a, &[0, 1, 2]);
+                    // cdi and kubevirt refuse (3) the group the forged driver blocks, naming it.
+                    let codes: &[i32] = if ["cdi", "kubevirt"].contains(&cmd[0]) { &[0, 1, 2, 3] } else { &[0, 1, 2] };
+                    let mut c = Case::new(name.clone(), &a, codes);
                     c.json = json;
                     c.max_group_lines = (cmd[0] == "list").then_some(2);
                     (c, vec![])

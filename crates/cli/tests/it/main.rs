@@ -5,10 +5,12 @@
 mod util;
 
 mod bind_root;
+mod cdi;
 mod check;
 mod cli;
 mod concurrency;
 mod config;
+mod diff;
 mod export;
 mod graph;
 mod hostile;

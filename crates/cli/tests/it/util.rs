@@ -363,3 +363,70 @@ pub fn journal(entries: &[(&str, u32, &str)]) -> String {
         .collect();
     serde_json::json!({"version": 1, "entries": entries}).to_string()
 }
+
+// --- edited lab snapshots ---------------------------------------------------------------------------------
+
+/// A lab snapshot as JSON, to edit.
+pub fn lab_json(name: &str) -> Value {
+    serde_json::from_slice(&fs::read(lab(name)).unwrap()).unwrap()
+}
+
+/// Writes `v` into a temporary file (kept while the handle lives).
+pub fn temp_json(v: &Value) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(serde_json::to_string_pretty(v).unwrap().as_bytes()).unwrap();
+    f
+}
+
+/// The device at `address` in a snapshot's JSON.
+pub fn device_mut<'a>(snap: &'a mut Value, address: &str) -> &'a mut Value {
+    snap["devices"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|d| d["address"] == address)
+        .unwrap_or_else(|| panic!("no device {address} in the snapshot"))
+}
+
+/// A device's config space, decoded from the snapshot's hex.
+pub fn config_bytes(dev: &Value) -> Vec<u8> {
+    let h = dev["config"].as_str().unwrap();
+    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Stores `bytes` as a device's config space.
+pub fn set_config_bytes(dev: &mut Value, bytes: &[u8]) {
+    dev["config"] = Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect());
+}
+
+/// The offset of the ACS extended capability (ID 0x000d) in a config space.
+pub fn acs_offset(cfg: &[u8]) -> usize {
+    let mut off = 0x100;
+    for _ in 0..64 {
+        let h = u32::from_le_bytes(cfg[off..off + 4].try_into().unwrap());
+        if h & 0xffff == 0x000d {
+            return off;
+        }
+        off = (h >> 20) as usize;
+        assert!(off >= 0x100, "no ACS capability");
+    }
+    panic!("no ACS capability");
+}
+
+/// The snapshot as if the host had rebooted with its (edited) config space: the kernel's groups, and
+/// each device's group link, replaced by the groups iommuctl predicts (which match the lab kernels').
+pub fn rebooted(snap: &Value) -> Value {
+    let f = temp_json(snap);
+    let p = json(&from(f.path(), &["--json", "predict"]));
+    let mut s = snap.clone();
+    let mut groups = Vec::new();
+    for g in p["groups"].as_array().unwrap() {
+        let members = addresses(g);
+        for a in &members {
+            device_mut(&mut s, a)["iommu_group"] = g["id"].clone();
+        }
+        groups.push(serde_json::json!({"id": g["id"], "type": "DMA", "reserved_regions": [], "devices": members}));
+    }
+    s["groups"] = Value::Array(groups);
+    s
+}

@@ -200,6 +200,7 @@ pub fn snapshot(devices: Vec<HostDevice>, groups: Vec<KernelGroup>) -> Snapshot 
         devices,
         readiness: None,
         unreadable: Vec::new(),
+        firmware: None,
     }
 }
 /// 40 root ports (two functions per slot, the pair sharing one group, so each group is split by the

@@ -81,6 +81,7 @@ pub fn snapshot(devices: Vec<HostDevice>, groups: Vec<KernelGroup>) -> Snapshot 
         devices,
         readiness: None,
         unreadable: Vec::new(),
+        firmware: None,
     }
 }
 
