@@ -36,9 +36,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use iommu_pci::{ConfigInfo, PciAddress};
+use iommu_groups::quirks::{acs_quirks_for, AcsQuirkKind};
+use iommu_pci::{AcsState, ConfigInfo, PciAddress, PciIds};
 
-use crate::snapshot::{HostDevice, KernelInfo, Snapshot, FORMAT, VERSION};
+use crate::snapshot::{HostDevice, KernelGroup, KernelInfo, Snapshot, FORMAT, VERSION};
+
+mod text;
 
 /// Config-space lengths lspci prints: `-x` (64; 128 for a CardBus bridge), `-xxx` (256) and `-xxxx`
 /// (4096 where the kernel lets it read extended space, else 256).
@@ -81,8 +84,11 @@ pub enum LspciError {
         /// Bytes found.
         len: usize,
     },
-    /// A function's address line is followed by no config bytes at all.
-    #[error("line {line}: {address} has no config bytes (lspci needs -x, -xxx or -xxxx): {text:?}")]
+    /// A function's address line is followed by no config bytes, and no function has `-v` detail.
+    #[error(
+        "line {line}: {address} has no config bytes and the input no `-v` detail (run `sudo lspci -vvnn` or \
+         `sudo lspci -xxxx`): {text:?}"
+    )]
     NoBytes {
         /// Line of the function's address.
         line: usize,
@@ -128,6 +134,14 @@ pub struct LspciDump {
     pub amd_iommu: Option<PciAddress>,
     /// Oddities worth telling the user (e.g. two bridges claiming one bus).
     pub notes: Vec<String>,
+    /// Functions decoded from `-v` text (no hex bytes), their config space rebuilt from it.
+    pub from_text: usize,
+    /// Functions whose text says `Capabilities: <access denied>` (lspci not run as root).
+    pub access_denied: usize,
+    /// Text functions whose grouping facts are partly unknown, with the reason (one entry per reason).
+    pub incomplete: Vec<(PciAddress, String)>,
+    /// Text functions that are Intel SPT-style root ports, whose ACS control register lspci does not print.
+    pub spt_ports: Vec<PciAddress>,
 }
 
 fn quote(text: &str) -> String {
@@ -142,11 +156,15 @@ fn line_err(line: usize, text: &str, reason: impl Into<String>) -> LspciError {
 }
 
 /// One function while its block is being read.
-struct Block {
+struct Block<'a> {
     line: usize,
     text: String,
+    /// The address line's text after the address.
+    rest: &'a str,
     address: PciAddress,
     config: Vec<u8>,
+    /// Every other line up to the next address line: `-v` detail, blank lines, stray text.
+    detail: Vec<&'a str>,
 }
 
 fn hex_digit(c: u8) -> Option<u8> {
@@ -242,10 +260,31 @@ impl LspciDump {
         }
     }
 
-    /// Parses `lspci -x`/`-xxx`/`-xxxx` text (see the module documentation for the rules).
+    /// Reads a dump file like [`LspciDump::load`], naming IDs from `ids` where the text has names only.
+    pub fn load_with_ids(path: &Path, ids: &PciIds) -> Result<Self, LspciError> {
+        let bytes = iommu_fsio::read_input(path, iommu_fsio::Limit::INPUT)
+            .map_err(|source| LspciError::Read { path: path.to_path_buf(), source })?;
+        let text = String::from_utf8_lossy(&bytes);
+        Self::parse_with_ids(&text, Some(ids))
+    }
+
+    /// Parses `lspci -x`/`-xxx`/`-xxxx` hex dumps and `lspci -v`/`-vv`/`-vvv` text (see the module
+    /// documentation for the rules). Without `-n`, IDs stay unknown: see [`LspciDump::parse_with_ids`].
     pub fn parse(text: &str) -> Result<Self, LspciError> {
+        Self::parse_with_ids(text, None)
+    }
+
+    /// Parses like [`LspciDump::parse`]; where an address line has names but no `[vvvv:dddd]` (lspci
+    /// without `-nn`), the IDs are those `ids` gives that name, when exactly one pair has it.
+    pub fn parse_with_ids(text: &str, ids: Option<&PciIds>) -> Result<Self, LspciError> {
         let blocks = read_blocks(text)?;
-        Ok(build(blocks))
+        Ok(build(decode(blocks, ids)))
+    }
+
+    /// Whether the text carried the kernel's IOMMU groups (`IOMMU group:` lines, pciutils 3.6 and later):
+    /// then [`Snapshot::groups`] holds them and the dump answers like a snapshot of that machine.
+    pub fn has_kernel_groups(&self) -> bool {
+        !self.snapshot.groups.is_empty()
     }
 
     /// Warnings for the user about what the dump cannot tell, one sentence each.
@@ -266,6 +305,27 @@ impl LspciDump {
                 self.short_pcie
             ));
         }
+        if self.access_denied > 0 {
+            w.push(format!(
+                "{} functions show `Capabilities: <access denied>`: lspci ran without root, so their PCIe type and \
+                 ACS are unknown; re-run it as `sudo lspci -vvnn`",
+                self.access_denied
+            ));
+        }
+        // One line per reason, naming the functions (at most 8, then a count).
+        let mut by_reason: BTreeMap<&str, Vec<PciAddress>> = BTreeMap::new();
+        for (a, why) in &self.incomplete {
+            if !why.contains("access denied") {
+                by_reason.entry(why.as_str()).or_default().push(*a);
+            }
+        }
+        for (why, addrs) in by_reason {
+            let mut names: Vec<String> = addrs.iter().take(8).map(|a| a.to_string()).collect();
+            if addrs.len() > 8 {
+                names.push(format!("and {} more", addrs.len() - 8));
+            }
+            w.push(format!("{why}: {}", names.join(", ")));
+        }
         w.extend(self.notes.iter().cloned());
         w
     }
@@ -282,12 +342,77 @@ impl LspciDump {
                 self.virtfns.len()
             ));
         }
+        if self.from_text > 0 {
+            v.push(format!(
+                "{} functions decoded from lspci's text: their config space is rebuilt from what the text says \
+                 (multifunction from the other functions of each slot)",
+                self.from_text
+            ));
+        }
+        if !self.spt_ports.is_empty() {
+            v.push(format!(
+                "{} Intel SPT-style root ports keep their ACS control in a register lspci does not print; the \
+                 kernel's enabling of it is assumed",
+                self.spt_ports.len()
+            ));
+        }
         v
     }
 }
 
+/// One function ready for the snapshot: its config bytes (read or rebuilt) and the kernel facts the text
+/// gave.
+struct Function {
+    address: PciAddress,
+    config: Vec<u8>,
+    /// Bytes rebuilt from decoded text rather than read from a hex dump.
+    from_text: bool,
+    driver: Option<String>,
+    group: Option<u32>,
+    /// Why facts are unknown (text functions only).
+    unknown: Vec<&'static str>,
+    denied: bool,
+}
+
+/// Decodes every block: hex bytes where the dump has them (they win), else a config space rebuilt from
+/// the `-v` text.
+fn decode(blocks: Vec<Block<'_>>, ids: Option<&PciIds>) -> Vec<Function> {
+    let facts: Vec<text::Facts> = blocks
+        .iter()
+        .map(|b| {
+            let mut f = text::Facts::default();
+            if b.config.is_empty() {
+                text::address_line(b.rest, ids, &mut f);
+            }
+            text::detail_lines(b.detail.iter().copied(), &mut f);
+            f
+        })
+        .collect();
+    let extended_readable = facts.iter().any(|f| f.ext_listed);
+    // Slots (domain, bus, device) with more than one function.
+    let mut per_slot: HashMap<(u32, u8, u8), usize> = HashMap::new();
+    for b in &blocks {
+        *per_slot.entry((b.address.domain, b.address.bus, b.address.device)).or_default() += 1;
+    }
+    blocks
+        .into_iter()
+        .zip(facts)
+        .map(|(b, f)| {
+            let a = b.address;
+            let (config, unknown, from_text) = if b.config.is_empty() {
+                let siblings = a.function == 0 && per_slot.get(&(a.domain, a.bus, a.device)).is_some_and(|&n| n > 1);
+                let s = text::synthesize(&f, text::Context { extended_readable, siblings });
+                (s.config, s.unknown, true)
+            } else {
+                (b.config, Vec::new(), false)
+            };
+            Function { address: a, config, from_text, driver: f.driver, group: f.group, unknown, denied: f.denied }
+        })
+        .collect()
+}
+
 /// Splits the text into function blocks, checking every hex line.
-fn read_blocks(text: &str) -> Result<Vec<Block>, LspciError> {
+fn read_blocks(text: &str) -> Result<Vec<Block<'_>>, LspciError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut blocks: Vec<Block> = Vec::new();
     let mut seen: HashMap<PciAddress, usize> = HashMap::new();
@@ -304,6 +429,9 @@ fn read_blocks(text: &str) -> Result<Vec<Block>, LspciError> {
         let t = line.trim_start_matches([' ', '\t']);
         let (token, rest) = t.split_once([' ', '\t']).unwrap_or((t, ""));
         if token.is_empty() {
+            if let Some(b) = blocks.last_mut() {
+                b.detail.push(line);
+            }
             continue;
         }
         if let Some(off) = hex_offset(token) {
@@ -324,29 +452,38 @@ fn read_blocks(text: &str) -> Result<Vec<Block>, LspciError> {
             continue;
         }
         let Some(address) = address_line(token) else {
-            continue; // -v detail, a prompt, a warning: not ours.
+            // -v detail (decoded later), a prompt, a warning: kept with the function it follows.
+            if let Some(b) = blocks.last_mut() {
+                b.detail.push(line);
+            }
+            continue;
         };
         if let Some(&first) = seen.get(&address) {
             return Err(LspciError::Duplicate { line: line_no, first, address, text: quote(line) });
         }
         seen.insert(address, line_no);
         if let Some(prev) = blocks.last() {
-            check_block(prev)?;
+            check_length(prev)?;
         }
-        blocks.push(Block { line: line_no, text: quote(line), address, config: Vec::new() });
+        blocks.push(Block { line: line_no, text: quote(line), rest, address, config: Vec::new(), detail: Vec::new() });
     }
     match blocks.last() {
-        Some(b) => check_block(b)?,
+        Some(b) => check_length(b)?,
         None => return Err(LspciError::NoDevices),
+    }
+    // Text is accepted where some function has `-v` detail; a bare address line in a hex dump is an error.
+    let any_detail = blocks.iter().any(|b| b.detail.iter().any(|l| !l.trim().is_empty()));
+    if !any_detail {
+        if let Some(b) = blocks.iter().find(|b| b.config.is_empty()) {
+            return Err(LspciError::NoBytes { line: b.line, address: b.address, text: b.text.clone() });
+        }
     }
     Ok(blocks)
 }
 
-fn check_block(b: &Block) -> Result<(), LspciError> {
-    if b.config.is_empty() {
-        return Err(LspciError::NoBytes { line: b.line, address: b.address, text: b.text.clone() });
-    }
-    if !DUMP_LENGTHS.contains(&b.config.len()) {
+/// A function with hex bytes must have as many as lspci prints.
+fn check_length(b: &Block) -> Result<(), LspciError> {
+    if !b.config.is_empty() && !DUMP_LENGTHS.contains(&b.config.len()) {
         return Err(LspciError::Length { line: b.line, address: b.address, len: b.config.len() });
     }
     Ok(())
@@ -363,15 +500,28 @@ fn is_amd_iommu(config: &[u8]) -> bool {
     config[0..2] == [0x22, 0x10] && config[0x0b] == 0x08 && config[0x0a] == 0x06
 }
 
-/// Builds the snapshot from checked blocks: tree, virtual functions, platform facts.
-fn build(mut blocks: Vec<Block>) -> LspciDump {
-    blocks.sort_by_key(|b| b.address);
+/// Builds the snapshot from decoded functions: tree, virtual functions, platform facts, kernel groups.
+fn build(mut funcs: Vec<Function>) -> LspciDump {
+    funcs.sort_by_key(|f| f.address);
     let mut notes = Vec::new();
-    let mut devices: Vec<HostDevice> = blocks
+    let from_text = funcs.iter().filter(|f| f.from_text).count();
+    let access_denied = funcs.iter().filter(|f| f.denied).count();
+    let incomplete: Vec<(PciAddress, String)> =
+        funcs.iter().flat_map(|f| f.unknown.iter().map(|u| (f.address, u.to_string()))).collect();
+    let hex_len: HashMap<PciAddress, bool> = funcs.iter().map(|f| (f.address, !f.from_text)).collect();
+    let mut groups: BTreeMap<u32, Vec<PciAddress>> = BTreeMap::new();
+    for f in &funcs {
+        if let Some(g) = f.group {
+            groups.entry(g).or_default().push(f.address);
+        }
+    }
+    let mut devices: Vec<HostDevice> = funcs
         .into_iter()
-        .map(|b| {
-            let mut d = HostDevice::new(b.address);
-            d.config = b.config;
+        .map(|f| {
+            let mut d = HostDevice::new(f.address);
+            d.config = f.config;
+            d.driver = f.driver;
+            d.iommu_group = f.group;
             d
         })
         .collect();
@@ -408,25 +558,49 @@ fn build(mut blocks: Vec<Block>) -> LspciDump {
     let amd_iommu = devices.iter().find(|d| is_amd_iommu(&d.config)).map(|d| d.address);
     let mut short_header = 0;
     let mut short_pcie = 0;
-    for d in &devices {
+    for d in devices.iter().filter(|d| hex_len.get(&d.address) == Some(&true)) {
         if d.config.len() < 256 {
             short_header += 1;
         } else if d.config.len() < 4096 && ConfigInfo::parse(&d.config).is_ok_and(|c| c.pcie.is_some()) {
             short_pcie += 1;
         }
     }
+    let spt_ports: Vec<PciAddress> = devices
+        .iter()
+        .filter(|d| hex_len.get(&d.address) == Some(&false))
+        .filter_map(|d| {
+            let c = ConfigInfo::parse(&d.config).ok()?;
+            let spt = acs_quirks_for(c.vendor_id, c.device_id).any(|q| matches!(q.kind, AcsQuirkKind::IntelSpt));
+            (spt && matches!(c.acs, AcsState::Present(_))).then_some(d.address)
+        })
+        .collect();
+    let groups = groups
+        .into_iter()
+        .map(|(id, devices)| KernelGroup { id, kind: None, reserved_regions: Vec::new(), devices })
+        .collect();
     let snapshot = Snapshot {
         format: FORMAT.to_string(),
         version: VERSION,
         kernel: KernelInfo::default(),
         iommu_units: Vec::new(),
         acpi_tables: amd_iommu.map(|_| vec!["IVRS".to_string()]).unwrap_or_default(),
-        groups: Vec::new(),
+        groups,
         devices,
         readiness: None,
         unreadable: Vec::new(),
     };
-    LspciDump { snapshot, short_header, short_pcie, virtfns, amd_iommu, notes }
+    LspciDump {
+        snapshot,
+        short_header,
+        short_pcie,
+        virtfns,
+        amd_iommu,
+        notes,
+        from_text,
+        access_denied,
+        incomplete,
+        spt_ports,
+    }
 }
 
 /// Finds SR-IOV virtual functions from their physical functions' capabilities and marks them (`physfn`,
