@@ -2,6 +2,7 @@
 //! from it (names, decoded config spaces, the tree, the prediction).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::Context;
 use iommu_groups::{predict, Prediction, RuleSet, Topology};
@@ -45,7 +46,9 @@ impl Source {
                 _ => anyhow::Error::new(e).context(format!("snapshot {}", f.display())),
             })?,
             Origin::Lspci(f) => {
-                let dump = LspciDump::load(f).map_err(|e| match e {
+                // Text without `-nn` names its functions: this machine's pci.ids gives the IDs back.
+                let ids = PciIds::load_system(Path::new("/")).unwrap_or_else(PciIds::empty);
+                let dump = LspciDump::load_with_ids(f, &ids).map_err(|e| match e {
                     iommu_host::LspciError::Read { .. } => anyhow::Error::new(e),
                     _ => anyhow::Error::new(e).context(format!("lspci dump {}", f.display())),
                 })?;
@@ -59,6 +62,12 @@ impl Source {
             }
         };
         Ok(Source { origin: origin.clone(), snapshot })
+    }
+
+    /// Whether the kernel's IOMMU groups are known: always asked of a live host or a snapshot (which may
+    /// have none: IOMMU off); an lspci dump has them only when its text carried `IOMMU group:` lines.
+    pub fn has_kernel_groups(&self) -> bool {
+        !matches!(self.origin, Origin::Lspci(_)) || !self.snapshot.groups.is_empty()
     }
 
     /// pci.ids names: the system's database below a live root, else this machine's, else none.

@@ -54,18 +54,17 @@ pub fn run(src: &Source, diff: bool) -> anyhow::Result<Outcome> {
         .collect();
     let mut differences = Vec::new();
     if diff {
+        if !src.has_kernel_groups() {
+            return Err(fail(
+                Exit::BadInput,
+                "predict --diff compares with the kernel's groups, and an lspci dump has none unless it has \
+                 `IOMMU group:` lines (lspci -vv, pciutils 3.6 or later); run predict without --diff",
+            ));
+        }
         if snap.groups.is_empty() {
             return Err(fail(Exit::Negative, format!("cannot compare: {IOMMU_OFF_HINT}")));
         }
-        let kernel: BTreeSet<Vec<PciAddress>> = snap.groups.iter().map(|g| g.devices.clone()).collect();
-        let predicted: BTreeSet<Vec<PciAddress>> = pred.groups.iter().map(|g| g.devices.clone()).collect();
-        let show = |v: &Vec<PciAddress>| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
-        for k in kernel.difference(&predicted) {
-            differences.push(format!("kernel has    {{{}}}", show(k)));
-        }
-        for k in predicted.difference(&kernel) {
-            differences.push(format!("predicted has {{{}}}", show(k)));
-        }
+        differences = compare(snap, &predicted);
     }
     let exit = if differences.is_empty() { Exit::Ok } else { Exit::Negative };
     let report = PredictReport {
@@ -78,6 +77,35 @@ pub fn run(src: &Source, diff: bool) -> anyhow::Result<Outcome> {
         differences: diff.then_some(differences),
     };
     Ok(Outcome::report(Sorted(report)).with_exit(exit))
+}
+
+/// The kernel's groups against the predicted ones, each difference with what explains it: the predicted
+/// reason for one member of each predicted group that differs, and the functions the kernel put in no group.
+fn compare(snap: &iommu_host::Snapshot, predicted: &crate::source::Predicted) -> Vec<String> {
+    let pred = &predicted.prediction;
+    let kernel: BTreeSet<Vec<PciAddress>> = snap.groups.iter().map(|g| g.devices.clone()).collect();
+    let ours: BTreeSet<Vec<PciAddress>> = pred.groups.iter().map(|g| g.devices.clone()).collect();
+    let show = |v: &[PciAddress]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
+    let mut out = Vec::new();
+    for k in kernel.difference(&ours) {
+        out.push(format!("kernel has    {{{}}}", show(k)));
+    }
+    for k in ours.difference(&kernel) {
+        out.push(format!("predicted has {{{}}}", show(k)));
+        let ungrouped: Vec<PciAddress> = k.iter().copied().filter(|&a| snap.group_of(a).is_none()).collect();
+        if !ungrouped.is_empty() {
+            out.push(format!(
+                "  the kernel put {} in no group (not behind the IOMMU as the firmware describes it: on AMD the \
+                 IVRS table decides, which config space does not show)",
+                show(&ungrouped)
+            ));
+        }
+        let Some(&first) = k.iter().find(|&&a| snap.group_of(a).is_some()) else { continue };
+        if let Some(e) = iommu_groups::explain(&predicted.topology, pred, first) {
+            out.extend(e.sentences.iter().skip(1).take(3).map(|s| format!("  because {s}")));
+        }
+    }
+    out
 }
 
 impl fmt::Display for PredictReport {
