@@ -416,7 +416,9 @@ fn read_blocks(text: &str) -> Result<Vec<Block<'_>>, LspciError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut blocks: Vec<Block> = Vec::new();
     let mut seen: HashMap<PciAddress, usize> = HashMap::new();
-    for (i, raw) in text.split('\n').enumerate() {
+    // The newline ending the last line opens no line of its own (a blank line is one between two newlines).
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    for (i, raw) in body.split('\n').enumerate() {
         let line_no = i + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         // Fast path for the bulk of a dump: a hex line exactly as lspci prints it, at the expected offset.
@@ -947,6 +949,160 @@ mod tests {
         assert!(d.warnings()[0].contains("256 bytes"));
     }
 
+    /// A root port and an endpoint below it as `lspci -vvnn` prints them, with the kernel's groups.
+    const VV: &str = "\
+00:1c.0 PCI bridge [0604]: Intel Corporation Device [8086:7ab8] (rev 11) (prog-if 00 [Normal decode])
+\tControl: I/O+ Mem+ BusMaster+
+\tStatus: Cap+ 66MHz- UDF- FastB2B- ParErr- DEVSEL=fast
+\tIOMMU group: 7
+\tBus: primary=00, secondary=03, subordinate=03, sec-latency=0
+\tCapabilities: [40] Express (v2) Root Port (Slot+), IntMsgNum 0
+\tCapabilities: [220 v1] Access Control Services
+\t\tACSCap:\tSrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-
+\t\tACSCtl:\tSrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-
+\tKernel driver in use: pcieport
+
+03:00.0 Ethernet controller [0200]: Intel Corporation I211 Gigabit Network Connection [8086:1539] (rev 03)
+\tStatus: Cap+
+\tIOMMU group: 12
+\tCapabilities: [40] Power Management version 3
+\tCapabilities: [a0] Express (v2) Endpoint, MSI 00
+\tCapabilities: [100 v2] Advanced Error Reporting
+\tKernel driver in use: igb
+
+";
+
+    #[test]
+    fn vv_text_gives_the_tree_the_kernels_groups_and_drivers() {
+        let d = LspciDump::parse(VV).unwrap();
+        assert_eq!(d.from_text, 2);
+        assert!(d.has_kernel_groups());
+        let s = &d.snapshot;
+        assert_eq!(s.device(addr("03:00.0")).unwrap().parent, Some(addr("00:1c.0")));
+        assert_eq!(s.device(addr("03:00.0")).unwrap().driver.as_deref(), Some("igb"));
+        assert_eq!(s.group_of(addr("00:1c.0")).map(|g| g.id), Some(7));
+        assert_eq!(s.group(12).unwrap().devices, vec![addr("03:00.0")]);
+        assert!(d.incomplete.is_empty(), "{:?}", d.incomplete);
+        let (t, bad) = s.topology().unwrap();
+        assert!(bad.is_empty());
+        let p = iommu_groups::predict(&t, &s.platform(), iommu_groups::RuleSet::Linux6);
+        assert_eq!(p.groups.len(), 2, "the root port's ACS isolates the endpoint");
+        assert!(p.uncertain.is_empty());
+    }
+
+    #[test]
+    fn with_hex_lines_too_the_hex_bytes_win_and_the_text_still_gives_the_group() {
+        let mut c = bridge(3, 256);
+        c[0x00..0x04].copy_from_slice(&[0x86, 0x80, 0xb8, 0x7a]);
+        let text = format!(
+            "00:1c.0 PCI bridge [0604]: Intel Corporation Device [8086:7ab8]\n\tIOMMU group: 7\n\tBus: primary=00, \
+             secondary=09, subordinate=09, sec-latency=0\n{}\n",
+            hex(&c)
+        );
+        let d = LspciDump::parse(&text).unwrap();
+        assert_eq!(d.from_text, 0);
+        assert_eq!(d.snapshot.devices[0].config, c, "the hex bytes, not the text's bus 09");
+        assert_eq!(d.snapshot.devices[0].iommu_group, Some(7));
+    }
+
+    #[test]
+    fn a_non_root_paste_says_so_and_how_to_rerun() {
+        let text =
+            "00:1c.0 PCI bridge [0604]: Intel Corporation Device [8086:a110]\n\tStatus: Cap+\n\tIOMMU group: 3\n\
+                    \tBus: primary=00, secondary=01, subordinate=01, sec-latency=0\n\tCapabilities: <access denied>\n\n\
+                    01:00.0 Network controller [0280]: Intel Corporation Device [8086:2723]\n\tIOMMU group: 3\n\
+                    \tCapabilities: <access denied>\n\n";
+        let d = LspciDump::parse(text).unwrap();
+        assert_eq!(d.access_denied, 2);
+        let w = d.warnings().join("\n");
+        assert!(w.contains("sudo lspci -vvnn") && w.contains("2 functions"), "{w}");
+        let (t, _) = d.snapshot.topology().unwrap();
+        let p = iommu_groups::predict(&t, &d.snapshot.platform(), iommu_groups::RuleSet::Linux6);
+        assert!(p.uncertain.contains(&addr("00:1c.0")), "{:?}", p.uncertain);
+    }
+
+    #[test]
+    fn a_cut_paste_makes_the_cut_function_uncertain_not_acs_free() {
+        // The endpoint first (its extended capabilities show extended space was readable), then the root port
+        // cut before its ACS lines.
+        let (port, endpoint) = VV.split_once("\n\n").unwrap();
+        let cut = format!("{endpoint}{}", port.split("\tCapabilities: [220 v1]").next().unwrap());
+        let d = LspciDump::parse(&cut).unwrap();
+        assert!(d.incomplete.iter().any(|(a, why)| *a == addr("00:1c.0") && why.contains("cut")), "{:?}", d.incomplete);
+        let cfg = ConfigInfo::parse(&d.snapshot.devices[0].config).unwrap();
+        assert_eq!(cfg.acs, AcsState::Unknown);
+    }
+
+    #[test]
+    fn v_flags_lines_and_five_digit_domains_are_read() {
+        let text = "10000:e0:06.0 PCI bridge [0604]: Intel Corporation Device [8086:a74d]\n\
+                    \tFlags: bus master, fast devsel, latency 0, IOMMU group 9\n\
+                    \tBus: primary=e0, secondary=e1, subordinate=e1, sec-latency=0\n\
+                    \tCapabilities: [40] Express Root Port (Slot+), MSI 00\n\
+                    \tCapabilities: [100] Access Control Services\n\tKernel driver in use: pcieport\n\n\
+                    10000:e1:00.0 Non-Volatile memory controller [0108]: Device [144d:a80a]\n\
+                    \tFlags: bus master, fast devsel, latency 0, IOMMU group 9\n\
+                    \tCapabilities: [70] Express Endpoint, MSI 00\n\tKernel driver in use: nvme\n\n";
+        let d = LspciDump::parse(text).unwrap();
+        let s = &d.snapshot;
+        assert_eq!(s.group(9).unwrap().devices, vec![addr("10000:e0:06.0"), addr("10000:e1:00.0")]);
+        assert_eq!(s.device(addr("10000:e1:00.0")).unwrap().parent, Some(addr("10000:e0:06.0")));
+        assert!(d.incomplete.iter().any(|(_, why)| why.contains("registers not shown")), "{:?}", d.incomplete);
+    }
+
+    #[test]
+    fn without_nn_ids_come_from_pci_ids_and_are_unknown_otherwise() {
+        let ids = PciIds::parse("8086  Intel Corporation\n\t1539  I211 Gigabit Network Connection\nC 02  Network controller\n\t00  Ethernet controller\n");
+        let text = "03:00.0 Ethernet controller: Intel Corporation I211 Gigabit Network Connection (rev 03)\n\tStatus: Cap-\n\n";
+        let d = LspciDump::parse_with_ids(text, Some(&ids)).unwrap();
+        let c = ConfigInfo::parse(&d.snapshot.devices[0].config).unwrap();
+        assert_eq!((c.vendor_id, c.device_id, c.class, c.revision), (0x8086, 0x1539, 0x020000, 3));
+        let d = LspciDump::parse(text).unwrap();
+        assert!(d.incomplete.iter().any(|(_, why)| why.contains("use lspci -nn")), "{:?}", d.incomplete);
+    }
+
+    #[test]
+    fn virtual_functions_in_text_are_found_from_the_pfs_sr_iov_lines() {
+        let text = "01:00.0 Ethernet controller [0200]: Intel Corporation I350 Gigabit Network Connection [8086:1521] (rev 01)\n\
+                    \tIOMMU group: 20\n\tCapabilities: [a0] Express (v2) Endpoint, MSI 00\n\
+                    \tCapabilities: [160 v1] Single Root I/O Virtualization (SR-IOV)\n\
+                    \t\tIOVCtl:\tEnable+ Migration- Interrupt- MSE+ ARIHierarchy+ 10BitTagReq-\n\
+                    \t\tInitial VFs: 8, Total VFs: 8, Number of VFs: 2, Function Dependency Link: 00\n\
+                    \t\tVF offset: 128, stride: 4, Device ID: 1520\n\n\
+                    01:10.0 Ethernet controller [0200]: Intel Corporation I350 Ethernet Controller Virtual Function [8086:1520] (rev 01)\n\
+                    \tIOMMU group: 21\n\tCapabilities: [70] Express (v2) Endpoint, MSI 00\n\
+                    \tCapabilities: [150 v1] Alternative Routing-ID Interpretation (ARI)\n\n\
+                    01:10.4 Ethernet controller [0200]: Intel Corporation I350 Ethernet Controller Virtual Function [8086:1520] (rev 01)\n\
+                    \tIOMMU group: 22\n\tCapabilities: [70] Express (v2) Endpoint, MSI 00\n\n";
+        let d = LspciDump::parse(text).unwrap();
+        assert_eq!(d.virtfns, vec![(addr("01:10.0"), addr("01:00.0")), (addr("01:10.4"), addr("01:00.0"))]);
+        let (t, _) = d.snapshot.topology().unwrap();
+        let p = iommu_groups::predict(&t, &d.snapshot.platform(), iommu_groups::RuleSet::Linux6);
+        assert_eq!(p.groups.len(), 3, "virtual functions are never multifunction siblings");
+    }
+
+    #[test]
+    fn function_zero_of_a_slot_with_siblings_is_multifunction() {
+        let text = "00:1f.0 ISA bridge [0601]: Intel Corporation Device [8086:a082]\n\tStatus: Cap-\n\n\
+                    00:1f.3 Audio device [0403]: Intel Corporation Device [8086:a0c8]\n\tStatus: Cap-\n\n\
+                    00:14.0 USB controller [0c03]: Intel Corporation Device [8086:a0ed]\n\tStatus: Cap-\n\n";
+        let d = LspciDump::parse(text).unwrap();
+        let mf = |a: &str| ConfigInfo::parse(&d.snapshot.device(addr(a)).unwrap().config).unwrap().multifunction;
+        assert!(mf("00:1f.0"));
+        assert!(!mf("00:14.0"));
+    }
+
+    #[test]
+    fn stray_lines_inside_a_block_do_not_end_it() {
+        let text = VV.replace(
+            "\tCapabilities: [220 v1]",
+            "pcilib: Error reading label\nrted Link Speeds\n\tCapabilities: [220 v1]",
+        );
+        let d = LspciDump::parse(&text).unwrap();
+        assert!(d.incomplete.is_empty(), "{:?}", d.incomplete);
+        assert!(matches!(ConfigInfo::parse(&d.snapshot.devices[0].config).unwrap().acs, AcsState::Present(_)));
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -955,6 +1111,23 @@ mod tests {
             #[test]
             fn arbitrary_text_never_panics(s in "\\PC{0,400}") {
                 let _ = LspciDump::parse(&s);
+            }
+
+            #[test]
+            fn mutated_vv_text_never_panics(
+                cut in 0usize..2000,
+                flip in 0usize..2000,
+                ch in prop::sample::select(vec!['0', 'f', ' ', ':', '.', '\n', '[', ']', '+', '-', '\t', '=', ',']),
+            ) {
+                let mut chars: Vec<char> = VV.chars().collect();
+                let n = chars.len();
+                chars[flip % n] = ch;
+                chars.truncate(n - cut % n);
+                let text: String = chars.into_iter().collect();
+                if let Ok(d) = LspciDump::parse(&text) {
+                    let _ = d.snapshot.topology();
+                    let _ = d.warnings();
+                }
             }
 
             #[test]

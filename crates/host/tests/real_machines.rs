@@ -18,6 +18,7 @@ enum Known {
     /// it); the groups of every other function must match.
     UngroupedOnly(&'static str),
     /// The groups themselves differ.
+    #[allow(dead_code)] // No listed machine needs it today; kept so that one can be listed honestly.
     Groups(&'static str),
 }
 
