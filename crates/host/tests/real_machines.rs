@@ -27,6 +27,7 @@ const KNOWN: &[(&str, Known)] = &[
     ("amd-aio-asus-m3702wfa.txt", Known::UngroupedOnly(IVRS_ROOT_COMPLEX)),
     ("amd-server-dell-c6525.txt", Known::UngroupedOnly(IVRS_ROOT_COMPLEX)),
     ("amd-notebook-framework13-phoenix.txt", Known::UngroupedOnly(IVRS_ROOT_COMPLEX)),
+    ("amd-desktop-gigabyte-x570.txt", Known::UngroupedOnly(IVRS_ROOT_COMPLEX)),
 ];
 
 /// AMD: the root complex function (bus:00.0 beside each IOMMU at bus:00.2) gets no group. Which functions sit
