@@ -1,11 +1,19 @@
-//! Reading `lspci -x`, `-xxx` or `-xxxx` output (with or without `-D`) into a [`Snapshot`], so the
-//! read-only commands, `predict` above all, run on a dump taken on another machine.
+//! Reading `lspci` output into a [`Snapshot`], so the read-only commands, `predict` above all, run on
+//! output saved on another machine: the hex dump (`lspci -x`, `-xxx` or `-xxxx`, with or without `-D`)
+//! and the decoded text (`lspci -v`, `-vv` or `-vvv`, with or without `-nn`, `-D`, `-k`, `-q`).
 //!
-//! A dump is a sequence of blocks: an address line `[DDDD:]BB:DD.F <text>`, then hex lines
-//! `off: xx xx ... xx` (16 bytes each, offsets 0, 0x10, ... in order). Lines that are neither are
-//! skipped: `-v` detail lines, `-nn` IDs inside the address line's text, a shell prompt, warnings such
-//! as `lspci: Unable to load libkmod resources`. CRLF line ends and a byte-order mark are accepted.
-//! Malformed hex lines are errors that name the line.
+//! Output is a sequence of blocks: an address line `[DDDD:]BB:DD.F <text>`, then hex lines
+//! `off: xx xx ... xx` (16 bytes each, offsets 0, 0x10, ... in order) and/or `-v` detail lines. Other
+//! lines (a shell prompt, `lspci: Unable to load libkmod resources`) are skipped. CRLF line ends and a
+//! byte-order mark are accepted. Malformed hex lines are errors that name the line.
+//!
+//! Which kind a block is, is decided per function: with hex lines its config space is the dump's (the
+//! hex bytes win over the text); with text only, a config space is rebuilt from the decoded facts (IDs,
+//! class, bridge buses, PCIe port type, ACS capability and control, ARI, SR-IOV; see `text.rs`) and
+//! nothing else. What the text does not say stays unknown: without `-vv` lines, or with `Capabilities:
+//! <access denied>` (lspci run without root), the rebuilt config space is the 64-byte header only, which
+//! makes ACS unknown and the function uncertain, with the reason in [`LspciDump::incomplete`] and the
+//! warnings.
 //!
 //! What the dump does not say is derived or inferred:
 //! - **Tree.** A function's parent is the bridge (type-1 or CardBus header) in the same domain whose
@@ -20,7 +28,10 @@
 //! - **Platform.** An AMD IOMMU PCI function (vendor 0x1022, class 0x0806) means AMD-Vi, so `IVRS` is
 //!   put into [`Snapshot::acpi_tables`]. That is an inference: the ACPI table is not in the dump.
 //!   The kernel command line (`pci=disable_acs_redir=`, `pci=config_acs=`) is unknown.
-//! - **Groups.** None: the dump has no kernel groups, so [`Snapshot::groups`] is empty.
+//! - **Groups.** The `IOMMU group: N` lines of `lspci -v` (pciutils 3.6 and later; `IOMMU group N` in the
+//!   `Flags:` line of older output) are the groups the kernel of that machine formed: they become
+//!   [`Snapshot::groups`] and each function's group ([`LspciDump::has_kernel_groups`]). A hex-only dump
+//!   has none, and [`Snapshot::groups`] is empty.
 //!
 //! ```
 //! let dump = "00:1f.0 ISA bridge: Intel Corporation 82801IB (ICH9) LPC Interface Controller (rev 02)\n\
@@ -31,6 +42,25 @@
 //! let d = iommu_host::LspciDump::parse(dump).unwrap();
 //! assert_eq!(d.snapshot.devices.len(), 1);
 //! assert_eq!(d.short_header, 1); // only 64 bytes: ACS unknown
+//! ```
+//!
+//! The same from `sudo lspci -vvnn` text, with the kernel's group:
+//!
+//! ```
+//! let text = "00:1c.0 PCI bridge [0604]: Intel Corporation Device [8086:a0b8] (rev 20) (prog-if 00 [Normal decode])\n\
+//! \tIOMMU group: 14\n\
+//! \tBus: primary=00, secondary=72, subordinate=72, sec-latency=0\n\
+//! \tCapabilities: [40] Express (v2) Root Port (Slot+), MSI 00\n\
+//! \tCapabilities: [220 v1] Access Control Services\n\
+//! \t\tACSCap:\tSrcValid+ TransBlk+ ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-\n\
+//! \t\tACSCtl:\tSrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-\n\
+//! \tKernel driver in use: pcieport\n\
+//! \n";
+//! let d = iommu_host::LspciDump::parse(text).unwrap();
+//! assert_eq!(d.from_text, 1);
+//! assert!(d.incomplete.is_empty()); // everything grouping needs was in the text
+//! assert!(d.has_kernel_groups());
+//! assert_eq!(d.snapshot.devices[0].iommu_group, Some(14));
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
