@@ -172,6 +172,9 @@ pub struct LspciDump {
     pub incomplete: Vec<(PciAddress, String)>,
     /// Text functions that are Intel SPT-style root ports, whose ACS control register lspci does not print.
     pub spt_ports: Vec<PciAddress>,
+    /// In a paste with `IOMMU group:` lines, the functions whose block is cut before showing one: their
+    /// kernel group is unknown (not "no group"), so they cannot be compared with the kernel.
+    pub group_unknown: Vec<PciAddress>,
 }
 
 fn quote(text: &str) -> String {
@@ -356,6 +359,16 @@ impl LspciDump {
             }
             w.push(format!("{why}: {}", names.join(", ")));
         }
+        if !self.group_unknown.is_empty() {
+            let mut names: Vec<String> = self.group_unknown.iter().take(8).map(|a| a.to_string()).collect();
+            if self.group_unknown.len() > 8 {
+                names.push(format!("and {} more", self.group_unknown.len() - 8));
+            }
+            w.push(format!(
+                "the paste is cut before the `IOMMU group:` line of {}: their kernel group is unknown",
+                names.join(", ")
+            ));
+        }
         w.extend(self.notes.iter().cloned());
         w
     }
@@ -402,6 +415,8 @@ struct Function {
     /// Why facts are unknown (text functions only).
     unknown: Vec<&'static str>,
     denied: bool,
+    /// The block ends as lspci ends one (always so for hex bytes, which lspci prints after the text).
+    ended: bool,
 }
 
 /// Decodes every block: hex bytes where the dump has them (they win), else a config space rebuilt from
@@ -429,6 +444,7 @@ fn decode(blocks: Vec<Block<'_>>, ids: Option<&PciIds>) -> Vec<Function> {
         .zip(facts)
         .map(|(b, f)| {
             let a = b.address;
+            let ended = f.ended || !b.config.is_empty();
             let (config, unknown, from_text) = if b.config.is_empty() {
                 let siblings = a.function == 0 && per_slot.get(&(a.domain, a.bus, a.device)).is_some_and(|&n| n > 1);
                 let s = text::synthesize(&f, text::Context { extended_readable, siblings });
@@ -436,7 +452,16 @@ fn decode(blocks: Vec<Block<'_>>, ids: Option<&PciIds>) -> Vec<Function> {
             } else {
                 (b.config, Vec::new(), false)
             };
-            Function { address: a, config, from_text, driver: f.driver, group: f.group, unknown, denied: f.denied }
+            Function {
+                address: a,
+                config,
+                from_text,
+                driver: f.driver,
+                group: f.group,
+                unknown,
+                denied: f.denied,
+                ended,
+            }
         })
         .collect()
 }
@@ -547,6 +572,11 @@ fn build(mut funcs: Vec<Function>) -> LspciDump {
             groups.entry(g).or_default().push(f.address);
         }
     }
+    let group_unknown: Vec<PciAddress> = if groups.is_empty() {
+        Vec::new()
+    } else {
+        funcs.iter().filter(|f| f.group.is_none() && !f.ended).map(|f| f.address).collect()
+    };
     let mut devices: Vec<HostDevice> = funcs
         .into_iter()
         .map(|f| {
@@ -632,6 +662,7 @@ fn build(mut funcs: Vec<Function>) -> LspciDump {
         access_denied,
         incomplete,
         spt_ports,
+        group_unknown,
     }
 }
 
@@ -1061,6 +1092,29 @@ mod tests {
         assert!(d.incomplete.iter().any(|(a, why)| *a == addr("00:1c.0") && why.contains("cut")), "{:?}", d.incomplete);
         let cfg = ConfigInfo::parse(&d.snapshot.devices[0].config).unwrap();
         assert_eq!(cfg.acs, AcsState::Unknown);
+    }
+
+    #[test]
+    fn a_paste_cut_before_a_group_line_leaves_that_group_unknown_not_empty() {
+        // A complete block without a group line is a function the kernel put in no group; a block cut
+        // before its group line is one whose kernel group the paste does not show.
+        let text = "00:00.0 Host bridge [0600]: Advanced Micro Devices, Inc. [AMD] Device [1022:14e8]\n\
+                    \tStatus: Cap- 66MHz- UDF- FastB2B- ParErr- DEVSEL=fast\n\n\
+                    00:01.0 Host bridge [0600]: Advanced Micro Devices, Inc. [AMD] Device [1022:14ea]\n\
+                    \tStatus: Cap- 66MHz- UDF- FastB2B- ParErr- DEVSEL=fast\n\tIOMMU group: 0\n\n\
+                    00:01.1 PCI bridge [0604]: Advanced Micro Devices, Inc. [AMD] Device [1022:14ed]\n\
+                    \tControl: I/O+ Mem+ BusMaster+\n";
+        let d = LspciDump::parse(text).unwrap();
+        assert!(d.has_kernel_groups());
+        assert_eq!(d.group_unknown, vec![addr("00:01.1")]);
+        assert!(
+            d.warnings().join("\n").contains("cut before the `IOMMU group:` line of 0000:00:01.1"),
+            "{:?}",
+            d.warnings()
+        );
+        // Without any group line there is nothing to be unknown against.
+        let d = LspciDump::parse(&text.replace("\tIOMMU group: 0\n", "")).unwrap();
+        assert!(!d.has_kernel_groups() && d.group_unknown.is_empty());
     }
 
     #[test]
