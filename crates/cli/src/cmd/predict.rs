@@ -64,7 +64,7 @@ pub fn run(src: &Source, diff: bool) -> anyhow::Result<Outcome> {
         if snap.groups.is_empty() {
             return Err(fail(Exit::Negative, format!("cannot compare: {IOMMU_OFF_HINT}")));
         }
-        differences = compare(snap, &predicted);
+        differences = compare(snap, &predicted, &src.group_unknown);
     }
     let exit = if differences.is_empty() { Exit::Ok } else { Exit::Negative };
     let report = PredictReport {
@@ -81,10 +81,16 @@ pub fn run(src: &Source, diff: bool) -> anyhow::Result<Outcome> {
 
 /// The kernel's groups against the predicted ones, each difference with what explains it: the predicted
 /// reason for one member of each predicted group that differs, and the functions the kernel put in no group.
-fn compare(snap: &iommu_host::Snapshot, predicted: &crate::source::Predicted) -> Vec<String> {
+/// Functions whose kernel group a cut paste does not show (`unknown`) are left out of both sides.
+fn compare(snap: &iommu_host::Snapshot, predicted: &crate::source::Predicted, unknown: &[PciAddress]) -> Vec<String> {
     let pred = &predicted.prediction;
     let kernel: BTreeSet<Vec<PciAddress>> = snap.groups.iter().map(|g| g.devices.clone()).collect();
-    let ours: BTreeSet<Vec<PciAddress>> = pred.groups.iter().map(|g| g.devices.clone()).collect();
+    let ours: BTreeSet<Vec<PciAddress>> = pred
+        .groups
+        .iter()
+        .map(|g| g.devices.iter().copied().filter(|a| !unknown.contains(a)).collect::<Vec<_>>())
+        .filter(|g| !g.is_empty())
+        .collect();
     let show = |v: &[PciAddress]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
     let mut out = Vec::new();
     for k in kernel.difference(&ours) {
@@ -164,7 +170,7 @@ pub fn what_if(src: &Source, raw: &[String]) -> anyhow::Result<Outcome> {
     // what_if predicts today's groups itself: only the tree is needed here.
     let topology = src.topology()?;
     let mut outcome = run_what_if(&topology, &snap.platform(), &changes);
-    warn_uncertain(&outcome.today);
+    warn_uncertain(&outcome.today, matches!(src.origin, crate::config::Origin::Lspci(_)));
     if let Some((major, minor)) = snap.kernel.version() {
         if (major, minor) < (6, 11) && changes.iter().any(|c| matches!(c, Change::ConfigAcs { .. })) {
             outcome.warnings.insert(
