@@ -19,17 +19,12 @@ pub enum Origin {
     },
     /// A snapshot file written by `iommuctl snapshot` (`--from FILE`).
     Snapshot(PathBuf),
-    /// `lspci -x`/`-xxxx` output from another machine (`--from-lspci FILE`, `-` for standard input).
+    /// `lspci -x`/`-xxxx` or `-v`/`-vv` output from another machine (`--from-lspci FILE`, `-` for standard
+    /// input). With `IOMMU group:` lines it also carries that machine's kernel groups.
     Lspci(PathBuf),
 }
 
 impl Origin {
-    /// Whether the origin knows the kernel's groups, drivers and settings: a live host and a snapshot do,
-    /// an lspci dump has config space only.
-    pub fn has_kernel_state(&self) -> bool {
-        !matches!(self, Origin::Lspci(_))
-    }
-
     /// The root of a live host; `None` for a snapshot or a dump.
     pub fn live_root(&self) -> Option<&Path> {
         match self {
@@ -143,12 +138,6 @@ impl Config {
         if args.json && matches!(command, Command::Graph { .. }) {
             return Err(fail(Exit::BadInput, "--json does not apply to graph: it writes --format svg or dot"));
         }
-        if matches!(command, Command::Predict { diff: true, .. }) && !origin.has_kernel_state() {
-            return Err(fail(
-                Exit::BadInput,
-                "predict --diff compares with the kernel's groups, and an lspci dump has none; run predict without --diff",
-            ));
-        }
         let color = {
             use std::io::IsTerminal;
             use_color(args.color, std::env::var_os("NO_COLOR").as_deref(), std::io::stdout().is_terminal())
@@ -199,7 +188,6 @@ mod tests {
     #[test]
     fn a_dump_answers_config_space_questions_only() {
         let dump = Origin::Lspci("x".into());
-        assert!(!dump.has_kernel_state());
         assert!(check_origin(&Command::Check, &dump).is_err());
         assert!(check_origin(&Command::List, &dump).is_ok());
         assert!(check_origin(&Command::Status, &Origin::Snapshot("s".into())).is_ok());

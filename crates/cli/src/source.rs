@@ -2,6 +2,7 @@
 //! from it (names, decoded config spaces, the tree, the prediction).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::Context;
 use iommu_groups::{predict, Prediction, RuleSet, Topology};
@@ -18,6 +19,8 @@ pub struct Source {
     pub origin: Origin,
     /// What was read.
     pub snapshot: Snapshot,
+    /// Functions of an lspci paste whose kernel group the paste does not show (cut before the line).
+    pub group_unknown: Vec<PciAddress>,
 }
 
 /// The tree and the groups Linux would form on it.
@@ -32,6 +35,7 @@ impl Source {
     /// Loads the host from `origin`, reading a live host at the given level of detail, and tells the user
     /// on stderr what could not be read (host files) or what a dump cannot say.
     pub fn load(origin: &Origin, detail: Detail) -> anyhow::Result<Source> {
+        let mut group_unknown = Vec::new();
         let snapshot = match origin {
             Origin::Live { root } => {
                 let snap = read_host_with(root, detail)
@@ -45,7 +49,9 @@ impl Source {
                 _ => anyhow::Error::new(e).context(format!("snapshot {}", f.display())),
             })?,
             Origin::Lspci(f) => {
-                let dump = LspciDump::load(f).map_err(|e| match e {
+                // Text without `-nn` names its functions: this machine's pci.ids gives the IDs back.
+                let ids = PciIds::load_system(Path::new("/")).unwrap_or_else(PciIds::empty);
+                let dump = LspciDump::load_with_ids(f, &ids).map_err(|e| match e {
                     iommu_host::LspciError::Read { .. } => anyhow::Error::new(e),
                     _ => anyhow::Error::new(e).context(format!("lspci dump {}", f.display())),
                 })?;
@@ -55,10 +61,17 @@ impl Source {
                 for n in dump.inferences() {
                     warn(&format!("note: {}", sanitize(&n)));
                 }
+                group_unknown = dump.group_unknown;
                 dump.snapshot
             }
         };
-        Ok(Source { origin: origin.clone(), snapshot })
+        Ok(Source { origin: origin.clone(), snapshot, group_unknown })
+    }
+
+    /// Whether the kernel's IOMMU groups are known: always asked of a live host or a snapshot (which may
+    /// have none: IOMMU off); an lspci dump has them only when its text carried `IOMMU group:` lines.
+    pub fn has_kernel_groups(&self) -> bool {
+        !matches!(self.origin, Origin::Lspci(_)) || !self.snapshot.groups.is_empty()
     }
 
     /// pci.ids names: the system's database below a live root, else this machine's, else none.
@@ -92,7 +105,7 @@ impl Source {
     pub fn predict(&self) -> anyhow::Result<Predicted> {
         let topology = self.topology()?;
         let prediction = predict(&topology, &self.snapshot.platform(), RuleSet::Linux6);
-        warn_uncertain(&prediction);
+        warn_uncertain(&prediction, matches!(self.origin, Origin::Lspci(_)));
         for n in &prediction.notes {
             warn(&format!("note: {}", sanitize(n)));
         }
@@ -105,13 +118,18 @@ pub fn configs(snap: &Snapshot) -> BTreeMap<PciAddress, ConfigInfo> {
     snap.devices.iter().filter_map(|d| Some((d.address, ConfigInfo::parse(&d.config).ok()?))).collect()
 }
 
-/// Warns on stderr when a prediction depended on config space that could not be read.
-pub fn warn_uncertain(prediction: &Prediction) {
+/// Warns on stderr when a prediction depended on config space that could not be read (from a host) or is
+/// not in an lspci paste (`from_paste`: the dump's own warnings said why).
+pub fn warn_uncertain(prediction: &Prediction, from_paste: bool) {
     if !prediction.uncertain.is_empty() {
         let uncertain: Vec<String> = prediction.uncertain.iter().map(|a| a.to_string()).collect();
+        let why = if from_paste {
+            "is not in the lspci output (see the warnings above)"
+        } else {
+            "could not be read (config space beyond 64 bytes needs root)"
+        };
         warn(&format!(
-            "warning: ACS, PCIe type or a register an ACS quirk reads of {} could not be read (config space beyond \
-             64 bytes needs root); the prediction may be wrong there",
+            "warning: ACS, PCIe type or a register an ACS quirk reads of {} {why}; the prediction may be wrong there",
             uncertain.join(", ")
         ));
     }

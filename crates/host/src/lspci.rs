@@ -1,11 +1,19 @@
-//! Reading `lspci -x`, `-xxx` or `-xxxx` output (with or without `-D`) into a [`Snapshot`], so the
-//! read-only commands, `predict` above all, run on a dump taken on another machine.
+//! Reading `lspci` output into a [`Snapshot`], so the read-only commands, `predict` above all, run on
+//! output saved on another machine: the hex dump (`lspci -x`, `-xxx` or `-xxxx`, with or without `-D`)
+//! and the decoded text (`lspci -v`, `-vv` or `-vvv`, with or without `-nn`, `-D`, `-k`, `-q`).
 //!
-//! A dump is a sequence of blocks: an address line `[DDDD:]BB:DD.F <text>`, then hex lines
-//! `off: xx xx ... xx` (16 bytes each, offsets 0, 0x10, ... in order). Lines that are neither are
-//! skipped: `-v` detail lines, `-nn` IDs inside the address line's text, a shell prompt, warnings such
-//! as `lspci: Unable to load libkmod resources`. CRLF line ends and a byte-order mark are accepted.
-//! Malformed hex lines are errors that name the line.
+//! Output is a sequence of blocks: an address line `[DDDD:]BB:DD.F <text>`, then hex lines
+//! `off: xx xx ... xx` (16 bytes each, offsets 0, 0x10, ... in order) and/or `-v` detail lines. Other
+//! lines (a shell prompt, `lspci: Unable to load libkmod resources`) are skipped. CRLF line ends and a
+//! byte-order mark are accepted. Malformed hex lines are errors that name the line.
+//!
+//! Which kind a block is, is decided per function: with hex lines its config space is the dump's (the
+//! hex bytes win over the text); with text only, a config space is rebuilt from the decoded facts (IDs,
+//! class, bridge buses, PCIe port type, ACS capability and control, ARI, SR-IOV; see `text.rs`) and
+//! nothing else. What the text does not say stays unknown: without `-vv` lines, or with `Capabilities:
+//! <access denied>` (lspci run without root), the rebuilt config space is the 64-byte header only, which
+//! makes ACS unknown and the function uncertain, with the reason in [`LspciDump::incomplete`] and the
+//! warnings.
 //!
 //! What the dump does not say is derived or inferred:
 //! - **Tree.** A function's parent is the bridge (type-1 or CardBus header) in the same domain whose
@@ -20,7 +28,10 @@
 //! - **Platform.** An AMD IOMMU PCI function (vendor 0x1022, class 0x0806) means AMD-Vi, so `IVRS` is
 //!   put into [`Snapshot::acpi_tables`]. That is an inference: the ACPI table is not in the dump.
 //!   The kernel command line (`pci=disable_acs_redir=`, `pci=config_acs=`) is unknown.
-//! - **Groups.** None: the dump has no kernel groups, so [`Snapshot::groups`] is empty.
+//! - **Groups.** The `IOMMU group: N` lines of `lspci -v` (pciutils 3.6 and later; `IOMMU group N` in the
+//!   `Flags:` line of older output) are the groups the kernel of that machine formed: they become
+//!   [`Snapshot::groups`] and each function's group ([`LspciDump::has_kernel_groups`]). A hex-only dump
+//!   has none, and [`Snapshot::groups`] is empty.
 //!
 //! ```
 //! let dump = "00:1f.0 ISA bridge: Intel Corporation 82801IB (ICH9) LPC Interface Controller (rev 02)\n\
@@ -32,13 +43,35 @@
 //! assert_eq!(d.snapshot.devices.len(), 1);
 //! assert_eq!(d.short_header, 1); // only 64 bytes: ACS unknown
 //! ```
+//!
+//! The same from `sudo lspci -vvnn` text, with the kernel's group:
+//!
+//! ```
+//! let text = "00:1c.0 PCI bridge [0604]: Intel Corporation Device [8086:a0b8] (rev 20) (prog-if 00 [Normal decode])\n\
+//! \tIOMMU group: 14\n\
+//! \tBus: primary=00, secondary=72, subordinate=72, sec-latency=0\n\
+//! \tCapabilities: [40] Express (v2) Root Port (Slot+), MSI 00\n\
+//! \tCapabilities: [220 v1] Access Control Services\n\
+//! \t\tACSCap:\tSrcValid+ TransBlk+ ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-\n\
+//! \t\tACSCtl:\tSrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-\n\
+//! \tKernel driver in use: pcieport\n\
+//! \n";
+//! let d = iommu_host::LspciDump::parse(text).unwrap();
+//! assert_eq!(d.from_text, 1);
+//! assert!(d.incomplete.is_empty()); // everything grouping needs was in the text
+//! assert!(d.has_kernel_groups());
+//! assert_eq!(d.snapshot.devices[0].iommu_group, Some(14));
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use iommu_pci::{ConfigInfo, PciAddress};
+use iommu_groups::quirks::{acs_quirks_for, AcsQuirkKind};
+use iommu_pci::{AcsState, ConfigInfo, PciAddress, PciIds};
 
-use crate::snapshot::{HostDevice, KernelInfo, Snapshot, FORMAT, VERSION};
+use crate::snapshot::{HostDevice, KernelGroup, KernelInfo, Snapshot, FORMAT, VERSION};
+
+mod text;
 
 /// Config-space lengths lspci prints: `-x` (64; 128 for a CardBus bridge), `-xxx` (256) and `-xxxx`
 /// (4096 where the kernel lets it read extended space, else 256).
@@ -81,8 +114,11 @@ pub enum LspciError {
         /// Bytes found.
         len: usize,
     },
-    /// A function's address line is followed by no config bytes at all.
-    #[error("line {line}: {address} has no config bytes (lspci needs -x, -xxx or -xxxx): {text:?}")]
+    /// A function's address line is followed by no config bytes, and no function has `-v` detail.
+    #[error(
+        "line {line}: {address} has no config bytes and the input no `-v` detail (run `sudo lspci -vvnn` or \
+         `sudo lspci -xxxx`): {text:?}"
+    )]
     NoBytes {
         /// Line of the function's address.
         line: usize,
@@ -128,6 +164,17 @@ pub struct LspciDump {
     pub amd_iommu: Option<PciAddress>,
     /// Oddities worth telling the user (e.g. two bridges claiming one bus).
     pub notes: Vec<String>,
+    /// Functions decoded from `-v` text (no hex bytes), their config space rebuilt from it.
+    pub from_text: usize,
+    /// Functions whose text says `Capabilities: <access denied>` (lspci not run as root).
+    pub access_denied: usize,
+    /// Text functions whose grouping facts are partly unknown, with the reason (one entry per reason).
+    pub incomplete: Vec<(PciAddress, String)>,
+    /// Text functions that are Intel SPT-style root ports, whose ACS control register lspci does not print.
+    pub spt_ports: Vec<PciAddress>,
+    /// In a paste with `IOMMU group:` lines, the functions whose block is cut before showing one: their
+    /// kernel group is unknown (not "no group"), so they cannot be compared with the kernel.
+    pub group_unknown: Vec<PciAddress>,
 }
 
 fn quote(text: &str) -> String {
@@ -142,11 +189,15 @@ fn line_err(line: usize, text: &str, reason: impl Into<String>) -> LspciError {
 }
 
 /// One function while its block is being read.
-struct Block {
+struct Block<'a> {
     line: usize,
     text: String,
+    /// The address line's text after the address.
+    rest: &'a str,
     address: PciAddress,
     config: Vec<u8>,
+    /// Every other line up to the next address line: `-v` detail, blank lines, stray text.
+    detail: Vec<&'a str>,
 }
 
 fn hex_digit(c: u8) -> Option<u8> {
@@ -242,10 +293,31 @@ impl LspciDump {
         }
     }
 
-    /// Parses `lspci -x`/`-xxx`/`-xxxx` text (see the module documentation for the rules).
+    /// Reads a dump file like [`LspciDump::load`], naming IDs from `ids` where the text has names only.
+    pub fn load_with_ids(path: &Path, ids: &PciIds) -> Result<Self, LspciError> {
+        let bytes = iommu_fsio::read_input(path, iommu_fsio::Limit::INPUT)
+            .map_err(|source| LspciError::Read { path: path.to_path_buf(), source })?;
+        let text = String::from_utf8_lossy(&bytes);
+        Self::parse_with_ids(&text, Some(ids))
+    }
+
+    /// Parses `lspci -x`/`-xxx`/`-xxxx` hex dumps and `lspci -v`/`-vv`/`-vvv` text (see the module
+    /// documentation for the rules). Without `-n`, IDs stay unknown: see [`LspciDump::parse_with_ids`].
     pub fn parse(text: &str) -> Result<Self, LspciError> {
+        Self::parse_with_ids(text, None)
+    }
+
+    /// Parses like [`LspciDump::parse`]; where an address line has names but no `[vvvv:dddd]` (lspci
+    /// without `-nn`), the IDs are those `ids` gives that name, when exactly one pair has it.
+    pub fn parse_with_ids(text: &str, ids: Option<&PciIds>) -> Result<Self, LspciError> {
         let blocks = read_blocks(text)?;
-        Ok(build(blocks))
+        Ok(build(decode(blocks, ids)))
+    }
+
+    /// Whether the text carried the kernel's IOMMU groups (`IOMMU group:` lines, pciutils 3.6 and later):
+    /// then [`Snapshot::groups`] holds them and the dump answers like a snapshot of that machine.
+    pub fn has_kernel_groups(&self) -> bool {
+        !self.snapshot.groups.is_empty()
     }
 
     /// Warnings for the user about what the dump cannot tell, one sentence each.
@@ -266,6 +338,37 @@ impl LspciDump {
                 self.short_pcie
             ));
         }
+        if self.access_denied > 0 {
+            w.push(format!(
+                "{} functions show `Capabilities: <access denied>`: lspci ran without root, so their PCIe type and \
+                 ACS are unknown; re-run it as `sudo lspci -vvnn`",
+                self.access_denied
+            ));
+        }
+        // One line per reason, naming the functions (at most 8, then a count).
+        let mut by_reason: BTreeMap<&str, Vec<PciAddress>> = BTreeMap::new();
+        for (a, why) in &self.incomplete {
+            if !why.contains("access denied") {
+                by_reason.entry(why.as_str()).or_default().push(*a);
+            }
+        }
+        for (why, addrs) in by_reason {
+            let mut names: Vec<String> = addrs.iter().take(8).map(|a| a.to_string()).collect();
+            if addrs.len() > 8 {
+                names.push(format!("and {} more", addrs.len() - 8));
+            }
+            w.push(format!("{why}: {}", names.join(", ")));
+        }
+        if !self.group_unknown.is_empty() {
+            let mut names: Vec<String> = self.group_unknown.iter().take(8).map(|a| a.to_string()).collect();
+            if self.group_unknown.len() > 8 {
+                names.push(format!("and {} more", self.group_unknown.len() - 8));
+            }
+            w.push(format!(
+                "the paste is cut before the `IOMMU group:` line of {}: their kernel group is unknown",
+                names.join(", ")
+            ));
+        }
         w.extend(self.notes.iter().cloned());
         w
     }
@@ -282,16 +385,95 @@ impl LspciDump {
                 self.virtfns.len()
             ));
         }
+        if self.from_text > 0 {
+            v.push(format!(
+                "{} functions decoded from lspci's text: their config space is rebuilt from what the text says \
+                 (multifunction from the other functions of each slot)",
+                self.from_text
+            ));
+        }
+        if !self.spt_ports.is_empty() {
+            v.push(format!(
+                "{} Intel SPT-style root ports keep their ACS control in a register lspci does not print; the \
+                 kernel's enabling of it is assumed",
+                self.spt_ports.len()
+            ));
+        }
         v
     }
 }
 
+/// One function ready for the snapshot: its config bytes (read or rebuilt) and the kernel facts the text
+/// gave.
+struct Function {
+    address: PciAddress,
+    config: Vec<u8>,
+    /// Bytes rebuilt from decoded text rather than read from a hex dump.
+    from_text: bool,
+    driver: Option<String>,
+    group: Option<u32>,
+    /// Why facts are unknown (text functions only).
+    unknown: Vec<&'static str>,
+    denied: bool,
+    /// The block ends as lspci ends one (always so for hex bytes, which lspci prints after the text).
+    ended: bool,
+}
+
+/// Decodes every block: hex bytes where the dump has them (they win), else a config space rebuilt from
+/// the `-v` text.
+fn decode(blocks: Vec<Block<'_>>, ids: Option<&PciIds>) -> Vec<Function> {
+    let facts: Vec<text::Facts> = blocks
+        .iter()
+        .map(|b| {
+            let mut f = text::Facts::default();
+            if b.config.is_empty() {
+                text::address_line(b.rest, ids, &mut f);
+            }
+            text::detail_lines(b.detail.iter().copied(), &mut f);
+            f
+        })
+        .collect();
+    let extended_readable = facts.iter().any(|f| f.ext_listed);
+    // Slots (domain, bus, device) with more than one function.
+    let mut per_slot: HashMap<(u32, u8, u8), usize> = HashMap::new();
+    for b in &blocks {
+        *per_slot.entry((b.address.domain, b.address.bus, b.address.device)).or_default() += 1;
+    }
+    blocks
+        .into_iter()
+        .zip(facts)
+        .map(|(b, f)| {
+            let a = b.address;
+            let ended = f.ended || !b.config.is_empty();
+            let (config, unknown, from_text) = if b.config.is_empty() {
+                let siblings = a.function == 0 && per_slot.get(&(a.domain, a.bus, a.device)).is_some_and(|&n| n > 1);
+                let s = text::synthesize(&f, text::Context { extended_readable, siblings });
+                (s.config, s.unknown, true)
+            } else {
+                (b.config, Vec::new(), false)
+            };
+            Function {
+                address: a,
+                config,
+                from_text,
+                driver: f.driver,
+                group: f.group,
+                unknown,
+                denied: f.denied,
+                ended,
+            }
+        })
+        .collect()
+}
+
 /// Splits the text into function blocks, checking every hex line.
-fn read_blocks(text: &str) -> Result<Vec<Block>, LspciError> {
+fn read_blocks(text: &str) -> Result<Vec<Block<'_>>, LspciError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut blocks: Vec<Block> = Vec::new();
     let mut seen: HashMap<PciAddress, usize> = HashMap::new();
-    for (i, raw) in text.split('\n').enumerate() {
+    // The newline ending the last line opens no line of its own (a blank line is one between two newlines).
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    for (i, raw) in body.split('\n').enumerate() {
         let line_no = i + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         // Fast path for the bulk of a dump: a hex line exactly as lspci prints it, at the expected offset.
@@ -304,6 +486,9 @@ fn read_blocks(text: &str) -> Result<Vec<Block>, LspciError> {
         let t = line.trim_start_matches([' ', '\t']);
         let (token, rest) = t.split_once([' ', '\t']).unwrap_or((t, ""));
         if token.is_empty() {
+            if let Some(b) = blocks.last_mut() {
+                b.detail.push(line);
+            }
             continue;
         }
         if let Some(off) = hex_offset(token) {
@@ -324,29 +509,38 @@ fn read_blocks(text: &str) -> Result<Vec<Block>, LspciError> {
             continue;
         }
         let Some(address) = address_line(token) else {
-            continue; // -v detail, a prompt, a warning: not ours.
+            // -v detail (decoded later), a prompt, a warning: kept with the function it follows.
+            if let Some(b) = blocks.last_mut() {
+                b.detail.push(line);
+            }
+            continue;
         };
         if let Some(&first) = seen.get(&address) {
             return Err(LspciError::Duplicate { line: line_no, first, address, text: quote(line) });
         }
         seen.insert(address, line_no);
         if let Some(prev) = blocks.last() {
-            check_block(prev)?;
+            check_length(prev)?;
         }
-        blocks.push(Block { line: line_no, text: quote(line), address, config: Vec::new() });
+        blocks.push(Block { line: line_no, text: quote(line), rest, address, config: Vec::new(), detail: Vec::new() });
     }
     match blocks.last() {
-        Some(b) => check_block(b)?,
+        Some(b) => check_length(b)?,
         None => return Err(LspciError::NoDevices),
+    }
+    // Text is accepted where some function has `-v` detail; a bare address line in a hex dump is an error.
+    let any_detail = blocks.iter().any(|b| b.detail.iter().any(|l| !l.trim().is_empty()));
+    if !any_detail {
+        if let Some(b) = blocks.iter().find(|b| b.config.is_empty()) {
+            return Err(LspciError::NoBytes { line: b.line, address: b.address, text: b.text.clone() });
+        }
     }
     Ok(blocks)
 }
 
-fn check_block(b: &Block) -> Result<(), LspciError> {
-    if b.config.is_empty() {
-        return Err(LspciError::NoBytes { line: b.line, address: b.address, text: b.text.clone() });
-    }
-    if !DUMP_LENGTHS.contains(&b.config.len()) {
+/// A function with hex bytes must have as many as lspci prints.
+fn check_length(b: &Block) -> Result<(), LspciError> {
+    if !b.config.is_empty() && !DUMP_LENGTHS.contains(&b.config.len()) {
         return Err(LspciError::Length { line: b.line, address: b.address, len: b.config.len() });
     }
     Ok(())
@@ -363,15 +557,33 @@ fn is_amd_iommu(config: &[u8]) -> bool {
     config[0..2] == [0x22, 0x10] && config[0x0b] == 0x08 && config[0x0a] == 0x06
 }
 
-/// Builds the snapshot from checked blocks: tree, virtual functions, platform facts.
-fn build(mut blocks: Vec<Block>) -> LspciDump {
-    blocks.sort_by_key(|b| b.address);
+/// Builds the snapshot from decoded functions: tree, virtual functions, platform facts, kernel groups.
+fn build(mut funcs: Vec<Function>) -> LspciDump {
+    funcs.sort_by_key(|f| f.address);
     let mut notes = Vec::new();
-    let mut devices: Vec<HostDevice> = blocks
+    let from_text = funcs.iter().filter(|f| f.from_text).count();
+    let access_denied = funcs.iter().filter(|f| f.denied).count();
+    let incomplete: Vec<(PciAddress, String)> =
+        funcs.iter().flat_map(|f| f.unknown.iter().map(|u| (f.address, u.to_string()))).collect();
+    let hex_len: HashMap<PciAddress, bool> = funcs.iter().map(|f| (f.address, !f.from_text)).collect();
+    let mut groups: BTreeMap<u32, Vec<PciAddress>> = BTreeMap::new();
+    for f in &funcs {
+        if let Some(g) = f.group {
+            groups.entry(g).or_default().push(f.address);
+        }
+    }
+    let group_unknown: Vec<PciAddress> = if groups.is_empty() {
+        Vec::new()
+    } else {
+        funcs.iter().filter(|f| f.group.is_none() && !f.ended).map(|f| f.address).collect()
+    };
+    let mut devices: Vec<HostDevice> = funcs
         .into_iter()
-        .map(|b| {
-            let mut d = HostDevice::new(b.address);
-            d.config = b.config;
+        .map(|f| {
+            let mut d = HostDevice::new(f.address);
+            d.config = f.config;
+            d.driver = f.driver;
+            d.iommu_group = f.group;
             d
         })
         .collect();
@@ -408,26 +620,51 @@ fn build(mut blocks: Vec<Block>) -> LspciDump {
     let amd_iommu = devices.iter().find(|d| is_amd_iommu(&d.config)).map(|d| d.address);
     let mut short_header = 0;
     let mut short_pcie = 0;
-    for d in &devices {
+    for d in devices.iter().filter(|d| hex_len.get(&d.address) == Some(&true)) {
         if d.config.len() < 256 {
             short_header += 1;
         } else if d.config.len() < 4096 && ConfigInfo::parse(&d.config).is_ok_and(|c| c.pcie.is_some()) {
             short_pcie += 1;
         }
     }
+    let spt_ports: Vec<PciAddress> = devices
+        .iter()
+        .filter(|d| hex_len.get(&d.address) == Some(&false))
+        .filter_map(|d| {
+            let c = ConfigInfo::parse(&d.config).ok()?;
+            let spt = acs_quirks_for(c.vendor_id, c.device_id).any(|q| matches!(q.kind, AcsQuirkKind::IntelSpt));
+            (spt && matches!(c.acs, AcsState::Present(_))).then_some(d.address)
+        })
+        .collect();
+    let groups = groups
+        .into_iter()
+        .map(|(id, devices)| KernelGroup { id, kind: None, reserved_regions: Vec::new(), devices })
+        .collect();
     let snapshot = Snapshot {
         format: FORMAT.to_string(),
         version: VERSION,
         kernel: KernelInfo::default(),
         iommu_units: Vec::new(),
         acpi_tables: amd_iommu.map(|_| vec!["IVRS".to_string()]).unwrap_or_default(),
-        groups: Vec::new(),
+        groups,
         devices,
         readiness: None,
         unreadable: Vec::new(),
         firmware: None,
     };
-    LspciDump { snapshot, short_header, short_pcie, virtfns, amd_iommu, notes }
+    LspciDump {
+        snapshot,
+        short_header,
+        short_pcie,
+        virtfns,
+        amd_iommu,
+        notes,
+        from_text,
+        access_denied,
+        incomplete,
+        spt_ports,
+        group_unknown,
+    }
 }
 
 /// Finds SR-IOV virtual functions from their physical functions' capabilities and marks them (`physfn`,
@@ -774,6 +1011,183 @@ mod tests {
         assert!(d.warnings()[0].contains("256 bytes"));
     }
 
+    /// A root port and an endpoint below it as `lspci -vvnn` prints them, with the kernel's groups.
+    const VV: &str = "\
+00:1c.0 PCI bridge [0604]: Intel Corporation Device [8086:7ab8] (rev 11) (prog-if 00 [Normal decode])
+\tControl: I/O+ Mem+ BusMaster+
+\tStatus: Cap+ 66MHz- UDF- FastB2B- ParErr- DEVSEL=fast
+\tIOMMU group: 7
+\tBus: primary=00, secondary=03, subordinate=03, sec-latency=0
+\tCapabilities: [40] Express (v2) Root Port (Slot+), IntMsgNum 0
+\tCapabilities: [220 v1] Access Control Services
+\t\tACSCap:\tSrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-
+\t\tACSCtl:\tSrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-
+\tKernel driver in use: pcieport
+
+03:00.0 Ethernet controller [0200]: Intel Corporation I211 Gigabit Network Connection [8086:1539] (rev 03)
+\tStatus: Cap+
+\tIOMMU group: 12
+\tCapabilities: [40] Power Management version 3
+\tCapabilities: [a0] Express (v2) Endpoint, MSI 00
+\tCapabilities: [100 v2] Advanced Error Reporting
+\tKernel driver in use: igb
+
+";
+
+    #[test]
+    fn vv_text_gives_the_tree_the_kernels_groups_and_drivers() {
+        let d = LspciDump::parse(VV).unwrap();
+        assert_eq!(d.from_text, 2);
+        assert!(d.has_kernel_groups());
+        let s = &d.snapshot;
+        assert_eq!(s.device(addr("03:00.0")).unwrap().parent, Some(addr("00:1c.0")));
+        assert_eq!(s.device(addr("03:00.0")).unwrap().driver.as_deref(), Some("igb"));
+        assert_eq!(s.group_of(addr("00:1c.0")).map(|g| g.id), Some(7));
+        assert_eq!(s.group(12).unwrap().devices, vec![addr("03:00.0")]);
+        assert!(d.incomplete.is_empty(), "{:?}", d.incomplete);
+        let (t, bad) = s.topology().unwrap();
+        assert!(bad.is_empty());
+        let p = iommu_groups::predict(&t, &s.platform(), iommu_groups::RuleSet::Linux6);
+        assert_eq!(p.groups.len(), 2, "the root port's ACS isolates the endpoint");
+        assert!(p.uncertain.is_empty());
+    }
+
+    #[test]
+    fn with_hex_lines_too_the_hex_bytes_win_and_the_text_still_gives_the_group() {
+        let mut c = bridge(3, 256);
+        c[0x00..0x04].copy_from_slice(&[0x86, 0x80, 0xb8, 0x7a]);
+        let text = format!(
+            "00:1c.0 PCI bridge [0604]: Intel Corporation Device [8086:7ab8]\n\tIOMMU group: 7\n\tBus: primary=00, \
+             secondary=09, subordinate=09, sec-latency=0\n{}\n",
+            hex(&c)
+        );
+        let d = LspciDump::parse(&text).unwrap();
+        assert_eq!(d.from_text, 0);
+        assert_eq!(d.snapshot.devices[0].config, c, "the hex bytes, not the text's bus 09");
+        assert_eq!(d.snapshot.devices[0].iommu_group, Some(7));
+    }
+
+    #[test]
+    fn a_non_root_paste_says_so_and_how_to_rerun() {
+        let text =
+            "00:1c.0 PCI bridge [0604]: Intel Corporation Device [8086:a110]\n\tStatus: Cap+\n\tIOMMU group: 3\n\
+                    \tBus: primary=00, secondary=01, subordinate=01, sec-latency=0\n\tCapabilities: <access denied>\n\n\
+                    01:00.0 Network controller [0280]: Intel Corporation Device [8086:2723]\n\tIOMMU group: 3\n\
+                    \tCapabilities: <access denied>\n\n";
+        let d = LspciDump::parse(text).unwrap();
+        assert_eq!(d.access_denied, 2);
+        let w = d.warnings().join("\n");
+        assert!(w.contains("sudo lspci -vvnn") && w.contains("2 functions"), "{w}");
+        let (t, _) = d.snapshot.topology().unwrap();
+        let p = iommu_groups::predict(&t, &d.snapshot.platform(), iommu_groups::RuleSet::Linux6);
+        assert!(p.uncertain.contains(&addr("00:1c.0")), "{:?}", p.uncertain);
+    }
+
+    #[test]
+    fn a_cut_paste_makes_the_cut_function_uncertain_not_acs_free() {
+        // The endpoint first (its extended capabilities show extended space was readable), then the root port
+        // cut before its ACS lines.
+        let (port, endpoint) = VV.split_once("\n\n").unwrap();
+        let cut = format!("{endpoint}{}", port.split("\tCapabilities: [220 v1]").next().unwrap());
+        let d = LspciDump::parse(&cut).unwrap();
+        assert!(d.incomplete.iter().any(|(a, why)| *a == addr("00:1c.0") && why.contains("cut")), "{:?}", d.incomplete);
+        let cfg = ConfigInfo::parse(&d.snapshot.devices[0].config).unwrap();
+        assert_eq!(cfg.acs, AcsState::Unknown);
+    }
+
+    #[test]
+    fn a_paste_cut_before_a_group_line_leaves_that_group_unknown_not_empty() {
+        // A complete block without a group line is a function the kernel put in no group; a block cut
+        // before its group line is one whose kernel group the paste does not show.
+        let text = "00:00.0 Host bridge [0600]: Advanced Micro Devices, Inc. [AMD] Device [1022:14e8]\n\
+                    \tStatus: Cap- 66MHz- UDF- FastB2B- ParErr- DEVSEL=fast\n\n\
+                    00:01.0 Host bridge [0600]: Advanced Micro Devices, Inc. [AMD] Device [1022:14ea]\n\
+                    \tStatus: Cap- 66MHz- UDF- FastB2B- ParErr- DEVSEL=fast\n\tIOMMU group: 0\n\n\
+                    00:01.1 PCI bridge [0604]: Advanced Micro Devices, Inc. [AMD] Device [1022:14ed]\n\
+                    \tControl: I/O+ Mem+ BusMaster+\n";
+        let d = LspciDump::parse(text).unwrap();
+        assert!(d.has_kernel_groups());
+        assert_eq!(d.group_unknown, vec![addr("00:01.1")]);
+        assert!(
+            d.warnings().join("\n").contains("cut before the `IOMMU group:` line of 0000:00:01.1"),
+            "{:?}",
+            d.warnings()
+        );
+        // Without any group line there is nothing to be unknown against.
+        let d = LspciDump::parse(&text.replace("\tIOMMU group: 0\n", "")).unwrap();
+        assert!(!d.has_kernel_groups() && d.group_unknown.is_empty());
+    }
+
+    #[test]
+    fn v_flags_lines_and_five_digit_domains_are_read() {
+        let text = "10000:e0:06.0 PCI bridge [0604]: Intel Corporation Device [8086:a74d]\n\
+                    \tFlags: bus master, fast devsel, latency 0, IOMMU group 9\n\
+                    \tBus: primary=e0, secondary=e1, subordinate=e1, sec-latency=0\n\
+                    \tCapabilities: [40] Express Root Port (Slot+), MSI 00\n\
+                    \tCapabilities: [100] Access Control Services\n\tKernel driver in use: pcieport\n\n\
+                    10000:e1:00.0 Non-Volatile memory controller [0108]: Device [144d:a80a]\n\
+                    \tFlags: bus master, fast devsel, latency 0, IOMMU group 9\n\
+                    \tCapabilities: [70] Express Endpoint, MSI 00\n\tKernel driver in use: nvme\n\n";
+        let d = LspciDump::parse(text).unwrap();
+        let s = &d.snapshot;
+        assert_eq!(s.group(9).unwrap().devices, vec![addr("10000:e0:06.0"), addr("10000:e1:00.0")]);
+        assert_eq!(s.device(addr("10000:e1:00.0")).unwrap().parent, Some(addr("10000:e0:06.0")));
+        assert!(d.incomplete.iter().any(|(_, why)| why.contains("registers not shown")), "{:?}", d.incomplete);
+    }
+
+    #[test]
+    fn without_nn_ids_come_from_pci_ids_and_are_unknown_otherwise() {
+        let ids = PciIds::parse("8086  Intel Corporation\n\t1539  I211 Gigabit Network Connection\nC 02  Network controller\n\t00  Ethernet controller\n");
+        let text = "03:00.0 Ethernet controller: Intel Corporation I211 Gigabit Network Connection (rev 03)\n\tStatus: Cap-\n\n";
+        let d = LspciDump::parse_with_ids(text, Some(&ids)).unwrap();
+        let c = ConfigInfo::parse(&d.snapshot.devices[0].config).unwrap();
+        assert_eq!((c.vendor_id, c.device_id, c.class, c.revision), (0x8086, 0x1539, 0x020000, 3));
+        let d = LspciDump::parse(text).unwrap();
+        assert!(d.incomplete.iter().any(|(_, why)| why.contains("use lspci -nn")), "{:?}", d.incomplete);
+    }
+
+    #[test]
+    fn virtual_functions_in_text_are_found_from_the_pfs_sr_iov_lines() {
+        let text = "01:00.0 Ethernet controller [0200]: Intel Corporation I350 Gigabit Network Connection [8086:1521] (rev 01)\n\
+                    \tIOMMU group: 20\n\tCapabilities: [a0] Express (v2) Endpoint, MSI 00\n\
+                    \tCapabilities: [160 v1] Single Root I/O Virtualization (SR-IOV)\n\
+                    \t\tIOVCtl:\tEnable+ Migration- Interrupt- MSE+ ARIHierarchy+ 10BitTagReq-\n\
+                    \t\tInitial VFs: 8, Total VFs: 8, Number of VFs: 2, Function Dependency Link: 00\n\
+                    \t\tVF offset: 128, stride: 4, Device ID: 1520\n\n\
+                    01:10.0 Ethernet controller [0200]: Intel Corporation I350 Ethernet Controller Virtual Function [8086:1520] (rev 01)\n\
+                    \tIOMMU group: 21\n\tCapabilities: [70] Express (v2) Endpoint, MSI 00\n\
+                    \tCapabilities: [150 v1] Alternative Routing-ID Interpretation (ARI)\n\n\
+                    01:10.4 Ethernet controller [0200]: Intel Corporation I350 Ethernet Controller Virtual Function [8086:1520] (rev 01)\n\
+                    \tIOMMU group: 22\n\tCapabilities: [70] Express (v2) Endpoint, MSI 00\n\n";
+        let d = LspciDump::parse(text).unwrap();
+        assert_eq!(d.virtfns, vec![(addr("01:10.0"), addr("01:00.0")), (addr("01:10.4"), addr("01:00.0"))]);
+        let (t, _) = d.snapshot.topology().unwrap();
+        let p = iommu_groups::predict(&t, &d.snapshot.platform(), iommu_groups::RuleSet::Linux6);
+        assert_eq!(p.groups.len(), 3, "virtual functions are never multifunction siblings");
+    }
+
+    #[test]
+    fn function_zero_of_a_slot_with_siblings_is_multifunction() {
+        let text = "00:1f.0 ISA bridge [0601]: Intel Corporation Device [8086:a082]\n\tStatus: Cap-\n\n\
+                    00:1f.3 Audio device [0403]: Intel Corporation Device [8086:a0c8]\n\tStatus: Cap-\n\n\
+                    00:14.0 USB controller [0c03]: Intel Corporation Device [8086:a0ed]\n\tStatus: Cap-\n\n";
+        let d = LspciDump::parse(text).unwrap();
+        let mf = |a: &str| ConfigInfo::parse(&d.snapshot.device(addr(a)).unwrap().config).unwrap().multifunction;
+        assert!(mf("00:1f.0"));
+        assert!(!mf("00:14.0"));
+    }
+
+    #[test]
+    fn stray_lines_inside_a_block_do_not_end_it() {
+        let text = VV.replace(
+            "\tCapabilities: [220 v1]",
+            "pcilib: Error reading label\nrted Link Speeds\n\tCapabilities: [220 v1]",
+        );
+        let d = LspciDump::parse(&text).unwrap();
+        assert!(d.incomplete.is_empty(), "{:?}", d.incomplete);
+        assert!(matches!(ConfigInfo::parse(&d.snapshot.devices[0].config).unwrap().acs, AcsState::Present(_)));
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -782,6 +1196,23 @@ mod tests {
             #[test]
             fn arbitrary_text_never_panics(s in "\\PC{0,400}") {
                 let _ = LspciDump::parse(&s);
+            }
+
+            #[test]
+            fn mutated_vv_text_never_panics(
+                cut in 0usize..2000,
+                flip in 0usize..2000,
+                ch in prop::sample::select(vec!['0', 'f', ' ', ':', '.', '\n', '[', ']', '+', '-', '\t', '=', ',']),
+            ) {
+                let mut chars: Vec<char> = VV.chars().collect();
+                let n = chars.len();
+                chars[flip % n] = ch;
+                chars.truncate(n - cut % n);
+                let text: String = chars.into_iter().collect();
+                if let Ok(d) = LspciDump::parse(&text) {
+                    let _ = d.snapshot.topology();
+                    let _ = d.warnings();
+                }
             }
 
             #[test]

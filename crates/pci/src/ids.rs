@@ -327,6 +327,73 @@ impl PciIds {
         sub.or(base)
     }
 
+    /// The (vendor, device) IDs whose names, joined as lspci prints them without `-n` (`Vendor Device`),
+    /// equal `text`; also `Vendor Device dddd` (a known vendor's unknown device) and `Device vvvv:dddd`.
+    /// Several pairs can share one name: the caller decides what an ambiguous answer means.
+    ///
+    /// ```
+    /// let ids = iommu_pci::PciIds::parse("8086  Intel Corporation\n\t10d3  82574L Gigabit Network Connection\n");
+    /// assert_eq!(ids.ids_for_name("Intel Corporation 82574L Gigabit Network Connection"), [(0x8086, 0x10d3)]);
+    /// assert_eq!(ids.ids_for_name("Intel Corporation Device 1234"), [(0x8086, 0x1234)]);
+    /// assert!(ids.ids_for_name("Intel Corporation Something Else").is_empty());
+    /// ```
+    pub fn ids_for_name(&self, text: &str) -> Vec<(u16, u16)> {
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix("Device ") {
+            if let Some((v, tail)) = hex_prefix::<4>(rest) {
+                if let Some((d, "")) = tail.strip_prefix(':').and_then(hex_prefix::<4>) {
+                    return vec![(v, d)];
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (vi, entry) in self.vendors.iter().enumerate() {
+            let Some(device_name) = text.strip_prefix(self.name(entry.name)).and_then(|r| r.strip_prefix(' ')) else {
+                continue;
+            };
+            if let Some((d, "")) = device_name.strip_prefix("Device ").and_then(hex_prefix::<4>) {
+                out.push((entry.id, d));
+                continue;
+            }
+            for &(d, at) in self.device_index(vi) {
+                if self.line_name(at, 1 + 4) == Some(device_name) {
+                    out.push((entry.id, d));
+                }
+            }
+        }
+        out
+    }
+
+    /// The class codes (`base << 16 | sub << 8`, programming interface 0) whose subclass name is `name`,
+    /// or whose base class name is (lspci prints the base class name when the subclass has none).
+    ///
+    /// ```
+    /// let ids = iommu_pci::PciIds::parse("C 06  Bridge\n\t04  PCI bridge\n");
+    /// assert_eq!(ids.classes_for_name("PCI bridge"), [0x060400]);
+    /// assert_eq!(ids.classes_for_name("Bridge"), [0x060000]);
+    /// ```
+    pub fn classes_for_name(&self, name: &str) -> Vec<u32> {
+        let name = name.trim();
+        let mut out = Vec::new();
+        for entry in &self.classes {
+            let base = u32::from(entry.id) << 16;
+            if self.name(entry.name) == name {
+                out.push(base);
+            }
+            for (_, line) in lines_from(&self.text, entry.block.0, entry.block.1) {
+                let Some(rest) = line.strip_prefix('\t') else { continue };
+                if rest.starts_with('\t') {
+                    continue;
+                }
+                let Some((sub, tail)) = hex_prefix::<2>(rest) else { continue };
+                if name_after(tail) == Some(name) {
+                    out.push(base | u32::from(sub) << 8);
+                }
+            }
+        }
+        out
+    }
+
     /// `Vendor Device [vvvv:dddd]`, e.g. `Intel Corporation 82574L Gigabit Network Connection [8086:10d3]`.
     ///
     /// An unknown device of a known vendor gives `Intel Corporation Device [8086:ffff]`; an unknown

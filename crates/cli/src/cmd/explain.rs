@@ -44,8 +44,15 @@ pub fn run(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
             )
         }
         (Some(g), Some(true)) => format!("The running kernel agrees: its group {} has the same members.", g.id),
-        _ if matches!(src.origin, Origin::Lspci(_)) => {
+        _ if src.group_unknown.contains(&a) => {
+            "The paste is cut before its `IOMMU group:` line, so the kernel's group is unknown: this is a prediction."
+                .into()
+        }
+        _ if matches!(src.origin, Origin::Lspci(_)) && !src.has_kernel_groups() => {
             "An lspci dump has no kernel groups: this is a prediction.".into()
+        }
+        _ if matches!(src.origin, Origin::Lspci(_)) => {
+            "The dump's kernel put it in no IOMMU group: this is a prediction.".into()
         }
         _ => "The running kernel has no IOMMU group for it (IOMMU off?): this is a prediction.".into(),
     };

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use iommu_graph::{Group, Model, Title};
 
-use crate::config::Origin;
 use crate::output::Outcome;
 use crate::source::Source;
 
@@ -21,8 +20,9 @@ pub enum Format {
 /// `iommuctl graph` on a host read at the level `list` reads (`--json` is refused up front).
 pub fn run(src: &Source, format: Format, output: Option<&Path>) -> anyhow::Result<Outcome> {
     let ids = src.ids();
-    let model = if matches!(src.origin, Origin::Lspci(_)) {
-        // A dump has no kernel groups and no kernel: draw the groups Linux would form, and say so.
+    let model = if !src.has_kernel_groups() {
+        // A dump without `IOMMU group:` lines has no kernel groups: draw the groups Linux would form, and
+        // say so.
         let predicted = src.predict()?;
         let groups: Vec<Group> = predicted
             .prediction

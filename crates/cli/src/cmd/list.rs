@@ -87,10 +87,10 @@ fn list_device(src: &Source, ids: &PciIds, cfgs: &BTreeMap<PciAddress, ConfigInf
 /// `iommuctl list`.
 pub fn run(src: &Source, color: bool) -> anyhow::Result<Outcome> {
     let snap = &src.snapshot;
-    if let Origin::Lspci(f) = &src.origin {
+    if let (Origin::Lspci(f), false) = (&src.origin, src.has_kernel_groups()) {
         let message = format!(
-            "an lspci dump holds config space only, no kernel IOMMU groups; `iommuctl --from-lspci {} predict` \
-             shows the groups Linux would form",
+            "this lspci dump holds config space only, no kernel IOMMU groups (no `IOMMU group:` lines: lspci -vv \
+             from pciutils 3.6 or later prints them); `iommuctl --from-lspci {} predict` shows the groups Linux would form",
             sanitize(&f.display().to_string())
         );
         let report = NoGroups { groups: [], iommu_enabled: None, message: message.clone(), source: Some("lspci") };

@@ -57,18 +57,17 @@ pub fn run(src: &Source, diff: bool) -> anyhow::Result<Outcome> {
         .collect();
     let mut differences = Vec::new();
     if diff {
+        if !src.has_kernel_groups() {
+            return Err(fail(
+                Exit::BadInput,
+                "predict --diff compares with the kernel's groups, and an lspci dump has none unless it has \
+                 `IOMMU group:` lines (lspci -vv, pciutils 3.6 or later); run predict without --diff",
+            ));
+        }
         if snap.groups.is_empty() {
             return Err(fail(Exit::Negative, format!("cannot compare: {IOMMU_OFF_HINT}")));
         }
-        let kernel: BTreeSet<Vec<PciAddress>> = snap.groups.iter().map(|g| g.devices.clone()).collect();
-        let predicted: BTreeSet<Vec<PciAddress>> = pred.groups.iter().map(|g| g.devices.clone()).collect();
-        let show = |v: &Vec<PciAddress>| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
-        for k in kernel.difference(&predicted) {
-            differences.push(format!("kernel has    {{{}}}", show(k)));
-        }
-        for k in predicted.difference(&kernel) {
-            differences.push(format!("predicted has {{{}}}", show(k)));
-        }
+        differences = compare(snap, &predicted, &src.group_unknown);
     }
     let exit = if differences.is_empty() { Exit::Ok } else { Exit::Negative };
     let report = PredictReport {
@@ -82,6 +81,41 @@ pub fn run(src: &Source, diff: bool) -> anyhow::Result<Outcome> {
         differences: diff.then_some(differences),
     };
     Ok(Outcome::report(Sorted(report)).with_exit(exit))
+}
+
+/// The kernel's groups against the predicted ones, each difference with what explains it: the predicted
+/// reason for one member of each predicted group that differs, and the functions the kernel put in no group.
+/// Functions whose kernel group a cut paste does not show (`unknown`) are left out of both sides.
+fn compare(snap: &iommu_host::Snapshot, predicted: &crate::source::Predicted, unknown: &[PciAddress]) -> Vec<String> {
+    let pred = &predicted.prediction;
+    let kernel: BTreeSet<Vec<PciAddress>> = snap.groups.iter().map(|g| g.devices.clone()).collect();
+    let ours: BTreeSet<Vec<PciAddress>> = pred
+        .groups
+        .iter()
+        .map(|g| g.devices.iter().copied().filter(|a| !unknown.contains(a)).collect::<Vec<_>>())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let show = |v: &[PciAddress]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
+    let mut out = Vec::new();
+    for k in kernel.difference(&ours) {
+        out.push(format!("kernel has    {{{}}}", show(k)));
+    }
+    for k in ours.difference(&kernel) {
+        out.push(format!("predicted has {{{}}}", show(k)));
+        let ungrouped: Vec<PciAddress> = k.iter().copied().filter(|&a| snap.group_of(a).is_none()).collect();
+        if !ungrouped.is_empty() {
+            out.push(format!(
+                "  the kernel put {} in no group (not behind the IOMMU as the firmware describes it: on AMD the \
+                 IVRS table decides, which config space does not show)",
+                show(&ungrouped)
+            ));
+        }
+        let Some(&first) = k.iter().find(|&&a| snap.group_of(a).is_some()) else { continue };
+        if let Some(e) = iommu_groups::explain(&predicted.topology, pred, first) {
+            out.extend(e.sentences.iter().skip(1).take(3).map(|s| format!("  because {s}")));
+        }
+    }
+    out
 }
 
 impl fmt::Display for PredictReport {
@@ -140,7 +174,7 @@ pub fn what_if(src: &Source, raw: &[String]) -> anyhow::Result<Outcome> {
     // what_if predicts today's groups itself: only the tree is needed here.
     let topology = src.topology()?;
     let mut outcome = run_what_if(&topology, &snap.platform(), &changes);
-    warn_uncertain(&outcome.today);
+    warn_uncertain(&outcome.today, matches!(src.origin, crate::config::Origin::Lspci(_)));
     if let Some((major, minor)) = snap.kernel.version() {
         if (major, minor) < (6, 11) && changes.iter().any(|c| matches!(c, Change::ConfigAcs { .. })) {
             outcome.warnings.insert(
