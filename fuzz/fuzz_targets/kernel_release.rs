@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let k = iommu_host::KernelInfo { release: Some(text.to_string()), cmdline: None };
+    let k = iommu_host::KernelInfo { release: Some(text.to_string()), cmdline: None, ..iommu_host::KernelInfo::default() };
     if let Some((major, minor)) = k.version() {
         let lead: String = text.chars().take_while(char::is_ascii_digit).collect();
         assert_eq!(lead.parse::<u32>().ok(), Some(major), "{text:?} -> {major}.{minor}");

@@ -77,6 +77,25 @@ pub fn explain(t: &Topology, p: &Prediction, addr: PciAddress) -> Option<Explana
             ));
         }
     }
+    if let Some(vmd) = ev.dma_device {
+        s.push(format!(
+            "It is behind Intel VMD {vmd}, which does its DMA: every request from its PCI domain reaches the IOMMU \
+             with {vmd}'s requester ID, so the whole domain shares {vmd}'s group whatever ACS its ports have."
+        ));
+    }
+    if let Some(alias) = ev.ivrs_alias {
+        if alias.bus == addr.bus {
+            s.push(format!(
+                "The ACPI IVRS table gives it the alias {alias}, so the kernel adds {alias} as one of its DMA aliases \
+                 before grouping."
+            ));
+        } else {
+            s.push(format!(
+                "The ACPI IVRS table gives it the alias {alias}, on another bus: the kernel does not make that a DMA \
+                 alias, so it does not change groups."
+            ));
+        }
+    }
     if !ev.requester_id_walk.is_empty() {
         let w: Vec<String> = ev.requester_id_walk.iter().map(|a| format!("{a} ({})", kind_of(t, *a))).collect();
         s.push(format!(
@@ -103,13 +122,21 @@ pub fn explain(t: &Topology, p: &Prediction, addr: PciAddress) -> Option<Explana
                     .unwrap_or_default();
                 format!("{who} joined the group of its upstream bridge {bridge}, which is not ACS-isolated{why}.")
             }
-            Join::DmaAlias { with, from } => {
-                let q = e.alias_quirk.map(|q| format!(" (quirk: {q})")).unwrap_or_default();
+            Join::DmaAlias { with, from, ivrs } => {
+                let q = if *ivrs {
+                    " (ACPI IVRS alias: the firmware's IVRS table says the requests carry the other function's ID)"
+                        .to_string()
+                } else {
+                    e.alias_quirk.map(|q| format!(" (quirk: {q})")).unwrap_or_default()
+                };
                 if from == &who {
                     format!("{who} joined because it is a DMA alias of {with}{q}.")
                 } else {
                     format!("{who} joined because its upstream bridge {from} is a DMA alias of {with}{q}.")
                 }
+            }
+            Join::Vmd { endpoint } => {
+                format!("{who} joined because it is behind Intel VMD {endpoint}, which does its DMA.")
             }
             Join::Multifunction { with, from } => {
                 let own = p.evidence_for(*from).map(|f| f.own_acs.describe()).unwrap_or_default();
@@ -124,7 +151,13 @@ pub fn explain(t: &Topology, p: &Prediction, addr: PciAddress) -> Option<Explana
         };
         s.push(line);
     }
-    if !others.is_empty() {
+    if let (Some(vmd), false) = (ev.dma_device, others.is_empty()) {
+        fixes.push(format!(
+            "turn Intel VMD off in the firmware (storage mode AHCI/NVMe instead of RAID or Intel RST): only then do \
+             the functions behind {vmd} use requester IDs of their own"
+        ));
+    }
+    if !others.is_empty() && ev.dma_device.is_none() {
         for h in &ev.hops {
             if let (false, Some((b, v))) = (h.isolated, &h.blocker) {
                 let fix = match v {

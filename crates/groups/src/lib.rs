@@ -2,8 +2,10 @@
 //!
 //! A [`Topology`] holds PCI functions (built from decoded config space) and their upstream bridges.
 //! [`predict`] runs the grouping rules Linux applies when it adds PCI devices to an IOMMU (probe order,
-//! requester-ID walk, upstream ACS climb, DMA aliases, multifunction siblings, ACS and alias quirks) and
-//! returns groups plus the [`Evidence`] behind every placement; [`explain`] turns evidence into sentences.
+//! requester-ID walk, upstream ACS climb, DMA aliases, multifunction siblings, ACS and alias quirks, the
+//! DMA device of Intel VMD domains ([`vmd`]) and the aliases and coverage of AMD's ACPI IVRS table
+//! ([`ivrs`])) and returns groups plus the [`Evidence`] behind every placement; [`explain`] turns evidence
+//! into sentences.
 //!
 //! Pure: no file system, no clock.
 //!
@@ -29,9 +31,11 @@
 
 mod acs;
 mod explain;
+pub mod ivrs;
 mod model;
 mod predict;
 pub mod quirks;
+pub mod vmd;
 mod whatif;
 
 pub use acs::{acs_verdict, AcsVerdict, REQUIRED};

@@ -3,6 +3,9 @@
 use iommu_pci::{AcsState, ConfigInfo, HeaderKind, PciAddress, PortType};
 use serde::{Deserialize, Serialize};
 
+use crate::ivrs::{Ivrs, IvrsFacts};
+use crate::vmd::VmdDomain;
+
 /// Whether a function is PCI Express, and of which type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "type")]
@@ -238,9 +241,18 @@ pub struct Platform {
     #[serde(default)]
     pub acs_control_from_running_kernel: bool,
     /// What reading a command line found that changes how it counts: a parameter given more than once
-    /// (the kernel reads the last), a list the kernel stops reading early, a parameter this kernel ignores.
+    /// (the kernel reads the last), a list the kernel stops reading early, a parameter this kernel ignores;
+    /// and what reading an ACPI IVRS table found ([`Platform::apply_ivrs`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Intel VMD domains and the VMD endpoint each one's functions DMA as ([`crate::vmd`]): every function of
+    /// such a domain joins the endpoint's group. From sysfs on a live host, or [`crate::vmd::pair_domains`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vmd_domains: Vec<VmdDomain>,
+    /// What the host's ACPI IVRS table says about the topology's functions ([`crate::ivrs`]): DMA aliases
+    /// Linux adds before grouping, and functions no AMD IOMMU translates. Empty when the table was not read.
+    #[serde(default, skip_serializing_if = "IvrsFacts::is_empty")]
+    pub ivrs: IvrsFacts,
 }
 
 impl Default for Platform {
@@ -254,6 +266,8 @@ impl Default for Platform {
             acs_override: AcsOverride::default(),
             acs_control_from_running_kernel: false,
             notes: Vec::new(),
+            vmd_domains: Vec::new(),
+            ivrs: IvrsFacts::default(),
         }
     }
 }
@@ -279,6 +293,28 @@ impl Platform {
                 None => "this kernel (release unknown)".to_string(),
             }
         ));
+    }
+
+    /// The VMD endpoint whose requester ID the functions of `domain` use, if `domain` is a VMD domain.
+    pub fn vmd_endpoint_of(&self, domain: u32) -> Option<PciAddress> {
+        self.vmd_domains.iter().find(|v| v.domain == domain).map(|v| v.endpoint)
+    }
+
+    /// Applies a host's ACPI IVRS table to `functions` (the topology's addresses): marks an AMD IOMMU as
+    /// present, keeps what Linux derives from the table in [`Platform::ivrs`], and notes the table's
+    /// problems. When Linux would refuse the whole table, nothing is kept but a note saying why.
+    pub fn apply_ivrs(&mut self, ivrs: &Ivrs, functions: &[PciAddress]) {
+        self.amd_ivrs = true;
+        for p in &ivrs.problems {
+            self.notes.push(format!("ACPI IVRS table: {p}"));
+        }
+        match ivrs.facts(functions) {
+            Ok(facts) => self.ivrs = facts,
+            Err(why) => {
+                self.ivrs = IvrsFacts::default();
+                self.notes.push(format!("ACPI IVRS table: {why}; groups are predicted as if the table were not there"));
+            }
+        }
     }
 
     /// The RCBA enable bit recorded for the function at `lpc`, if it was read.

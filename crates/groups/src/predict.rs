@@ -45,12 +45,21 @@ pub enum Join {
         /// The bridge.
         bridge: PciAddress,
     },
-    /// A DMA alias (a quirk) ties the device to another function on its bus.
+    /// A DMA alias (a quirk, or the ACPI IVRS table on AMD) ties the device to another function on its bus.
     DmaAlias {
         /// The aliasing function whose group was found.
         with: PciAddress,
         /// The function whose alias search found it (the device itself or its upstream bridge).
         from: PciAddress,
+        /// An alias from the ACPI IVRS table (not a quirk) was on the way.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ivrs: bool,
+    },
+    /// The device sits in an Intel VMD domain: its DMA carries the VMD endpoint's requester ID
+    /// (`pci_real_dma_dev`), and the endpoint, or a function already grouped with the VMD domain, had a group.
+    Vmd {
+        /// The VMD endpoint that does the domain's DMA.
+        endpoint: PciAddress,
     },
     /// A multifunction sibling without ACS isolation already had a group.
     Multifunction {
@@ -89,6 +98,13 @@ pub struct Evidence {
     pub own_acs: AcsVerdict,
     /// DMA-alias quirk that applies to the device, if any.
     pub alias_quirk: Option<&'static str>,
+    /// The function whose requester ID the device's DMA carries when it is not the device itself: the
+    /// VMD endpoint of an Intel VMD domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dma_device: Option<PciAddress>,
+    /// The alias the ACPI IVRS table gives the device, if any (a DMA alias only when on its own bus).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ivrs_alias: Option<PciAddress>,
 }
 
 /// One predicted group.
@@ -146,6 +162,7 @@ const FLAG_RUNTIME_ALIAS: u8 = 4;
 
 struct Engine<'a> {
     t: &'a Topology,
+    platform: &'a Platform,
     port_type: Vec<Option<PortType>>,
     ctx: Vec<Context>,
     verdict: Vec<AcsVerdict>,
@@ -154,9 +171,19 @@ struct Engine<'a> {
     flags: Vec<u8>,
     alias_mask: HashMap<u32, [u64; 4]>,
     alias_name: HashMap<u32, &'static str>,
+    /// DMA aliases from the ACPI IVRS table: the kernel adds them when it probes the function
+    /// (`setup_aliases`), so they count only once the function has been placed, or while it is placed.
+    ivrs_mask: HashMap<u32, [u64; 4]>,
     bus_has_alias: HashMap<(u32, u8), ()>,
     group: Vec<u32>,
     uncertain: Vec<u32>,
+    /// For each device, the index of the function whose requester ID its DMA carries (an Intel VMD
+    /// endpoint), or NONE for itself.
+    dma_src: Vec<u32>,
+    /// For each device of a VMD domain whose endpoint is not in the topology: that domain and endpoint.
+    vmd_absent: Vec<Option<(u32, PciAddress)>>,
+    /// The device being placed.
+    current: usize,
 }
 
 /// Predicts the kernel's IOMMU groups for a topology.
@@ -169,16 +196,36 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
     let mut members: Vec<Vec<PciAddress>> = Vec::new();
     let mut excluded = Vec::new();
     let mut evidence_of = vec![NONE; n];
+    // The group of each VMD domain whose endpoint is not in the topology, once one of its functions has one.
+    let mut absent_vmd_group: HashMap<u32, u32> = HashMap::new();
     for &d in &t.probe_order {
         if let Some(why) = not_translated(&t.devices[d as usize], platform) {
             excluded.push((t.devices[d as usize].address, why));
             continue;
         }
-        let mut ev = e.place(d as usize);
+        let absent = e.vmd_absent[d as usize];
+        let mut ev = match absent {
+            // The kernel would start from the endpoint, whose group is unknown here: the domain's first
+            // function starts one, the others join it.
+            Some((dom, endpoint)) => {
+                let mut ev = e.evidence(d as usize);
+                if let Some(&g) = absent_vmd_group.get(&dom) {
+                    ev.group = g;
+                    ev.join = Join::Vmd { endpoint };
+                }
+                ev
+            }
+            None => e.place(d as usize),
+        };
         if ev.join == Join::NewGroup {
             ev.group = next_id;
             next_id += 1;
             members.push(Vec::new());
+        }
+        if let Some((dom, _)) = absent {
+            // Every function of the domain DMAs as the same absent endpoint: one group, and a guess.
+            absent_vmd_group.entry(dom).or_insert(ev.group);
+            e.uncertain.push(d);
         }
         e.group[d as usize] = ev.group;
         evidence_of[d as usize] = evidence.len() as u32;
@@ -214,9 +261,16 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
 }
 
 /// Functions the IOMMU leaves out of every group. On AMD the IOMMU is itself a PCI function (class
-/// 0806); the kernel does not put it in a group (seen on 6.1 and 6.12 with QEMU's amd-iommu).
+/// 0806); the kernel does not put it in a group (seen on 6.1 and 6.12 with QEMU's amd-iommu). With the
+/// host's IVRS table read, so are the functions no IVHD device entry covers (amd/iommu.c, `check_device`).
 fn not_translated(d: &crate::model::Device, platform: &Platform) -> Option<&'static str> {
-    (platform.amd_ivrs && d.vendor == 0x1022 && d.class >> 8 == 0x0806).then_some("the AMD IOMMU's own PCI function")
+    if platform.amd_ivrs && d.vendor == 0x1022 && d.class >> 8 == 0x0806 {
+        Some("the AMD IOMMU's own PCI function")
+    } else if platform.ivrs.is_untranslated(d.address) {
+        Some("no ACPI IVRS device entry puts it behind an AMD IOMMU")
+    } else {
+        None
+    }
 }
 
 /// Each device's PCIe type after the kernel's corrections, in address order (`None` when not PCIe).
@@ -236,13 +290,15 @@ pub fn acs_verdicts(t: &Topology, platform: &Platform) -> Vec<AcsVerdict> {
 }
 
 impl<'a> Engine<'a> {
-    fn new(t: &'a Topology, platform: &Platform) -> Self {
+    fn new(t: &'a Topology, platform: &'a Platform) -> Self {
         let n = t.devices.len();
         let port_type = port_types(t);
         let ctx = contexts(t, &port_type, platform);
         let verdict = (0..n).map(|i| verdict(&t.devices[i], &ctx[i], platform)).collect();
+        let (dma_src, vmd_absent) = vmd_sources(t, platform);
         let mut e = Engine {
             t,
+            platform,
             port_type,
             ctx,
             verdict,
@@ -250,12 +306,23 @@ impl<'a> Engine<'a> {
             flags: vec![0; n],
             alias_mask: HashMap::new(),
             alias_name: HashMap::new(),
+            ivrs_mask: HashMap::new(),
             bus_has_alias: HashMap::new(),
             group: vec![NONE; n],
             uncertain: Vec::new(),
+            dma_src,
+            vmd_absent,
+            current: 0,
         };
         for i in 0..n {
             e.apply_alias_quirks(i);
+        }
+        for a in &platform.ivrs.aliases {
+            // setup_aliases: only an alias on the function's own bus becomes a DMA alias.
+            let (Some(i), true) = (t.index_of(a.device), a.alias.bus == a.device.bus) else { continue };
+            let f = a.alias.devfn();
+            e.ivrs_mask.entry(i as u32).or_insert([0; 4])[usize::from(f >> 6)] |= 1 << (f & 63);
+            e.bus_has_alias.insert((a.device.domain, a.device.bus), ());
         }
         e
     }
@@ -359,14 +426,23 @@ impl<'a> Engine<'a> {
         out
     }
 
-    fn are_dma_aliases(&self, a: usize, b: usize) -> bool {
-        let has = |x: usize, y: usize| {
-            self.alias_mask.get(&(x as u32)).is_some_and(|m| {
+    /// Whether `a` and `b` are DMA aliases of each other (`pci_devs_are_dma_aliases`): `Some(false)` by a
+    /// quirk, `Some(true)` only by an IVRS alias, which counts once its function has been probed.
+    fn are_dma_aliases(&self, a: usize, b: usize) -> Option<bool> {
+        let has = |masks: &HashMap<u32, [u64; 4]>, x: usize, y: usize| {
+            masks.get(&(x as u32)).is_some_and(|m| {
                 let f = self.t.devices[y].address.devfn();
                 m[usize::from(f >> 6)] & (1 << (f & 63)) != 0
             })
         };
-        has(a, b) || has(b, a)
+        let probed = |x: usize| x == self.current || self.group[x] != NONE;
+        if has(&self.alias_mask, a, b) || has(&self.alias_mask, b, a) {
+            Some(false)
+        } else if (probed(a) && has(&self.ivrs_mask, a, b)) || (probed(b) && has(&self.ivrs_mask, b, a)) {
+            Some(true)
+        } else {
+            None
+        }
     }
 
     /// Closure search over DMA aliases (and their multifunction siblings) on one bus.
@@ -378,21 +454,26 @@ impl<'a> Engine<'a> {
         }
         visited[w] |= bit;
         if self.group[x] != NONE {
-            return Some((x, Join::DmaAlias { with: self.addr(x), from: self.addr(from) }));
+            return Some((x, Join::DmaAlias { with: self.addr(x), from: self.addr(from), ivrs: false }));
         }
         let a = self.addr(x);
         if !self.bus_has_alias.contains_key(&(a.domain, a.bus)) {
             return None;
         }
         for t in self.t.bus_range(x) {
-            if t == x || !self.are_dma_aliases(x, t) {
+            if t == x {
                 continue;
             }
+            let Some(by_ivrs) = self.are_dma_aliases(x, t) else { continue };
+            let mark = |(g, join): (usize, Join)| match join {
+                Join::DmaAlias { with, from, ivrs } => (g, Join::DmaAlias { with, from, ivrs: ivrs || by_ivrs }),
+                other => (g, other),
+            };
             if let Some(r) = self.alias_search(t, visited, from) {
-                return Some(r);
+                return Some(mark(r));
             }
             if let Some(r) = self.function_search(t, visited, from) {
-                return Some(r);
+                return Some(mark(r));
             }
         }
         None
@@ -411,7 +492,7 @@ impl<'a> Engine<'a> {
             }
             if let Some((g, join)) = self.alias_search(t, visited, from) {
                 let join = match join {
-                    Join::DmaAlias { with, from } if with == ta => Join::Multifunction { with, from },
+                    Join::DmaAlias { with, from, .. } if with == ta => Join::Multifunction { with, from },
                     other => other,
                 };
                 return Some((g, join));
@@ -420,8 +501,41 @@ impl<'a> Engine<'a> {
         None
     }
 
+    /// The evidence for `d` before any rule has placed it.
+    fn evidence(&self, d: usize) -> Evidence {
+        let src = self.dma_src[d];
+        Evidence {
+            device: self.addr(d),
+            group: NONE,
+            join: Join::NewGroup,
+            requester_id_walk: Vec::new(),
+            hops: Vec::new(),
+            own_acs: self.verdict[d],
+            alias_quirk: self.alias_name.get(&(d as u32)).copied(),
+            dma_device: match (src, self.vmd_absent[d]) {
+                (NONE, Some((_, ep))) => Some(ep),
+                (NONE, None) => None,
+                (s, _) => Some(self.addr(s as usize)),
+            },
+            ivrs_alias: self.platform.ivrs.alias_of(self.addr(d)),
+        }
+    }
+
     fn place(&mut self, d: usize) -> Evidence {
-        let walk = self.alias_walk(d);
+        self.current = d;
+        let mut ev = self.evidence(d);
+        // pci_for_each_dma_alias starts from pci_real_dma_dev(): for a function of an Intel VMD domain, the
+        // VMD endpoint. Its group, if it has one, is the device's; otherwise the walk goes on from there.
+        let src = match self.dma_src[d] {
+            NONE => d,
+            s => s as usize,
+        };
+        if src != d && self.group[src] != NONE {
+            ev.group = self.group[src];
+            ev.join = Join::Vmd { endpoint: self.addr(src) };
+            return ev;
+        }
+        let walk = self.alias_walk(src);
         // A bridge of unknown PCIe type (only its 64-byte header was read) is walked as a conventional
         // bridge, which pulls everything below it into its group: that is a guess, so say so.
         for &r in &walk {
@@ -429,15 +543,7 @@ impl<'a> Engine<'a> {
                 self.uncertain.push(r as u32);
             }
         }
-        let mut ev = Evidence {
-            device: self.addr(d),
-            group: NONE,
-            join: Join::NewGroup,
-            requester_id_walk: walk.iter().map(|&i| self.addr(i)).collect(),
-            hops: Vec::new(),
-            own_acs: self.verdict[d],
-            alias_quirk: self.alias_name.get(&(d as u32)).copied(),
-        };
+        ev.requester_id_walk = walk.iter().map(|&i| self.addr(i)).collect();
         // A. A device on the requester-ID walk that already has a group.
         for &r in &walk {
             if self.group[r] != NONE {
@@ -446,7 +552,7 @@ impl<'a> Engine<'a> {
                 return ev;
             }
         }
-        let mut p = walk.last().copied().unwrap_or(d);
+        let mut p = walk.last().copied().unwrap_or(src);
         // B. Climb while the path to the root is not ACS-isolated.
         let mut cur = p;
         while let Some(b) = self.t.parent[cur] {
@@ -480,6 +586,34 @@ impl<'a> Engine<'a> {
         }
         ev
     }
+}
+
+/// For each device, the VMD endpoint its DMA carries the requester ID of (NONE: itself), and for devices
+/// of a VMD domain whose endpoint is not in the topology, that domain and endpoint. A device's domain is its
+/// root's, so that a probe endpoint added below a VMD root port (`explain --slots`) counts as in the domain.
+fn vmd_sources(t: &Topology, platform: &Platform) -> (Vec<u32>, Vec<Option<(u32, PciAddress)>>) {
+    let n = t.devices.len();
+    let mut src = vec![NONE; n];
+    let mut absent = vec![None; n];
+    if platform.vmd_domains.is_empty() {
+        return (src, absent);
+    }
+    let mut root_domain = vec![0u32; n];
+    // Probe order visits every parent before its children.
+    for &i in &t.probe_order {
+        let i = i as usize;
+        root_domain[i] = match t.parent[i] {
+            Some(p) => root_domain[p as usize],
+            None => t.devices[i].address.domain,
+        };
+        let Some(ep) = platform.vmd_endpoint_of(root_domain[i]) else { continue };
+        match t.index_of(ep) {
+            Some(j) if j != i => src[i] = j as u32,
+            Some(_) => {}
+            None => absent[i] = Some((root_domain[i], ep)),
+        }
+    }
+    (src, absent)
 }
 
 /// The PCIe type after the kernel's corrections for mislabelled switch ports.

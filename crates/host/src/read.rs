@@ -106,13 +106,8 @@ fn patch_vf_ids(notes: &Notes, dir: &Path, config: &mut [u8]) {
 }
 
 /// Reads one function's directory.
-fn read_device(
-    notes: &Notes,
-    dir: &Path,
-    address: PciAddress,
-    parent: Option<PciAddress>,
-    detail: Detail,
-) -> HostDevice {
+fn read_device(notes: &Notes, dir: &Path, f: &Listed, detail: Detail) -> HostDevice {
+    let (address, parent) = (f.address, f.parent);
     let mut config = match detail {
         Detail::Listing => notes.prefix(&dir.join("config"), 64),
         Detail::Full => notes.bytes(&dir.join("config"), Limit::CONFIG),
@@ -132,6 +127,7 @@ fn read_device(
         physfn: None,
         sriov_totalvfs: None,
         sriov_numvfs: None,
+        dma_device: f.dma_device,
         net: Vec::new(),
         vfio_cdev: None,
     };
@@ -192,8 +188,44 @@ fn parent_from_link(target: &Path) -> Option<PciAddress> {
     comps.next()?.as_os_str().to_str()?.parse().ok()
 }
 
-/// Lists the PCI functions: (address, directory, parent).
-fn list_functions(root: &Path) -> Result<Vec<(PciAddress, PathBuf, Option<PciAddress>)>, HostError> {
+/// The Intel VMD endpoint a function's DMA goes through, from its canonical device path: the last PCI
+/// function in the path that a PCI root bus (`pciDDDD:BB`) hangs below. Only VMD puts a PCI domain below a
+/// PCI function (`/sys/devices/pci0000:00/0000:00:0e.0/pci10000:e0/10000:e0:06.0/...`).
+fn vmd_endpoint_from_link(target: &Path) -> Option<PciAddress> {
+    let mut last_function: Option<PciAddress> = None;
+    let mut endpoint = None;
+    for c in target.components() {
+        let Some(name) = c.as_os_str().to_str() else { continue };
+        if let Ok(a) = name.parse::<PciAddress>() {
+            last_function = Some(a);
+        } else if is_root_bus_name(name) {
+            if let Some(a) = last_function {
+                endpoint = Some(a);
+            }
+        }
+    }
+    endpoint
+}
+
+/// Whether a sysfs directory name is a PCI root bus's: `pci` then a hex domain (4 digits or more), `:`, a
+/// 2-digit hex bus.
+fn is_root_bus_name(name: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    name.strip_prefix("pci")
+        .and_then(|r| r.split_once(':'))
+        .is_some_and(|(dom, bus)| dom.len() >= 4 && dom.len() <= 8 && hex(dom) && bus.len() == 2 && hex(bus))
+}
+
+/// A PCI function as listed in `sys/bus/pci/devices`, with what its canonical path says.
+struct Listed {
+    address: PciAddress,
+    path: PathBuf,
+    parent: Option<PciAddress>,
+    dma_device: Option<PciAddress>,
+}
+
+/// Lists the PCI functions.
+fn list_functions(root: &Path) -> Result<Vec<Listed>, HostError> {
     let bus = root.join("sys/bus/pci/devices");
     let mut out = Vec::new();
     for e in fs::read_dir(&bus).map_err(read_err(&bus))? {
@@ -202,11 +234,27 @@ fn list_functions(root: &Path) -> Result<Vec<(PciAddress, PathBuf, Option<PciAdd
         let path = e.path();
         let address: PciAddress =
             name.to_str().and_then(|n| n.parse().ok()).ok_or_else(|| HostError::BadName { path: path.clone() })?;
-        let parent = fs::read_link(&path).ok().as_deref().and_then(parent_from_link);
-        out.push((address, path, parent));
+        let link = fs::read_link(&path).ok();
+        let parent = link.as_deref().and_then(parent_from_link);
+        let dma_device = link.as_deref().and_then(vmd_endpoint_from_link).filter(|&e| e != address);
+        out.push(Listed { address, path, parent, dma_device });
     }
-    out.sort_by_key(|(a, _, _)| *a);
+    out.sort_by_key(|f| f.address);
     Ok(out)
+}
+
+/// The raw ACPI IVRS table, when the host has one and the caller may read it (root only; an unprivileged
+/// read is refused by the kernel and is not a problem worth a warning).
+fn read_ivrs(notes: &Notes, root: &Path) -> Option<Vec<u8>> {
+    let path = root.join("sys/firmware/acpi/tables/IVRS");
+    match iommu_fsio::read(&path, Limit::TABLE) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.io_error().is_some_and(|io| io.kind() == io::ErrorKind::PermissionDenied) => None,
+        Err(e) => {
+            notes.note(&e);
+            None
+        }
+    }
 }
 
 fn read_groups(notes: &Notes, root: &Path, devices: &[HostDevice]) -> Result<Vec<KernelGroup>, HostError> {
@@ -263,18 +311,19 @@ pub fn read_host(root: &Path) -> Result<Snapshot, HostError> {
 pub fn read_host_with(root: &Path, detail: Detail) -> Result<Snapshot, HostError> {
     let notes = Notes::default();
     let funcs = list_functions(root)?;
-    let devices: Vec<HostDevice> = par_map(&funcs, |(a, p, par)| read_device(&notes, p, *a, *par, detail));
+    let devices: Vec<HostDevice> = par_map(&funcs, |f| read_device(&notes, &f.path, f, detail));
     let groups = read_groups(&notes, root, &devices)?;
     let acpi_tables =
         dir_names(&root.join("sys/firmware/acpi/tables")).into_iter().filter(|t| t == "DMAR" || t == "IVRS").collect();
     let release = notes.attr(root, "proc/sys/kernel/osrelease");
     let cmdline = notes.text(&root.join("proc/cmdline"), Limit::CMDLINE).map(|s| s.trim().to_string());
+    let acpi_ivrs = read_ivrs(&notes, root);
     let readiness = (detail == Detail::Full).then(|| crate::readiness::read_facts(root, release.as_deref()));
     let firmware = if detail == Detail::Full { read_firmware(root) } else { None };
     Ok(Snapshot {
         format: FORMAT.to_string(),
         version: VERSION,
-        kernel: KernelInfo { release, cmdline },
+        kernel: KernelInfo { release, cmdline, acpi_ivrs },
         iommu_units: dir_names(&root.join("sys/class/iommu")),
         acpi_tables,
         groups,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use iommu_groups::vmd::VmdDomain;
 use iommu_groups::{Device, Pcie, Platform, Topology, TopologyError};
 use iommu_pci::regions::ReservedRegion;
 use iommu_pci::{AcsState, ConfigError, ConfigInfo, HeaderKind, PciAddress};
@@ -94,13 +95,18 @@ pub struct Unreadable {
     pub error: String,
 }
 
-/// Kernel facts.
+/// Kernel facts, and the firmware table the kernel's AMD IOMMU driver reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelInfo {
     /// `uname -r`.
     pub release: Option<String>,
     /// The kernel command line.
     pub cmdline: Option<String>,
+    /// The raw ACPI IVRS table (`/sys/firmware/acpi/tables/IVRS`, readable by root only), hex encoded, when
+    /// it was read: AMD's description of which functions each IOMMU translates and which requester IDs
+    /// alias ([`iommu_groups::ivrs`]). Absent in snapshots taken without it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_table")]
+    pub acpi_ivrs: Option<Vec<u8>>,
 }
 
 impl KernelInfo {
@@ -155,6 +161,11 @@ pub struct HostDevice {
     pub sriov_totalvfs: Option<u32>,
     /// `sriov_numvfs`, for a physical function.
     pub sriov_numvfs: Option<u32>,
+    /// The function whose requester ID this function's DMA carries, when not its own: the Intel VMD
+    /// endpoint its PCI domain sits behind (its canonical sysfs path runs through the endpoint,
+    /// `.../0000:00:0e.0/pci10000:e0/...`). Absent in snapshots taken before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dma_device: Option<PciAddress>,
     /// Network interfaces this function owns (`net/`).
     pub net: Vec<String>,
     /// Its VFIO device cdev (`vfio0`, from `vfio-dev/`): present while it is on a VFIO driver on a kernel
@@ -180,6 +191,7 @@ impl HostDevice {
             physfn: None,
             sriov_totalvfs: None,
             sriov_numvfs: None,
+            dma_device: None,
             net: Vec::new(),
             vfio_cdev: None,
         }
@@ -327,7 +339,9 @@ impl Snapshot {
     /// function at 1f.0 whose config space was read up to 0xF3 (Intel's PCH ACS quirk depends on it);
     /// whether the ACS control registers were read from a kernel with an IOMMU on (groups or IOMMU
     /// units); the group-changing kernel parameters (`pci=disable_acs_redir=`, `pci=config_acs=`, and
-    /// `pcie_acs_override=` when the release names a patched kernel) come from the command line.
+    /// `pcie_acs_override=` when the release names a patched kernel) come from the command line; the Intel
+    /// VMD domains from the functions' [`HostDevice::dma_device`]; and, when the raw IVRS table was read,
+    /// its aliases and coverage for these functions ([`Platform::apply_ivrs`]).
     pub fn platform(&self) -> Platform {
         let amd =
             self.acpi_tables.iter().any(|t| t == "IVRS") || self.iommu_units.iter().any(|u| u.starts_with("ivhd"));
@@ -350,7 +364,51 @@ impl Snapshot {
             // pcie_acs_override= counts only on a kernel whose release shows the out-of-tree patch.
             p.apply_host_cmdline(c, self.kernel.release.as_deref());
         }
+        for d in &self.devices {
+            let Some(endpoint) = d.dma_device else { continue };
+            let domain = d.address.domain;
+            match p.vmd_endpoint_of(domain) {
+                None => p.vmd_domains.push(VmdDomain { domain, endpoint }),
+                Some(e) if e == endpoint => {}
+                Some(e) => p.notes.push(format!(
+                    "{} names {endpoint} as its DMA device, but another function of domain {domain:04x} names {e}; \
+                     {e} is used",
+                    d.address
+                )),
+            }
+        }
+        p.vmd_domains.sort_unstable();
+        if let Some(bytes) = &self.kernel.acpi_ivrs {
+            match iommu_groups::ivrs::parse(bytes) {
+                Ok(table) => {
+                    let functions: Vec<PciAddress> = self.devices.iter().map(|d| d.address).collect();
+                    p.apply_ivrs(&table, &functions);
+                }
+                Err(e) => p.notes.push(format!("{e}; groups are predicted without it")),
+            }
+        }
         p
+    }
+
+    /// Gives the functions of a listing (an `lspci` dump or paste, which shows no sysfs tree) their Intel VMD
+    /// endpoint as [`HostDevice::dma_device`], paired by [`iommu_groups::vmd::pair_domains`]. Does nothing
+    /// when some function already has one (the pairing came from sysfs). Returns why domains above 0xffff
+    /// could not be paired, when they could not.
+    pub fn pair_vmd_domains(&mut self) -> Option<String> {
+        if self.devices.iter().any(|d| d.dma_device.is_some()) {
+            return None;
+        }
+        let topology = match self.topology() {
+            Ok((t, _)) => t,
+            Err(e) => return Some(format!("VMD domains not paired: {e}")),
+        };
+        let pairing = iommu_groups::vmd::pair_domains(topology.devices());
+        for d in &mut self.devices {
+            if let Some(v) = pairing.domains.iter().find(|v| v.domain == d.address.domain) {
+                d.dma_device = Some(v.endpoint);
+            }
+        }
+        pairing.uncertain
     }
 
     /// Builds the grouping model. Functions whose config space does not decode are kept with unknown
@@ -383,32 +441,60 @@ impl Snapshot {
     }
 }
 
+/// Lower-case hex text of bytes.
+fn hex_encode(b: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(b.len() * 2);
+    for &x in b {
+        out.push(HEX[usize::from(x >> 4)] as char);
+        out.push(HEX[usize::from(x & 15)] as char);
+    }
+    out
+}
+
+/// Bytes from hex text of at most `max` bytes; `what` names the field in errors.
+fn hex_decode(s: &str, max: usize, what: &str) -> Result<Vec<u8>, String> {
+    let s = s.as_bytes();
+    if !s.len().is_multiple_of(2) || s.len() / 2 > max {
+        return Err(format!("{what} must be an even number of hex digits, at most {max} bytes"));
+    }
+    let val = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+    s.chunks(2)
+        .map(|p| match (val(p[0]), val(p[1])) {
+            (Some(h), Some(l)) => Ok(h << 4 | l),
+            _ => Err(format!("{what} holds a non-hex character")),
+        })
+        .collect()
+}
+
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(b.len() * 2);
-        for &x in b {
-            out.push(HEX[usize::from(x >> 4)] as char);
-            out.push(HEX[usize::from(x & 15)] as char);
-        }
-        s.serialize_str(&out)
+        s.serialize_str(&super::hex_encode(b))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let s = s.as_bytes();
-        if s.len() % 2 != 0 || s.len() > 2 * 4096 {
-            return Err(serde::de::Error::custom("config must be an even number of hex digits, at most 4096 bytes"));
+        super::hex_decode(&s, 4096, "config").map_err(serde::de::Error::custom)
+    }
+}
+
+/// An optional firmware table as hex, at most [`iommu_fsio::Limit::TABLE`] bytes.
+mod hex_table {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match b {
+            Some(b) => s.serialize_str(&super::hex_encode(b)),
+            None => s.serialize_none(),
         }
-        let val = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
-        s.chunks(2)
-            .map(|p| match (val(p[0]), val(p[1])) {
-                (Some(h), Some(l)) => Ok(h << 4 | l),
-                _ => Err(serde::de::Error::custom("config holds a non-hex character")),
-            })
-            .collect()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let Some(s) = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)? else { return Ok(None) };
+        let max = usize::try_from(iommu_fsio::Limit::TABLE.bytes).unwrap_or(usize::MAX);
+        super::hex_decode(&s, max, "acpi_ivrs").map(Some).map_err(serde::de::Error::custom)
     }
 }
 

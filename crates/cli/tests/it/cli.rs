@@ -52,7 +52,11 @@ fn q35(port_acs: bool, kernel_groups: &[&[&str]]) -> Snapshot {
     Snapshot {
         format: FORMAT.into(),
         version: VERSION,
-        kernel: KernelInfo { release: Some("6.1.0-56-amd64".into()), cmdline: Some("intel_iommu=on".into()) },
+        kernel: KernelInfo {
+            release: Some("6.1.0-56-amd64".into()),
+            cmdline: Some("intel_iommu=on".into()),
+            ..KernelInfo::default()
+        },
         iommu_units: vec!["dmar0".into()],
         acpi_tables: vec!["DMAR".into()],
         groups,

@@ -193,7 +193,7 @@ pub fn snapshot(devices: Vec<HostDevice>, groups: Vec<KernelGroup>) -> Snapshot 
     Snapshot {
         format: FORMAT.into(),
         version: VERSION,
-        kernel: KernelInfo { release: Some("6.12.0-test".into()), cmdline: None },
+        kernel: KernelInfo { release: Some("6.12.0-test".into()), cmdline: None, ..KernelInfo::default() },
         iommu_units: vec!["dmar0".into()],
         acpi_tables: vec!["DMAR".into()],
         groups,
