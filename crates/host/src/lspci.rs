@@ -640,7 +640,7 @@ fn build(mut funcs: Vec<Function>) -> LspciDump {
         .into_iter()
         .map(|(id, devices)| KernelGroup { id, kind: None, reserved_regions: Vec::new(), devices })
         .collect();
-    let snapshot = Snapshot {
+    let mut snapshot = Snapshot {
         format: FORMAT.to_string(),
         version: VERSION,
         kernel: KernelInfo::default(),
@@ -652,6 +652,12 @@ fn build(mut funcs: Vec<Function>) -> LspciDump {
         unreadable: Vec::new(),
         firmware: None,
     };
+    // A listing has no sysfs tree to show which VMD controller a domain above 0xffff sits behind: pair
+    // them by count and order (see `iommu_groups::vmd::pair_domains`), or say why not.
+    let mut notes = notes;
+    if let Some(why) = snapshot.pair_vmd_domains() {
+        notes.push(why);
+    }
     LspciDump {
         snapshot,
         short_header,

@@ -694,12 +694,13 @@ fn deciders(h: &Host, d: PciAddress) -> Vec<(PciAddress, String, u8)> {
     }
     out.extend(e.requester_id_walk.iter().map(|&r| (r, format!("a bridge that takes over {d}'s requester ID"), 2)));
     match e.join {
-        Join::Multifunction { with, from } | Join::DmaAlias { with, from } => {
+        Join::Multifunction { with, from } | Join::DmaAlias { with, from, .. } => {
             out.push((with, format!("the sibling or alias {d} joined"), 3));
             out.push((from, format!("the function whose siblings {d}'s placement searched"), 3));
         }
         Join::RequesterId { via } => out.push((via, format!("a bridge that takes over {d}'s requester ID"), 2)),
         Join::UpstreamBridge { bridge } => out.push((bridge, format!("the bridge whose group {d} joined"), 0)),
+        Join::Vmd { endpoint } => out.push((endpoint, format!("the Intel VMD endpoint {d} does its DMA through"), 0)),
         Join::NewGroup => {}
     }
     // The multifunction siblings of the function and of the bridges on its climb: their own ACS tests

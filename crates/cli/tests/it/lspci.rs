@@ -176,3 +176,24 @@ fn graph_of_a_dump_draws_the_predicted_groups() {
     let labels: BTreeSet<&str> = svg.match_indices(">group ").map(|(i, _)| &svg[i + 1..i + 10]).collect();
     assert_eq!(labels.len(), kernel_partition("everything-6.1.groups").len(), "{labels:?}");
 }
+
+#[test]
+fn a_vmd_laptops_paste_puts_the_vmd_domain_in_the_vmd_endpoints_group_as_its_kernel_did() {
+    // An unprivileged `lspci -vvnn` of a Tiger Lake-H laptop with VMD on (linuxhw/LsPCI): the kernel put
+    // 00:0e.0, 10000:e0:06.0 and 10000:e1:00.0 in one group; the paste has no sysfs tree, so the domain is
+    // paired with the one VMD controller by count.
+    let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../host/tests/fixtures/lspci-vv/vmd/tgl-h-asus-ux582hs-fedora39.txt");
+    let o = crate::util::iommuctl(&["--json", "--from-lspci", f.to_str().unwrap(), "predict", "--diff"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("predict --json");
+    let vmd_group: Vec<&str> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["devices"].as_array().unwrap().iter().map(|d| d["address"].as_str().unwrap()).collect::<Vec<_>>())
+        .find(|g| g.contains(&"0000:00:0e.0"))
+        .expect("a group with the VMD controller");
+    assert_eq!(vmd_group, ["0000:00:0e.0", "10000:e0:06.0", "10000:e1:00.0"]);
+    let diffs = v["differences"].as_array().expect("differences");
+    assert!(diffs.iter().all(|d| !d.as_str().unwrap().contains("10000:")), "{diffs:#?}");
+}
