@@ -654,7 +654,6 @@ fn build(mut funcs: Vec<Function>) -> LspciDump {
     };
     // A listing has no sysfs tree to show which VMD controller a domain above 0xffff sits behind: pair
     // them by count and order (see `iommu_groups::vmd::pair_domains`), or say why not.
-    let mut notes = notes;
     if let Some(why) = snapshot.pair_vmd_domains() {
         notes.push(why);
     }
