@@ -11,5 +11,6 @@ mod crash;
 mod ivrs;
 mod lspci;
 mod read;
+mod real_machines;
 mod safety_persist;
 mod vmd;
