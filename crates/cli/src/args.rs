@@ -87,14 +87,20 @@ pub enum Command {
     },
     /// Devices bound by iommuctl, and whether each group is viable for VFIO.
     Status,
-    /// Make TARGET's group binding survive reboots (udev rule by address + modprobe softdep).
+    /// Make TARGET's group binding survive reboots (udev rule by address and IDs + modprobe softdep).
+    /// Refused (exit 3) when a group it binds holds what the host boots from (/, /usr, /boot, /boot/efi,
+    /// swap per /etc/fstab or mounted now) or the boot VGA device with no other display.
     Persist {
         /// A PCI address or vendor:device ID.
-        #[arg(required_unless_present = "remove")]
+        #[arg(required_unless_present_any = ["remove", "check"])]
         target: Option<String>,
         /// Remove everything iommuctl persisted.
-        #[arg(long, conflicts_with = "target")]
+        #[arg(long, conflicts_with_all = ["target", "check"])]
         remove: bool,
+        /// Simulate the next boot with what is persisted and change nothing: exit 0 fine, 1 warnings (a
+        /// card moved, a group grew, no device), 3 a group the rules bind holds what the host needs.
+        #[arg(long, conflicts_with_all = ["target", "dry_run", "driver"])]
+        check: bool,
         /// Show the files and change nothing.
         #[arg(long)]
         dry_run: bool,

@@ -18,6 +18,7 @@ pub mod driver;
 pub mod journal;
 pub mod lspci;
 pub mod mounts;
+pub mod nextboot;
 pub mod persist;
 mod read;
 pub mod readiness;

@@ -1,4 +1,5 @@
-//! Pure parsers for the kernel's mount and swap tables (`/proc/self/mountinfo`, `/proc/swaps`).
+//! Pure parsers for the kernel's mount and swap tables (`/proc/self/mountinfo`, `/proc/swaps`) and for
+//! `/etc/fstab`, what the next boot mounts.
 //!
 //! They take text and return what they understood: a line they cannot read is skipped, never a panic,
 //! so they can be fed anything (a fuzzer, a truncated file, a tree someone else wrote).
@@ -174,6 +175,70 @@ pub fn parse_swaps(text: &str) -> Vec<SwapEntry> {
     out
 }
 
+/// One line of `/etc/fstab`, with its escapes undone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FstabEntry {
+    /// Field 1: what is mounted (`UUID=…`, `LABEL=…`, `PARTUUID=…`, `/dev/nvme0n1p2`, a swap file, `tmpfs`).
+    pub spec: String,
+    /// Field 2: where (`/`, `/boot/efi`), or `none`/`swap` for swap.
+    pub file: String,
+    /// Field 3: the file system type (`swap` for swap areas).
+    pub vfstype: String,
+    /// Field 4: the mount options (`defaults` when the field is missing).
+    pub options: String,
+}
+
+impl FstabEntry {
+    /// Whether the options contain `opt` as a whole comma-separated word.
+    pub fn has_option(&self, opt: &str) -> bool {
+        self.options.split(',').any(|o| o == opt)
+    }
+
+    /// Whether this is a swap area.
+    pub fn is_swap(&self) -> bool {
+        self.vfstype == "swap"
+    }
+
+    /// Where `spec` points in `/dev`: `UUID=x` → `/dev/disk/by-uuid/x` (likewise `LABEL`, `PARTUUID`,
+    /// `PARTLABEL`, quotes removed), a `/dev/…` path as it is; `None` for anything else (a file, `tmpfs`, a
+    /// network share).
+    pub fn dev_path(&self) -> Option<String> {
+        for (tag, dir) in
+            [("UUID=", "by-uuid"), ("LABEL=", "by-label"), ("PARTUUID=", "by-partuuid"), ("PARTLABEL=", "by-partlabel")]
+        {
+            if let Some(v) = self.spec.strip_prefix(tag) {
+                let v = v.trim_matches('"');
+                if v.is_empty() || v.contains('/') {
+                    return None;
+                }
+                return Some(format!("/dev/disk/{dir}/{v}"));
+            }
+        }
+        self.spec.starts_with("/dev/").then(|| self.spec.clone())
+    }
+}
+
+/// Parses `/etc/fstab`: whitespace-separated `SPEC FILE VFSTYPE [OPTIONS [FREQ [PASSNO]]]`, `#` comments
+/// and blank lines skipped, `\040`-style escapes undone. Lines with fewer than three fields are skipped.
+pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let (Some(spec), Some(file), Some(vfstype)) = (f.next(), f.next(), f.next()) else { continue };
+        out.push(FstabEntry {
+            spec: unescape_octal(spec),
+            file: unescape_octal(file),
+            vfstype: unescape_octal(vfstype),
+            options: f.next().map(unescape_octal).unwrap_or_else(|| "defaults".into()),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,11 +292,38 @@ mod tests {
     }
 
     #[test]
+    fn fstab_specs_options_and_escapes() {
+        let f = parse_fstab(
+            "# /etc/fstab\n\n\
+             UUID=\"0a1b\" / ext4 errors=remount-ro 0 1\n\
+             \tPARTUUID=77-01   /boot/efi vfat umask=0077 0 1\n\
+             /dev/mapper/vg-swap none swap sw 0 0\n\
+             /swap\\040file none swap sw\n\
+             LABEL=data /srv/my\\040data xfs nofail,noatime\n\
+             tmpfs /tmp tmpfs\n\
+             UUID=../../x /x ext4\n\
+             short line\n",
+        );
+        assert_eq!(f.len(), 7, "{f:?}");
+        assert_eq!(f[0].dev_path().as_deref(), Some("/dev/disk/by-uuid/0a1b"));
+        assert_eq!(f[1].dev_path().as_deref(), Some("/dev/disk/by-partuuid/77-01"));
+        assert_eq!(f[1].file, "/boot/efi");
+        assert!(f[2].is_swap() && f[2].dev_path().as_deref() == Some("/dev/mapper/vg-swap"));
+        assert_eq!(f[3].spec, "/swap file");
+        assert_eq!(f[3].dev_path(), None);
+        assert!(f[4].has_option("nofail") && !f[4].has_option("fail"));
+        assert_eq!(f[4].file, "/srv/my data");
+        assert_eq!(f[5].options, "defaults");
+        assert_eq!(f[6].dev_path(), None, "a tag with a slash is not a /dev/disk name");
+    }
+
+    #[test]
     fn never_panics_on_garbage() {
         for t in ["", "\n\n", "- - - - - - - - -", "1 2 3:4 a b c - ", "1 2 3:4 a b c d e f g", "\\\\\\0", "🦀 \\3 - x"]
         {
             let _ = parse_mountinfo(t);
             let _ = parse_swaps(t);
+            let _ = parse_fstab(t);
         }
     }
 }

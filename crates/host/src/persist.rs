@@ -1,6 +1,11 @@
 //! Making a binding survive a reboot, by address: a udev rule that sets `driver_override` when the device
 //! appears, and a modprobe softdep so vfio-pci is loaded before the host driver that would claim it.
 //!
+//! Each rule also matches the vendor and device ID the address held when it was persisted, so a different
+//! card in that slot after a hardware change is left to its own driver; and a comment line before it
+//! records the IOMMU group the device had, so that [`crate::nextboot`] can say when the group has grown.
+//! Rules written before IDs were recorded (address only) are still read.
+//!
 //! Both files are iommuctl's own, rebuilt whole on each change from validated values only: addresses are
 //! [`PciAddress`]es and drivers [`DriverName`]s, and the existing files are parsed back into those (a line
 //! iommuctl would not write is refused, not copied). Read-modify-write is only safe under the state-dir
@@ -56,18 +61,88 @@ impl From<FsError> for PersistError {
 const HEADER: &str = "# Written by iommuctl persist; `iommuctl persist --remove` deletes it.\n";
 const RULE_PREFIX: &str = "ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"";
 const RULE_MIDDLE: &str = "\", ATTR{driver_override}=\"";
+const GROUP_MIDDLE: &str = " was persisted with its IOMMU group:";
 
-/// The udev rule line for one device.
-pub fn udev_line(a: PciAddress, driver: &DriverName) -> String {
-    format!("{RULE_PREFIX}{a}{RULE_MIDDLE}{driver}\"")
+/// A vendor and device ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct DeviceIds {
+    /// The vendor ID.
+    pub vendor: u16,
+    /// The device ID.
+    pub device: u16,
 }
 
-/// Parses one udev rule line iommuctl wrote.
-pub fn parse_udev_line(l: &str) -> Option<(PciAddress, DriverName)> {
+impl DeviceIds {
+    /// The IDs in a configuration space's first four bytes; `None` when it is shorter or reads all ones.
+    pub fn from_config(config: &[u8]) -> Option<DeviceIds> {
+        let b = config.get(..4)?;
+        let ids = DeviceIds { vendor: u16::from_le_bytes([b[0], b[1]]), device: u16::from_le_bytes([b[2], b[3]]) };
+        (ids.vendor != 0xffff).then_some(ids)
+    }
+}
+
+impl std::fmt::Display for DeviceIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04x}:{:04x}", self.vendor, self.device)
+    }
+}
+
+/// One persisted binding, as the udev rule file records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Persisted {
+    /// The device's address.
+    pub address: PciAddress,
+    /// The driver its `driver_override` names.
+    pub driver: DriverName,
+    /// The IDs the rule requires; `None` for a rule that matches the address alone.
+    pub ids: Option<DeviceIds>,
+    /// The device's IOMMU group when it was persisted, when recorded.
+    pub group: Option<Vec<PciAddress>>,
+}
+
+impl Persisted {
+    /// A binding of `address` to `driver` with nothing recorded.
+    pub fn new(address: PciAddress, driver: DriverName) -> Persisted {
+        Persisted { address, driver, ids: None, group: None }
+    }
+}
+
+/// The udev rule line for one device: its address, and its IDs when known.
+pub fn udev_line(p: &Persisted) -> String {
+    let ids = p
+        .ids
+        .map(|i| format!("\", ATTR{{vendor}}==\"0x{:04x}\", ATTR{{device}}==\"0x{:04x}", i.vendor, i.device))
+        .unwrap_or_default();
+    format!("{RULE_PREFIX}{}{ids}{RULE_MIDDLE}{}\"", p.address, p.driver)
+}
+
+/// Parses one udev rule line iommuctl wrote (with or without the ID match); the group is not on it.
+pub fn parse_udev_line(l: &str) -> Option<Persisted> {
     let rest = l.strip_prefix(RULE_PREFIX)?;
-    let (addr, rest) = rest.split_once(RULE_MIDDLE)?;
+    let (head, rest) = rest.split_once(RULE_MIDDLE)?;
     let drv = rest.strip_suffix('"')?;
-    Some((addr.parse().ok()?, DriverName::parse(drv).ok()?))
+    let (addr, ids) = match head.split_once("\", ATTR{vendor}==\"0x") {
+        None => (head, None),
+        Some((addr, ids)) => {
+            let (v, d) = ids.split_once("\", ATTR{device}==\"0x")?;
+            let hex = |s: &str| (s.len() == 4).then(|| u16::from_str_radix(s, 16).ok()).flatten();
+            (addr, Some(DeviceIds { vendor: hex(v)?, device: hex(d)? }))
+        }
+    };
+    Some(Persisted { address: addr.parse().ok()?, driver: DriverName::parse(drv).ok()?, ids, group: None })
+}
+
+/// The comment line that records a persisted device's group.
+pub fn group_line(address: PciAddress, group: &[PciAddress]) -> String {
+    let members: Vec<String> = group.iter().map(|a| a.to_string()).collect();
+    format!("# {address}{GROUP_MIDDLE} {}", members.join(" "))
+}
+
+/// Parses a group comment line iommuctl wrote.
+pub fn parse_group_line(l: &str) -> Option<(PciAddress, Vec<PciAddress>)> {
+    let (addr, members) = l.strip_prefix("# ")?.split_once(GROUP_MIDDLE)?;
+    let members: Option<Vec<PciAddress>> = members.split_whitespace().map(|m| m.parse().ok()).collect();
+    Some((addr.parse().ok()?, members.filter(|m| !m.is_empty())?))
 }
 
 /// The softdep line that loads `pre` before `module`.
@@ -85,9 +160,9 @@ pub fn parse_softdep_line(l: &str) -> Option<(DriverName, DriverName)> {
     Some((DriverName::parse(m).ok()?, DriverName::parse(p).ok()?))
 }
 
-/// Reads one of iommuctl's files below `root` (empty when missing) and parses every line that is not a
-/// comment or blank with `parse`.
-fn read_lines<T>(root: &Path, rel: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, PersistError> {
+/// Reads one of iommuctl's files below `root` (empty when missing) and parses every line that is not
+/// blank with `parse`; `parse` gets comment lines too and may answer `Some(None)` to skip one.
+fn read_lines<T>(root: &Path, rel: &str, parse: impl Fn(&str) -> Option<Option<T>>) -> Result<Vec<T>, PersistError> {
     let path = root.join(rel);
     let text = match iommu_fsio::read_text(&path, Limit::TABLE) {
         Ok(t) => t,
@@ -96,44 +171,93 @@ fn read_lines<T>(root: &Path, rel: &str, parse: impl Fn(&str) -> Option<T>) -> R
     };
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
-        if l.trim().is_empty() || l.starts_with('#') {
+        if l.trim().is_empty() {
             continue;
         }
-        out.push(parse(l).ok_or_else(|| PersistError::Unrecognized {
+        let parsed = parse(l).ok_or_else(|| PersistError::Unrecognized {
             path: path.clone(),
             line: i + 1,
             text: l.chars().take(200).collect(),
-        })?);
+        })?;
+        out.extend(parsed);
     }
     Ok(out)
 }
 
-/// Devices already persisted, read back from the udev rule.
-pub fn persisted(root: &Path) -> Result<Vec<(PciAddress, DriverName)>, PersistError> {
-    read_lines(root, UDEV_RULE, parse_udev_line)
+/// A comment, a rule or a group record of the udev file.
+enum RuleLine {
+    Rule(Persisted),
+    Group(PciAddress, Vec<PciAddress>),
 }
 
-/// The files that persist `devices` (address, driver) plus what is already persisted. `host_drivers` are
-/// the drivers that would otherwise claim them (for softdeps). Call with the state lock held.
+/// Devices already persisted, read back from the udev rule, with their recorded groups.
+pub fn persisted(root: &Path) -> Result<Vec<Persisted>, PersistError> {
+    let lines = read_lines(root, UDEV_RULE, |l| {
+        if let Some((a, g)) = parse_group_line(l) {
+            Some(Some(RuleLine::Group(a, g)))
+        } else if l.starts_with('#') {
+            Some(None)
+        } else {
+            parse_udev_line(l).map(|p| Some(RuleLine::Rule(p)))
+        }
+    })?;
+    let mut groups = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for l in lines {
+        match l {
+            RuleLine::Group(a, g) => {
+                groups.insert(a, g);
+            }
+            RuleLine::Rule(p) => out.push(p),
+        }
+    }
+    for p in &mut out {
+        p.group = groups.remove(&p.address);
+    }
+    Ok(out)
+}
+
+/// Everything persisted after adding `devices` to what is already there (a device persisted again replaces
+/// its old entry), in address order.
+pub fn merged(root: &Path, devices: &[Persisted]) -> Result<Vec<Persisted>, PersistError> {
+    let mut all = persisted(root)?;
+    all.retain(|p| !devices.iter().any(|d| d.address == p.address));
+    all.extend(devices.iter().cloned());
+    all.sort_by_key(|p| p.address);
+    all.dedup_by_key(|p| p.address);
+    Ok(all)
+}
+
+/// The files that persist `devices` plus what is already persisted. `host_drivers` are the drivers that
+/// would otherwise claim them (for softdeps). Call with the state lock held.
 pub fn plan_persist(
     root: &Path,
-    devices: &[(PciAddress, DriverName)],
+    devices: &[Persisted],
     host_drivers: &[DriverName],
 ) -> Result<Vec<FileChange>, PersistError> {
-    let mut all = persisted(root)?;
-    for d in devices {
-        all.retain(|(a, _)| *a != d.0);
-        all.push(d.clone());
-    }
-    all.sort();
-    all.dedup_by_key(|(a, _)| *a);
+    let all = merged(root, devices)?;
     let mut rule = String::from(HEADER);
-    for (a, drv) in &all {
-        rule.push_str(&udev_line(*a, drv));
+    for p in &all {
+        if let Some(g) = &p.group {
+            rule.push_str(&group_line(p.address, g));
+            rule.push('\n');
+        }
+        rule.push_str(&udev_line(p));
         rule.push('\n');
     }
     let vfio = DriverName::parse("vfio-pci").expect("a valid name");
-    let mut softdeps: Vec<(DriverName, DriverName)> = read_lines(root, MODPROBE_CONF, parse_softdep_line)?;
+    let mut softdeps: Vec<(DriverName, DriverName)> =
+        read_lines(
+            root,
+            MODPROBE_CONF,
+            |l| {
+                if l.starts_with('#') {
+                    Some(None)
+                } else {
+                    parse_softdep_line(l).map(Some)
+                }
+            },
+        )?;
     for h in host_drivers {
         if h.as_str() != "vfio-pci" && h.as_str() != "pcieport" {
             softdeps.push((h.clone(), vfio.clone()));

@@ -32,7 +32,7 @@ use iommu_pci::PciAddress;
 use rustix::fs::{FileType, Mode, OFlags};
 use serde::Serialize;
 
-use crate::mounts::{parse_mountinfo, parse_swaps, DevNum, MountEntry, SwapEntry};
+use crate::mounts::{parse_fstab, parse_mountinfo, parse_swaps, DevNum, FstabEntry, MountEntry, SwapEntry};
 use crate::snapshot::HostDevice;
 
 /// Something that holds a device.
@@ -596,6 +596,139 @@ fn block_holders(
             }
         }
     }
+}
+
+/// The mount points the host cannot boot without.
+pub const BOOT_MOUNTS: [&str; 5] = ["/", "/usr", "/boot", "/boot/efi", "/efi"];
+
+/// What the host boots from, by the PCI functions it sits on: the next boot's needs, for the persist guard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BootStorage {
+    /// Functions below a file system of [`BOOT_MOUNTS`] or a swap area, per `/etc/fstab` or mounted now.
+    pub needed: Vec<Holder>,
+    /// Functions below another `/etc/fstab` file system the boot waits for (no `nofail`, no `noauto`).
+    pub waited_for: Vec<Holder>,
+    /// What could not be known: an unreadable table, an `/etc/fstab` entry for a boot mount whose device
+    /// is not found.
+    pub unknown: Vec<String>,
+    /// Every function with a block device below it, directly or stacked.
+    pub with_storage: BTreeSet<PciAddress>,
+}
+
+/// Finds what the host boots from below `root`: `/etc/fstab` (its tags resolved through the
+/// `/dev/disk/by-*` links, the next boot's view) and the current mounts and swap areas (this boot's).
+pub fn boot_storage(root: &Path) -> BootStorage {
+    let inv = Inventory::read(root);
+    let live = is_live(root);
+    let mut out = BootStorage::default();
+    for n in inv.blocks.keys() {
+        out.with_storage.extend(inv.pcis(n, 0));
+    }
+    let put = |to: &mut Vec<Holder>, name: &str, what: &str| {
+        for a in inv.pcis(name, 0) {
+            to.push(Holder { device: a, what: what.to_string() });
+        }
+    };
+
+    // The next boot: /etc/fstab.
+    match read_table(root, "etc/fstab", false) {
+        Ok(Some(text)) => {
+            let entries = parse_fstab(&text);
+            for e in &entries {
+                let boot = e.is_swap() || BOOT_MOUNTS.contains(&e.file.as_str());
+                if !boot && (e.has_option("nofail") || e.has_option("noauto")) {
+                    continue;
+                }
+                let Some((name, via)) = fstab_device(&inv, e, &entries) else {
+                    if boot && (e.dev_path().is_some() || e.is_swap()) {
+                        out.unknown.push(format!(
+                            "/etc/fstab names {} for {}, and no block device here is it",
+                            e.spec,
+                            if e.is_swap() { "swap" } else { e.file.as_str() }
+                        ));
+                    }
+                    continue;
+                };
+                if e.is_swap() {
+                    put(&mut out.needed, &name, &format!("swap per /etc/fstab ({}{via})", e.spec));
+                } else if boot {
+                    put(&mut out.needed, &name, &format!("{} per /etc/fstab ({}{via})", e.file, e.spec));
+                } else {
+                    put(
+                        &mut out.waited_for,
+                        &name,
+                        &format!("{} per /etc/fstab ({}{via}), which the boot waits for (no nofail)", e.file, e.spec),
+                    );
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => out.unknown.push(e),
+    }
+
+    // This boot: what is mounted and swapped on now.
+    let mounts: Vec<MountEntry> = match read_table(root, "proc/self/mountinfo", live) {
+        Ok(t) => t.map(|t| parse_mountinfo(&t)).unwrap_or_default(),
+        Err(e) => {
+            out.unknown.push(e);
+            Vec::new()
+        }
+    };
+    for m in mounts.iter().filter(|m| BOOT_MOUNTS.contains(&m.mount_point.as_str())) {
+        for (name, _) in inv.mount_devices(m) {
+            put(&mut out.needed, &name, &format!("{}, mounted now from {}", m.mount_point, m.source));
+        }
+    }
+    match read_table(root, "proc/swaps", live) {
+        Ok(t) => {
+            for s in t.map(|t| parse_swaps(&t)).unwrap_or_default() {
+                if s.is_file() {
+                    let Some(m) = swap_file_mount(root, s.path(), &mounts) else { continue };
+                    for (name, _) in inv.mount_devices(m) {
+                        put(&mut out.needed, &name, &format!("active swap file {} on {}", s.path(), m.source));
+                    }
+                } else if let Some(name) = inv.resolve_path(s.path()) {
+                    put(&mut out.needed, &name, &format!("active swap on {}", s.path()));
+                }
+            }
+        }
+        Err(e) => out.unknown.push(e),
+    }
+    for v in [&mut out.needed, &mut out.waited_for] {
+        v.sort_by(|a, b| (a.device, &a.what).cmp(&(b.device, &b.what)));
+        v.dedup();
+    }
+    out
+}
+
+/// The block device an `/etc/fstab` entry mounts, and how it was found (`" is nvme0n1p2"`): a tag through
+/// its `/dev/disk/by-*` link only (a tag's value is not a kernel name), a `/dev` path as a mount source, a
+/// swap file through the `/etc/fstab` file system that holds it.
+fn fstab_device(inv: &Inventory, e: &FstabEntry, all: &[FstabEntry]) -> Option<(String, String)> {
+    if let Some(path) = e.dev_path() {
+        let name = if e.spec.starts_with("/dev/") {
+            inv.resolve_path(&path)?
+        } else {
+            let link = fs::read_link(inv.root.join(path.trim_start_matches('/'))).ok()?;
+            let n = link.file_name()?.to_str()?.to_string();
+            inv.blocks.contains_key(&n).then_some(n)?
+        };
+        let via = if Path::new(&e.spec).file_name().is_some_and(|b| b == name.as_str()) {
+            String::new()
+        } else {
+            format!(" is {}", inv.label(&name))
+        };
+        return Some((name, via));
+    }
+    if e.is_swap() && e.spec.starts_with('/') {
+        let under = |m: &&FstabEntry| {
+            !m.is_swap() && (m.file == "/" || e.spec.strip_prefix(m.file.as_str()).is_some_and(|r| r.starts_with('/')))
+        };
+        let fs = all.iter().filter(under).max_by_key(|m| m.file.len())?;
+        let (name, via) = fstab_device(inv, fs, all)?;
+        return Some((name, format!(", a file on {} ({}{via})", fs.file, fs.spec)));
+    }
+    None
 }
 
 /// `dm-0 (vg-root)`, and what holds it in turn: `, held by dm-1 (x)` or `, which is in use (...)`.

@@ -47,8 +47,14 @@ pub fn run(cfg: &Config) -> anyhow::Result<Outcome> {
             bind::run(cfg, live_root(cfg)?, args)
         }
         Command::Restore { target, .. } => restore::run(cfg, live_root(cfg)?, target.as_deref()),
-        Command::Persist { target, remove, dry_run, driver } => {
-            let args = persist::PersistArgs { target: target.as_deref(), remove: *remove, dry_run: *dry_run, driver };
+        Command::Persist { target, remove, check, dry_run, driver } => {
+            let args = persist::PersistArgs {
+                target: target.as_deref(),
+                remove: *remove,
+                check: *check,
+                dry_run: *dry_run,
+                driver,
+            };
             persist::run(cfg, live_root(cfg)?, args)
         }
         Command::Probe { address, backend } => probe::run(live_root(cfg)?, address, backend.as_deref()),

@@ -1,19 +1,22 @@
-//! `iommuctl persist TARGET | --remove`: make a group's binding survive reboots (udev rule by address and
-//! a modprobe softdep), under the state-dir lock (output deferred, as for bind).
+//! `iommuctl persist TARGET | --remove | --check`: make a group's binding survive reboots (udev rule by
+//! address and IDs, and a modprobe softdep), under the state-dir lock (output deferred, as for bind). Every
+//! persist first simulates the next boot with all the rules ([`iommu_host::nextboot`]) and refuses what
+//! would take the host's boot storage or only display; `--check` runs that simulation alone.
 
 use std::path::Path;
 
 use iommu_host::bind::{self, Action};
 use iommu_host::driver::DriverName;
 use iommu_host::journal::StateDir;
-use iommu_host::persist::{self, FileChange};
-use iommu_pci::PciAddress;
+use iommu_host::nextboot::{self, NextBoot};
+use iommu_host::persist::{self, DeviceIds, FileChange, Persisted};
+use iommu_host::Snapshot;
 use serde::Serialize;
 
 use crate::cmd::bind::{driver_arg, finish, read, waiting};
 use crate::config::Config;
-use crate::exit::Exit;
-use crate::output::{sanitize, Deferred, Outcome, Sorted};
+use crate::exit::{fail, Exit};
+use crate::output::{sanitize, warn, Deferred, Outcome, Sorted};
 
 /// `persist`'s arguments.
 #[derive(Clone, Copy)]
@@ -22,6 +25,8 @@ pub struct PersistArgs<'a> {
     pub target: Option<&'a str>,
     /// Remove everything iommuctl persisted.
     pub remove: bool,
+    /// Simulate the next boot and change nothing.
+    pub check: bool,
     /// Show the files and change nothing.
     pub dry_run: bool,
     /// The driver to persist.
@@ -33,6 +38,13 @@ pub struct PersistArgs<'a> {
 struct PersistReport<'a> {
     dry_run: bool,
     files: &'a [FileChange],
+    next_boot: Option<&'a NextBoot>,
+}
+
+/// `persist --check --json`.
+#[derive(Serialize)]
+struct CheckReport<'a> {
+    next_boot: &'a NextBoot,
 }
 
 /// `iommuctl persist`.
@@ -43,37 +55,56 @@ pub fn run(cfg: &Config, root: &Path, a: PersistArgs<'_>) -> anyhow::Result<Outc
 }
 
 fn persist_inner(cfg: &Config, root: &Path, a: &PersistArgs<'_>, out: &mut Deferred) -> anyhow::Result<Exit> {
-    let PersistArgs { target, remove, dry_run, driver } = *a;
+    let PersistArgs { target, remove, check, dry_run, driver } = *a;
     let root = root.to_path_buf();
+    if check {
+        return check_inner(cfg, &root, out);
+    }
     let driver = driver_arg(driver)?;
     let state = StateDir::new(&cfg.state_dir);
     // The files are read, merged and rewritten whole: without the lock, concurrent runs lose each other's rules.
     let _lock = if dry_run { None } else { Some(state.lock(waiting(&state))?) };
+    let mut boot = None;
     let changes = if remove {
         persist::plan_remove()
     } else {
         let snap = read(&root)?;
         let addr = bind::resolve_target(&snap, target.unwrap_or_default())?;
         let plan = bind::plan(&root, &snap, addr, &driver)?;
-        let devs: Vec<(PciAddress, DriverName)> = plan
-            .devices
+        let kept: Vec<_> = plan.devices.iter().filter(|d| d.action != Action::SkipBridge).collect();
+        let devs: Vec<Persisted> = kept
             .iter()
-            .filter(|d| d.action != Action::SkipBridge)
-            .map(|d| (d.address, driver.clone()))
+            .map(|d| Persisted {
+                address: d.address,
+                driver: driver.clone(),
+                ids: snap.device(d.address).and_then(|h| DeviceIds::from_config(&h.config)),
+                group: Some(group_of(&snap, d.address)),
+            })
             .collect();
         // Host drivers: the current driver, or the original one from the journal when already bound.
         let journal = state.load()?;
-        let host: Vec<DriverName> = plan
-            .devices
+        let host: Vec<DriverName> = kept
             .iter()
-            .filter(|d| d.action != Action::SkipBridge)
             .filter_map(|d| journal.get(d.address).and_then(|e| e.original_driver.clone()).or(d.driver.clone()))
             .collect();
-        persist::plan_persist(&root, &devs, &host)?
+        // The next boot with every rule, old and new: refused before anything is written.
+        let all = persist::merged(&root, &devs)?;
+        let sim = nextboot::simulate(&root, &snap, &all);
+        if sim.refused() {
+            return Err(refusal(&sim));
+        }
+        let changes = persist::plan_persist(&root, &devs, &host)?;
+        boot = Some(sim);
+        changes
     };
     if cfg.json {
-        out.json(&Sorted(PersistReport { dry_run, files: &changes }));
+        out.json(&Sorted(PersistReport { dry_run, files: &changes, next_boot: boot.as_ref() }));
     } else {
+        if let Some(b) = &boot {
+            for w in warnings(b) {
+                warn(&format!("warning: {w}"));
+            }
+        }
         for c in &changes {
             let p = sanitize(&root.join(&c.path).display().to_string());
             match &c.content {
@@ -94,4 +125,68 @@ fn persist_inner(cfg: &Config, root: &Path, a: &PersistArgs<'_>, out: &mut Defer
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The members of `addr`'s IOMMU group now (itself alone when it has none).
+fn group_of(snap: &Snapshot, addr: iommu_pci::PciAddress) -> Vec<iommu_pci::PciAddress> {
+    snap.device(addr)
+        .and_then(|d| d.iommu_group)
+        .and_then(|g| snap.group(g))
+        .map(|g| g.devices.clone())
+        .filter(|g| !g.is_empty())
+        .unwrap_or_else(|| vec![addr])
+}
+
+/// The refusal: every function that holds what the next boot needs.
+fn refusal(sim: &NextBoot) -> anyhow::Error {
+    let mut msg = String::from("refused: at the next boot the persisted rules would take what the host needs:");
+    for r in &sim.refusals {
+        msg.push_str(&format!("\n  {}", r.what));
+    }
+    msg.push_str("\nnothing was written; `iommuctl persist --check` shows the whole simulation");
+    fail(Exit::Refused, msg)
+}
+
+/// The simulation's warnings, one sentence each.
+fn warnings(sim: &NextBoot) -> Vec<String> {
+    let mut v: Vec<String> = sim.entries.iter().flat_map(|e| e.warnings.iter().cloned()).collect();
+    v.extend(sim.waits.iter().map(|w| w.what.clone()));
+    v
+}
+
+/// `persist --check`: the next boot with what is persisted, nothing changed.
+fn check_inner(cfg: &Config, root: &Path, out: &mut Deferred) -> anyhow::Result<Exit> {
+    let persisted = persist::persisted(root)?;
+    let snap = read(root)?;
+    let sim = nextboot::simulate(root, &snap, &persisted);
+    if cfg.json {
+        out.json(&Sorted(CheckReport { next_boot: &sim }));
+    } else {
+        if sim.entries.is_empty() {
+            out.line("nothing is persisted");
+        }
+        for e in &sim.entries {
+            let now = e.now.map(|i| i.to_string()).unwrap_or_else(|| "no device".into());
+            let what = if e.binds {
+                let group: Vec<String> = e.group.iter().map(|a| a.to_string()).collect();
+                format!("binds {now} to {} (group: {})", e.driver, group.join(" "))
+            } else {
+                format!("binds nothing ({now})")
+            };
+            out.line(&sanitize(&format!("{}: {what}", e.address)));
+        }
+        for w in warnings(&sim) {
+            out.line(&sanitize(&format!("warning: {w}")));
+        }
+        for r in &sim.refusals {
+            out.line(&sanitize(&format!("refused: {}", r.what)));
+        }
+    }
+    Ok(if sim.refused() {
+        Exit::Refused
+    } else if sim.warned() {
+        Exit::Negative
+    } else {
+        Exit::Ok
+    })
 }

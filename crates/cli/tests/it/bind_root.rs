@@ -48,7 +48,8 @@ fn persist_writes_only_validated_rules() {
     let o = t.run(&["persist", &dev]);
     assert_exit(&o, 0);
     let rule = t.read(UDEV_RULE);
-    assert_contains(&rule, r#"KERNEL=="0000:01:00.0", ATTR{driver_override}="vfio-pci""#);
+    assert_contains(&rule, r#"KERNEL=="0000:01:00.0", ATTR{vendor}=="0x"#);
+    assert_contains(&rule, r#"ATTR{driver_override}="vfio-pci""#);
     assert!(t.read(MODPROBE_CONF).contains("softdep snd_hda_intel pre: vfio-pci\n"));
     assert_eq!(fs::metadata(t.state.join("lock")).unwrap().permissions().mode() & 0o777, 0o600);
 }
@@ -197,4 +198,71 @@ fn a_persist_that_cannot_write_says_why_once() {
     assert_exit(&o, 4);
     assert_contains(&err(&o), "etc/udev/rules.d");
     assert_eq!(err(&o).matches("(os error").count(), 1, "{}", err(&o));
+}
+
+/// A disk `nvme0n1` with partition `nvme0n1p1` (259:1) below the function at `pci`, and `/etc/fstab`
+/// mounting / from it by UUID.
+fn boot_disk_below(t: &Tree, pci: &str) {
+    let rel = format!("sys/devices/pci0000:00/{pci}/nvme/nvme0/nvme0n1");
+    for (name, num, dir) in [("nvme0n1", "259:0", rel.clone()), ("nvme0n1p1", "259:1", format!("{rel}/nvme0n1p1"))] {
+        fs::create_dir_all(t.root.join(&dir)).unwrap();
+        fs::write(t.root.join(&dir).join("dev"), format!("{num}\n")).unwrap();
+        fs::create_dir_all(t.root.join("sys/class/block")).unwrap();
+        symlink(t.root.join(&dir), t.root.join("sys/class/block").join(name)).unwrap();
+    }
+    fs::write(t.root.join(&rel).join("nvme0n1p1/partition"), "1\n").unwrap();
+    fs::create_dir_all(t.root.join("dev/disk/by-uuid")).unwrap();
+    symlink("../../nvme0n1p1", t.root.join("dev/disk/by-uuid/0a1b")).unwrap();
+    fs::create_dir_all(t.root.join("etc")).unwrap();
+    fs::write(t.root.join("etc/fstab"), "UUID=0a1b / ext4 errors=remount-ro 0 1\n").unwrap();
+}
+
+#[test]
+fn persist_refuses_the_boot_disks_group_and_check_simulates_the_next_boot() {
+    let t = Tree::new();
+    let disk = t.endpoint(1, 1, Some("nvme"));
+    let other = t.endpoint(2, 2, Some("snd_hda_intel"));
+    boot_disk_below(&t, &disk);
+    for args in [&["persist", disk.as_str()][..], &["persist", disk.as_str(), "--dry-run"]] {
+        let o = t.run(args);
+        assert_exit(&o, 3);
+        assert_contains(&err(&o), "persisted 0000:01:00.0 holds / per /etc/fstab (UUID=0a1b is nvme0n1p1)");
+        assert_contains(&err(&o), "nothing was written");
+    }
+    assert!(!exists(&t.root.join(UDEV_RULE)) && !exists(&t.root.join(MODPROBE_CONF)));
+
+    // The other group persists, and the next boot checks out.
+    assert_exit(&t.run(&["persist", &other]), 0);
+    let rule = t.read(UDEV_RULE);
+    assert_contains(&rule, "# 0000:02:00.0 was persisted with its IOMMU group: 0000:02:00.0\n");
+    let o = t.run(&["persist", "--check"]);
+    assert_exit(&o, 0);
+    assert_contains(&out(&o), "0000:02:00.0: binds 1b36:0012 to vfio-pci (group: 0000:02:00.0)");
+    let v = json(&t.run(&["--json", "persist", "--check"]));
+    assert_eq!(v["next_boot"]["entries"][0]["binds"], true, "{v}");
+
+    // Another card in that slot now: the rule's IDs no longer match; a warning, exit 1.
+    fs::write(t.root.join(UDEV_RULE), rule.replace("ATTR{device}==\"0x0012\"", "ATTR{device}==\"0x0099\"")).unwrap();
+    let o = t.run(&["persist", "--check"]);
+    assert_exit(&o, 1);
+    assert_contains(&out(&o), "0000:02:00.0 now holds 1b36:0012, not the 1b36:0099 persisted there");
+
+    // A rule for the boot disk's address written by hand without IDs: --check refuses, and so does the next
+    // persist, whatever it adds.
+    let hand = format!(
+        "{rule}ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"{disk}\", ATTR{{driver_override}}=\"vfio-pci\"\n"
+    );
+    fs::write(t.root.join(UDEV_RULE), &hand).unwrap();
+    let o = t.run(&["persist", "--check"]);
+    assert_exit(&o, 3);
+    assert_contains(&out(&o), "refused: persisted 0000:01:00.0 holds / per /etc/fstab");
+    assert_contains(&out(&o), "matches the address alone");
+    assert_exit(&t.run(&["persist", &other]), 3);
+    assert_eq!(t.read(UDEV_RULE), hand, "a refused persist changed the rule file");
+    // Arguments that make no sense together exit 2.
+    for args in
+        [&["persist", "--check", &other][..], &["persist", "--check", "--remove"], &["persist", "--check", "--dry-run"]]
+    {
+        assert_exit(&t.run(args), 2);
+    }
 }

@@ -80,11 +80,11 @@ fn concurrent_bind_restore_and_persist_keep_journal_and_rules_whole() {
 
         // The rule: both devices of this round, once each, every line parsing.
         let rules = persisted(&t.root).unwrap_or_else(|e| panic!("round {round}: {e}"));
-        let got: Vec<PciAddress> = rules.iter().map(|(a, _)| *a).collect();
+        let got: Vec<PciAddress> = rules.iter().map(|p| p.address).collect();
         let mut want: Vec<PciAddress> = [p1, p2].iter().map(|&i| persist_devs[i].parse().unwrap()).collect();
         want.sort();
         assert_eq!(got, want, "round {round}: {}", t.read(UDEV_RULE));
-        assert!(rules.iter().all(|(_, d)| d.as_str() == "vfio-pci"));
+        assert!(rules.iter().all(|p| p.driver.as_str() == "vfio-pci"));
         // The conf: the two host drivers' softdeps, once each, every other line a comment.
         let conf = t.read(MODPROBE_CONF);
         let mut deps = Vec::new();

@@ -281,6 +281,7 @@ fn host(root: &Path) {
     write(root, "proc/interrupts", "           CPU0\n 24:          0  IR-PCI-MSI 512000-edge      nvme0q0\n");
     write(root, "proc/self/mountinfo", "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw\n");
     write(root, "proc/swaps", "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n");
+    write(root, "etc/fstab", "/dev/nvme0n1p1 / ext4 errors=remount-ro 0 1\n");
     write(
         root,
         "lib/modules/6.1.0-test/modules.dep",
@@ -356,6 +357,7 @@ const HOST_FILES: &[(&str, bool)] = &[
     ("proc/interrupts", false),
     ("proc/self/mountinfo", false),
     ("proc/swaps", false),
+    ("etc/fstab", false),
     ("lib/modules/6.1.0-test/modules.dep", false),
     ("sys/class/net/eth0/operstate", false),
     ("sys/class/net/eth0/flags", false),
@@ -424,6 +426,9 @@ fn host_cases() -> Vec<Job> {
                         ("status", vec!["status"], &[0], true, false),
                         ("export", vec!["export", "--format", "prometheus"], &[0], false, false),
                         ("snapshot", vec!["snapshot", "-o", "-"], &[0], true, true),
+                        // The boot disk's group: refused whether fstab, mountinfo or both say so, or
+                        // neither can be read.
+                        ("persist-dry-run", vec!["persist", "--dry-run", "0000:01:00.0"], &[3], true, false),
                     ];
                     cmds.into_iter()
                         .map(|(label, args, codes, full, json)| {

@@ -10,6 +10,7 @@ mod block_holders;
 mod crash;
 mod ivrs;
 mod lspci;
+mod nextboot;
 mod read;
 mod real_machines;
 mod safety_persist;

@@ -3,7 +3,9 @@
 
 use std::fs;
 
-use iommu_host::persist::{apply, persisted, plan_persist, plan_remove, PersistError, MODPROBE_CONF, UDEV_RULE};
+use iommu_host::persist::{
+    apply, persisted, plan_persist, plan_remove, DeviceIds, PersistError, Persisted, MODPROBE_CONF, UDEV_RULE,
+};
 use iommu_host::safety::holders;
 
 use crate::util::{a, dev, n, Tree};
@@ -83,20 +85,37 @@ fn a_network_interface_that_is_up_holds_its_nic() {
 #[test]
 fn persist_writes_a_rule_per_address_and_a_softdep_and_remove_deletes_them() {
     let t = tempfile::tempdir().unwrap();
+    let gpu = Persisted {
+        ids: Some(DeviceIds { vendor: 0x10de, device: 0x1b80 }),
+        group: Some(vec![a("01:00.0"), a("01:00.1")]),
+        ..Persisted::new(a("01:00.0"), n("vfio-pci"))
+    };
     let changes = plan_persist(
         t.path(),
-        &[(a("01:00.0"), n("vfio-pci")), (a("01:00.1"), n("vfio-pci"))],
+        &[gpu.clone(), Persisted::new(a("01:00.1"), n("vfio-pci"))],
         &[n("nvidia"), n("snd_hda_intel")],
     )
     .unwrap();
     apply(t.path(), &changes).unwrap();
     let rule = fs::read_to_string(t.path().join(UDEV_RULE)).unwrap();
+    assert!(
+        rule.contains(
+            "# 0000:01:00.0 was persisted with its IOMMU group: 0000:01:00.0 0000:01:00.1\n\
+             ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"0000:01:00.0\", ATTR{vendor}==\"0x10de\", \
+             ATTR{device}==\"0x1b80\", ATTR{driver_override}=\"vfio-pci\"\n"
+        ),
+        "{rule}"
+    );
+    // A rule without IDs (as written before they were recorded) still reads back.
     assert!(rule.contains(r#"KERNEL=="0000:01:00.1", ATTR{driver_override}="vfio-pci""#), "{rule}");
+    let back = persisted(t.path()).unwrap();
+    assert_eq!(back[0], gpu, "what was recorded reads back");
+    assert_eq!(back[1], Persisted::new(a("01:00.1"), n("vfio-pci")));
     let conf = fs::read_to_string(t.path().join(MODPROBE_CONF)).unwrap();
     assert!(conf.contains("softdep snd_hda_intel pre: vfio-pci"), "{conf}");
     assert_eq!(persisted(t.path()).unwrap().len(), 2);
     // A second persist keeps the first devices.
-    let more = plan_persist(t.path(), &[(a("02:00.0"), n("vfio-pci"))], &[]).unwrap();
+    let more = plan_persist(t.path(), &[Persisted::new(a("02:00.0"), n("vfio-pci"))], &[]).unwrap();
     apply(t.path(), &more).unwrap();
     assert_eq!(persisted(t.path()).unwrap().len(), 3);
     apply(t.path(), &plan_remove()).unwrap();
@@ -107,7 +126,8 @@ fn persist_writes_a_rule_per_address_and_a_softdep_and_remove_deletes_them() {
 fn persisted_files_are_0644_and_leave_no_temporary_file() {
     use std::os::unix::fs::PermissionsExt;
     let t = tempfile::tempdir().unwrap();
-    apply(t.path(), &plan_persist(t.path(), &[(a("01:00.0"), n("vfio-pci"))], &[n("nvme")]).unwrap()).unwrap();
+    let p = [Persisted::new(a("01:00.0"), n("vfio-pci"))];
+    apply(t.path(), &plan_persist(t.path(), &p, &[n("nvme")]).unwrap()).unwrap();
     for f in [UDEV_RULE, MODPROBE_CONF] {
         let p = t.path().join(f);
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644, "{f}");
@@ -127,13 +147,13 @@ fn a_planted_line_in_the_rule_is_refused_not_copied() {
          ATTR{driver_override}=\"vfio-pci\", RUN+=\"/bin/sh -c id\"\n",
     )
     .unwrap();
-    let e = plan_persist(t.path(), &[(a("02:00.0"), n("vfio-pci"))], &[]).unwrap_err();
+    let e = plan_persist(t.path(), &[Persisted::new(a("02:00.0"), n("vfio-pci"))], &[]).unwrap_err();
     assert!(matches!(e, PersistError::Unrecognized { line: 2, .. }), "{e:?}");
     assert!(e.to_string().contains("fix or remove the file"), "{e}");
     let conf = t.path().join(MODPROBE_CONF);
     fs::create_dir_all(conf.parent().unwrap()).unwrap();
     fs::write(&rule, "").unwrap();
     fs::write(&conf, "softdep nvme pre: vfio-pci\ninstall nvme /bin/sh\n").unwrap();
-    let e = plan_persist(t.path(), &[(a("02:00.0"), n("vfio-pci"))], &[]).unwrap_err();
+    let e = plan_persist(t.path(), &[Persisted::new(a("02:00.0"), n("vfio-pci"))], &[]).unwrap_err();
     assert!(matches!(e, PersistError::Unrecognized { line: 2, .. }), "{e:?}");
 }
