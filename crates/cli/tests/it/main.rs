@@ -18,4 +18,5 @@ mod lspci;
 mod probe;
 mod shell;
 mod snapshots;
+mod validators;
 mod whatif;
