@@ -159,6 +159,12 @@ pub fn find_qemu() -> Option<PathBuf> {
     }
 }
 
+/// The QEMU to run inside a guest (`crates/lab/tests/realize.rs`): bookworm-backports' QEMU 10.0, which has
+/// the iommufd backend, unpacked by `scripts/lab-setup` under `<lab dir>/qemu-guest`. It may not exist.
+pub fn guest_qemu() -> PathBuf {
+    lab_dir().join("qemu-guest/usr/bin/qemu-system-x86_64")
+}
+
 /// The host's busybox (Debian's busybox-static installs `/bin/busybox`).
 pub fn find_busybox() -> Option<PathBuf> {
     ["/bin/busybox", "/usr/bin/busybox"]
