@@ -1,5 +1,6 @@
 //! Whole-group binding on the real kernel (issue 3): bind, viability through VFIO_GROUP_GET_STATUS,
-//! restore, rollback after a failed probe, recovery after a crash, refusals, and serialized runs.
+//! restore, rollback after a failed probe, recovery after a crash, refusals, serialized runs, and the
+//! persist guard's refusal of a disk that holds /boot (mounted, or in /etc/fstab).
 //!
 //! Needs `iommuctl` and the `vfio-group-status` example (both built by `scripts/test`).
 
@@ -137,7 +138,21 @@ fn nvme_group_bind_restore_rollback_crash_recovery_and_refusals() {
          umount /mnt\n\
          mkswap /dev/nvme0n1 >/dev/null && swapon /dev/nvme0n1\n\
          section e-swap-bind $B bind 0000:00:10.0\n\
-         swapoff /dev/nvme0n1\n",
+         swapoff /dev/nvme0n1\n\
+         mke2fs -q /dev/nvme0n1 && mkdir -p /boot /etc && mount -t ext4 /dev/nvme0n1 /boot\n\
+         section p-mounted $B persist 0000:00:10.0\n\
+         umount /boot\n\
+         echo '/dev/nvme0n1 /boot/efi vfat umask=0077 0 1' > /etc/fstab\n\
+         section p-fstab $B persist --dry-run 0000:00:10.0\n\
+         section p-none sh -c 'ls /etc/udev/rules.d /etc/modprobe.d 2>&1; true'\n\
+         rm /etc/fstab\n\
+         section p-persist $B persist 0000:00:10.0\n\
+         section p-rule cat /etc/udev/rules.d/61-iommuctl-vfio.rules\n\
+         section p-check-ok $B persist --check\n\
+         echo '/dev/nvme0n1 /boot/efi vfat umask=0077 0 1' > /etc/fstab\n\
+         section p-check $B persist --check\n\
+         rm /etc/fstab\n\
+         section p-remove $B persist --remove\n",
     );
     let run = GuestSpec::new(&nvme_mf())
         .binary(iommuctl_bin())
@@ -182,6 +197,37 @@ fn nvme_group_bind_restore_rollback_crash_recovery_and_refusals() {
     assert!(run.out("e-after").contains("0000:00:10.0 nvme"), "{}", run.out("e-after"));
     assert_eq!(run.rc("e-swap-bind"), 3, "{}", run.err("e-swap-bind"));
     assert!(run.err("e-swap-bind").contains("active swap"), "{}", run.err("e-swap-bind"));
+    // (p) the persist guard: the NVMe holding /boot now, or /boot/efi per /etc/fstab, is refused with
+    // nothing written; without them it persists, with the IDs and group recorded, and --check agrees.
+    assert_eq!(run.rc("p-mounted"), 3, "{}", run.err("p-mounted"));
+    assert!(
+        run.err("p-mounted").contains("persisted 0000:00:10.0 holds /boot, mounted now from /dev/nvme0n1"),
+        "{}",
+        run.err("p-mounted")
+    );
+    assert_eq!(run.rc("p-fstab"), 3, "{}", run.err("p-fstab"));
+    assert!(
+        run.err("p-fstab").contains("persisted 0000:00:10.0 holds /boot/efi per /etc/fstab (/dev/nvme0n1)"),
+        "{}",
+        run.err("p-fstab")
+    );
+    assert!(!run.out("p-none").contains("iommuctl"), "a refused persist wrote: {}", run.out("p-none"));
+    assert_eq!(run.rc("p-persist"), 0, "{}", run.err("p-persist"));
+    let rule = run.out("p-rule");
+    assert!(
+        rule.contains("KERNEL==\"0000:00:10.0\", ATTR{vendor}==\"0x1b36\", ATTR{device}==\"0x0010\"")
+            && rule.contains("was persisted with its IOMMU group: 0000:00:10.0 0000:00:10.1"),
+        "{rule}"
+    );
+    assert_eq!(run.rc("p-check-ok"), 0, "{}{}", run.out("p-check-ok"), run.err("p-check-ok"));
+    assert!(run.out("p-check-ok").contains("0000:00:10.0: binds 1b36:0010 to vfio-pci"), "{}", run.out("p-check-ok"));
+    assert_eq!(run.rc("p-check"), 3, "{}", run.out("p-check"));
+    assert!(
+        run.out("p-check").contains("refused: persisted 0000:00:10.0 holds /boot/efi per /etc/fstab"),
+        "{}",
+        run.out("p-check")
+    );
+    assert_eq!(run.rc("p-remove"), 0, "{}", run.err("p-remove"));
 }
 
 /// Size of the btrfs partition: mkfs.btrfs wants about 110 MiB with its default profiles.
