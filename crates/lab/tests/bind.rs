@@ -200,6 +200,7 @@ fn nvme_group_bind_restore_rollback_crash_recovery_and_refusals() {
     // (p) the persist guard: the NVMe holding /boot now, or /boot/efi per /etc/fstab, is refused with
     // nothing written; without them it persists, with the IDs and group recorded, and --check agrees.
     assert_eq!(run.rc("p-mounted"), 3, "{}", run.err("p-mounted"));
+    assert!(!run.err("p-mounted").contains('?'), "a newline became '?': {}", run.err("p-mounted"));
     assert!(
         run.err("p-mounted").contains("persisted 0000:00:10.0 holds /boot, mounted now from /dev/nvme0n1"),
         "{}",

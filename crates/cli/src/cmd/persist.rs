@@ -121,7 +121,11 @@ fn persist_inner(cfg: &Config, root: &Path, a: &PersistArgs<'_>, out: &mut Defer
     if !dry_run {
         persist::apply(&root, &changes)?;
         if !cfg.json {
-            out.line("done; the binding applies from the next boot (or `udevadm trigger` for hot-plugged devices)");
+            out.line(if remove {
+                "done; from the next boot nothing is bound by iommuctl's rules"
+            } else {
+                "done; the binding applies from the next boot (or `udevadm trigger` for hot-plugged devices)"
+            });
         }
     }
     Ok(Exit::Ok)
@@ -139,12 +143,15 @@ fn group_of(snap: &Snapshot, addr: iommu_pci::PciAddress) -> Vec<iommu_pci::PciA
 
 /// The refusal: every function that holds what the next boot needs.
 fn refusal(sim: &NextBoot) -> anyhow::Error {
-    let mut msg = String::from("refused: at the next boot the persisted rules would take what the host needs:");
-    for r in &sim.refusals {
-        msg.push_str(&format!("\n  {}", r.what));
-    }
-    msg.push_str("\nnothing was written; `iommuctl persist --check` shows the whole simulation");
-    fail(Exit::Refused, msg)
+    let what: Vec<&str> = sim.refusals.iter().map(|r| r.what.as_str()).collect();
+    fail(
+        Exit::Refused,
+        format!(
+            "refusing to persist: at the next boot the rules would take what the host needs: {}; nothing was \
+             written (`iommuctl persist --check` shows the whole simulation)",
+            what.join("; ")
+        ),
+    )
 }
 
 /// The simulation's warnings, one sentence each.

@@ -228,6 +228,7 @@ fn persist_refuses_the_boot_disks_group_and_check_simulates_the_next_boot() {
         assert_exit(&o, 3);
         assert_contains(&err(&o), "persisted 0000:01:00.0 holds / per /etc/fstab (UUID=0a1b is nvme0n1p1)");
         assert_contains(&err(&o), "nothing was written");
+        assert_eq!(err(&o).lines().count(), 1, "one line, nothing turned into '?': {}", err(&o));
     }
     assert!(!exists(&t.root.join(UDEV_RULE)) && !exists(&t.root.join(MODPROBE_CONF)));
 
