@@ -2,6 +2,11 @@
 //! through `--what-if PARAM`, must predict exactly the groups the kernel makes when booted with PARAM
 //! (and differ from the groups without it, so the test shows the change matters).
 //!
+//! The same boots judge `diff` (issue "Orchestrators and time", deliverable 3): the snapshot of the boot
+//! with the parameter against the one without must differ (exit 1), naming the parameter as the cause of
+//! each port's new ACS control (once in its merge, once in the ACS section),
+//! and the two base boots (the same topology under 6.12 and 6.1) must differ in the kernel.
+//!
 //! `pcie_acs_override=` cannot be checked here: Debian's kernels do not carry the out-of-tree patch.
 
 use std::collections::BTreeSet;
@@ -109,6 +114,8 @@ fn what_if_predicts_the_groups_of_a_kernel_booted_with_the_parameter() {
         let dir = tempfile::tempdir().expect("tempdir");
         let snap = dir.path().join("base.json");
         std::fs::write(&snap, base.out("snapshot")).expect("write snapshot");
+        let param_snap = dir.path().join("param.json");
+        std::fs::write(&param_snap, with.out("snapshot")).expect("write snapshot");
         let out = std::process::Command::new(&bin)
             .args(["--from", snap.to_str().unwrap(), "predict", "--json", "--what-if", c.what_if])
             .output()
@@ -132,6 +139,14 @@ fn what_if_predicts_the_groups_of_a_kernel_booted_with_the_parameter() {
         if today == kernel {
             problems.push(format!("the parameter changed nothing on the kernel ({} groups both times)", kernel.len()));
         }
+        // diff names the parameter as the cause of what the second boot changed.
+        let param = c.what_if.split('=').next().unwrap_or_default();
+        let d = diff(&bin, &snap, &param_snap);
+        let cause = format!("pci={param}= on the command line names it in B, not in A");
+        if d.0 != Some(1) || !d.1.contains("B adds pci=") || d.1.matches(&cause).count() < 2 {
+            problems.push(format!("diff without/with the parameter: exit {:?}, no pci={param}= cause:\n{}", d.0, d.1));
+        }
+        println!("diff without/with {}:\n{}", c.kernel_arg, indent(&d.1));
         let status = if problems.is_empty() { "PASS" } else { "FAIL" };
         println!(
             "{status} {} ({}): {} -> kernel {} groups without, {} with; what-if predicted {}",
@@ -149,5 +164,29 @@ fn what_if_predicts_the_groups_of_a_kernel_booted_with_the_parameter() {
             failed.push(c.kernel_arg);
         }
     }
-    assert!(failed.is_empty(), "what-if disagreed with the kernel for: {}", failed.join(", "));
+    // The two base boots: the same devices under Debian's 6.12 (case 0) and 6.1 (case 1).
+    if let (Ok(k612), Ok(k61)) = (&runs[0], &runs[2]) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("6.1.json"), dir.path().join("6.12.json"));
+        std::fs::write(&a, k61.out("snapshot")).expect("write snapshot");
+        std::fs::write(&b, k612.out("snapshot")).expect("write snapshot");
+        let d = diff(&bin, &a, &b);
+        println!("diff 6.1 -> 6.12:\n{}", indent(&d.1));
+        let want = format!("the kernel differs: {} -> {}", k61.kernel_version, k612.kernel_version);
+        if d.0 != Some(1) || !d.1.contains(&want) {
+            failed.push("diff 6.1 -> 6.12");
+            println!("FAIL diff 6.1 -> 6.12: exit {:?}, expected {want:?}", d.0);
+        }
+    }
+    assert!(failed.is_empty(), "what-if or diff disagreed with the kernel for: {}", failed.join(", "));
+}
+
+/// `iommuctl diff A B`: exit code and stdout + stderr.
+fn diff(bin: &std::path::Path, a: &std::path::Path, b: &std::path::Path) -> (Option<i32>, String) {
+    let o = std::process::Command::new(bin).arg("diff").arg(a).arg(b).output().expect("run iommuctl diff");
+    (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+fn indent(t: &str) -> String {
+    t.lines().map(|l| format!("    {l}\n")).collect()
 }

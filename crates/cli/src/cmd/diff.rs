@@ -252,7 +252,8 @@ pub struct AcsChange {
     now_missing: Vec<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     no_longer_missing: Vec<&'static str>,
-    /// What changed the verdict when the registers did not: command-line parameters, quirks, platform.
+    /// What differs around the function besides its registers: command-line parameters that name it (the
+    /// kernel writes ACS control from them at boot), quirks, platform.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     because: Vec<String>,
     sentence: String,
@@ -612,7 +613,7 @@ fn acs_changes(a: &Host, b: &Host, m: &Matching) -> (Vec<AcsChange>, Vec<PciAddr
                 reg.push(format!("control bit{} {} set", plural(ctl_b & !ctl_a), acs::names(ctl_b & !ctl_a)));
             }
         }
-        let because = if ra == rb { platform_reasons(a, b, x, y) } else { Vec::new() };
+        let because = platform_reasons(a, b, x, y);
         let (ma, mb) = (missing(&va), missing(&vb));
         let at = if x == y { x.to_string() } else { format!("{x} (now {y})") };
         let detail = if va == vb {
@@ -632,6 +633,9 @@ fn acs_changes(a: &Host, b: &Host, m: &Matching) -> (Vec<AcsChange>, Vec<PciAddr
             let mut s = format!(": \"{}\" -> \"{}\"", va.describe(), vb.describe());
             if !reg.is_empty() {
                 s.push_str(&format!(": {}", reg.join(", ")));
+                if !because.is_empty() {
+                    s.push_str(&format!("; {}", because.join("; ")));
+                }
             } else if !because.is_empty() {
                 s.push_str(&format!(", with the same ACS registers: {}", because.join("; ")));
             } else {
