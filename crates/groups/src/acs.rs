@@ -87,7 +87,10 @@ impl AcsVerdict {
                 format!("not isolated: the kernel's {name} ACS quirk says so")
             }
             AcsVerdict::QuirkUnknown { name, needs } => {
-                format!("unknown: the kernel's {name} ACS quirk depends on {needs}, which was not read (run as root)")
+                format!(
+                    "unknown: the kernel's {name} ACS quirk depends on {needs}, which was not read (it needs the \
+                     bytes as root: a snapshot, or lspci -xxx)"
+                )
             }
             AcsVerdict::NotPcie => "conventional PCI, which has no ACS".into(),
             AcsVerdict::Unknown => "ACS unknown: extended config space not readable (run as root)".into(),

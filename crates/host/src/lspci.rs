@@ -582,6 +582,7 @@ fn build(mut funcs: Vec<Function>) -> LspciDump {
         .map(|f| {
             let mut d = HostDevice::new(f.address);
             d.config = f.config;
+            d.config_from_text = f.from_text;
             d.driver = f.driver;
             d.iommu_group = f.group;
             d

@@ -130,6 +130,7 @@ fn read_device(notes: &Notes, dir: &Path, f: &Listed, detail: Detail) -> HostDev
         dma_device: f.dma_device,
         net: Vec::new(),
         vfio_cdev: None,
+        config_from_text: false,
     };
     if detail == Detail::Full {
         d.driver_override = notes.attr(dir, "driver_override").filter(|s| !s.is_empty() && s != "(null)");

@@ -172,6 +172,10 @@ pub struct HostDevice {
     /// with `CONFIG_VFIO_DEVICE_CDEV`; the node is `/dev/vfio/devices/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vfio_cdev: Option<String>,
+    /// Whether `config` was rebuilt from `lspci -v` text rather than read: only what the text states is
+    /// real (registers it does not show, such as the LPC bridge's RCBA at 0xF0, are not known).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub config_from_text: bool,
 }
 
 impl HostDevice {
@@ -194,6 +198,7 @@ impl HostDevice {
             dma_device: None,
             net: Vec::new(),
             vfio_cdev: None,
+            config_from_text: false,
         }
     }
 }
@@ -336,7 +341,8 @@ impl Snapshot {
     }
 
     /// Platform facts for prediction: an AMD IOMMU means IVRS is present; the RCBA enable bit of each
-    /// function at 1f.0 whose config space was read up to 0xF3 (Intel's PCH ACS quirk depends on it);
+    /// function at 1f.0 whose config space was read (not rebuilt from text) up to 0xF3 (Intel's PCH ACS
+    /// quirk depends on it);
     /// whether the ACS control registers were read from a kernel with an IOMMU on (groups or IOMMU
     /// units); the group-changing kernel parameters (`pci=disable_acs_redir=`, `pci=config_acs=`, and
     /// `pcie_acs_override=` when the release names a patched kernel) come from the command line; the Intel
@@ -348,7 +354,9 @@ impl Snapshot {
         let lpc_rcba = self
             .devices
             .iter()
-            .filter(|d| d.address.device == 0x1f && d.address.function == 0 && d.config.len() >= 0xf4)
+            .filter(|d| {
+                d.address.device == 0x1f && d.address.function == 0 && d.config.len() >= 0xf4 && !d.config_from_text
+            })
             .map(|d| (d.address, d.config[0xf0] & 1 != 0))
             .collect();
         // With an IOMMU on, the kernel that wrote the ACS control registers had asked for ACS: they hold its
@@ -386,8 +394,41 @@ impl Snapshot {
                 }
                 Err(e) => p.notes.push(format!("{e}; groups are predicted without it")),
             }
+        } else if amd {
+            let rc = self.amd_root_complexes();
+            if !rc.is_empty() {
+                let names: Vec<String> = rc.iter().map(|a| a.to_string()).collect();
+                p.notes.push(format!(
+                    "the ACPI IVRS table was not read: assuming, as AMD firmware does, that its device entries leave \
+                     out each root complex beside an AMD IOMMU ({}), so that Linux gives it no group",
+                    names.join(", ")
+                ));
+                p.ivrs.untranslated = rc;
+            }
         }
         p
+    }
+
+    /// AMD root complexes (host bridge 1022:xxxx, class 0600, at `bus:00.0`) on a bus whose `bus:00.2` is an
+    /// AMD IOMMU (1022:xxxx, class 0806). The IVRS tables of every AMD machine in the real-machine fixtures
+    /// (Zen 1 to Zen 4, laptops to four-socket-die EPYC servers) leave them out: Linux's `check_device`
+    /// finds no IOMMU for them and they get no group. QEMU's amd-iommu sits elsewhere and covers everything.
+    fn amd_root_complexes(&self) -> Vec<PciAddress> {
+        let class_of = |c: &[u8]| (c.len() >= 0x0c).then(|| (u16::from_le_bytes([c[0], c[1]]), c[0x0b], c[0x0a]));
+        let mut v: Vec<PciAddress> = self
+            .devices
+            .iter()
+            .filter(|d| d.address.device == 0 && d.address.function == 0)
+            .filter(|d| class_of(&d.config).is_some_and(|(v, b, s)| v == 0x1022 && b == 0x06 && s == 0x00))
+            .filter(|d| {
+                let iommu = PciAddress { function: 2, ..d.address };
+                self.device(iommu)
+                    .is_some_and(|i| class_of(&i.config).is_some_and(|(v, b, s)| v == 0x1022 && b == 0x08 && s == 0x06))
+            })
+            .map(|d| d.address)
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Gives the functions of a listing (an `lspci` dump or paste, which shows no sysfs tree) their Intel VMD
@@ -520,6 +561,46 @@ mod tests {
         assert_eq!(with_lpc(4096, 0xfe).platform().lpc_rcba, vec![(a, false)]);
         // An unprivileged read stops at 64 bytes: unknown, not "disabled" and not "enabled".
         assert_eq!(with_lpc(64, 0).platform().lpc_rcba, vec![]);
+        // Bytes rebuilt from `lspci -vv` text are as long as a root read, but 0xF0 was never shown.
+        let mut text = with_lpc(4096, 0);
+        text.devices[0].config_from_text = true;
+        assert_eq!(text.platform().lpc_rcba, vec![]);
+    }
+
+    #[test]
+    fn without_ivrs_an_amd_root_complex_beside_its_iommu_is_assumed_untranslated() {
+        let dev = |a: &str, vendor: u16, class: [u8; 2]| {
+            let mut d = HostDevice::new(a.parse().unwrap());
+            d.config = vec![0; 64];
+            d.config[..2].copy_from_slice(&vendor.to_le_bytes());
+            d.config[0x0a] = class[1];
+            d.config[0x0b] = class[0];
+            d
+        };
+        let mut s = Snapshot {
+            devices: vec![
+                dev("0000:00:00.0", 0x1022, [0x06, 0x00]),
+                dev("0000:00:00.2", 0x1022, [0x08, 0x06]),
+                dev("0000:40:00.0", 0x1022, [0x06, 0x00]),
+                dev("0000:40:00.2", 0x1022, [0x08, 0x06]),
+                // A root complex without an IOMMU beside it, and a host bridge of another vendor.
+                dev("0000:80:00.0", 0x1022, [0x06, 0x00]),
+                dev("0000:c0:00.0", 0x8086, [0x06, 0x00]),
+                dev("0000:c0:00.2", 0x1022, [0x08, 0x06]),
+            ],
+            acpi_tables: vec!["IVRS".into()],
+            ..Snapshot::default()
+        };
+        let p = s.platform();
+        let want: Vec<PciAddress> = vec!["0000:00:00.0".parse().unwrap(), "0000:40:00.0".parse().unwrap()];
+        assert_eq!(p.ivrs.untranslated, want);
+        assert!(p.notes.iter().any(|n| n.contains("assuming, as AMD firmware does")), "{:?}", p.notes);
+        // Not on Intel, and not when the table itself was read (it says what it covers).
+        s.acpi_tables.clear();
+        assert!(s.platform().ivrs.untranslated.is_empty());
+        s.acpi_tables = vec!["IVRS".into()];
+        s.kernel.acpi_ivrs = Some(vec![0; 4]);
+        assert!(s.platform().ivrs.untranslated.is_empty());
     }
 
     #[test]

@@ -16,23 +16,21 @@ use iommu_pci::PciAddress;
 enum Known {
     /// Only in functions the kernel put in no group (they are not behind the IOMMU as the firmware describes
     /// it); the groups of every other function must match.
+    #[allow(dead_code)] // No listed machine needs it today (AMD root complexes are modelled); kept so that one
+    // can be listed honestly.
     UngroupedOnly(&'static str),
-    /// The groups themselves differ.
-    #[allow(dead_code)] // No listed machine needs it today; kept so that one can be listed honestly.
+    /// The groups themselves differ, and only where the prediction is uncertain.
     Groups(&'static str),
 }
 
 /// Machines allowed to differ, by file name, with the kernel fact behind the difference.
-const KNOWN: &[(&str, Known)] = &[
-    ("amd-aio-asus-m3702wfa.txt", Known::UngroupedOnly(IVRS_ROOT_COMPLEX)),
-    ("amd-server-dell-c6525.txt", Known::UngroupedOnly(IVRS_ROOT_COMPLEX)),
-    ("amd-notebook-framework13-phoenix.txt", Known::UngroupedOnly(IVRS_ROOT_COMPLEX)),
-    ("amd-desktop-gigabyte-x570.txt", Known::UngroupedOnly(IVRS_ROOT_COMPLEX)),
-];
+const KNOWN: &[(&str, Known)] = &[("intel-server-dell-poweredge-r730.txt", Known::Groups(PCH_RCBA))];
 
-/// AMD: the root complex function (bus:00.0 beside each IOMMU at bus:00.2) gets no group. Which functions sit
-/// behind an AMD IOMMU is the ACPI IVRS table's to say, not config space's.
-const IVRS_ROOT_COMPLEX: &str = "needs IVRS model: the kernel gives each root complex (bus:00.0) no group";
+/// Intel PCH root ports (here C610's 8d10/8d1e) count as isolated only when the LPC bridge at 1f.0 has RCBA
+/// enabled (config 0xF0 bit 0), a register `lspci -vv` text does not show: the prediction leaves them
+/// uncertain and not isolated, where this machine's kernel isolated them (so its RCBA was on).
+const PCH_RCBA: &str =
+    "Intel PCH ACS quirk: the LPC bridge's RCBA (0xF0) is not in lspci -vv text; predicted uncertain";
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lspci-vv");
@@ -110,7 +108,11 @@ fn every_real_machine_groups_as_its_kernel_did_or_is_listed_with_the_reason() {
                 "matches (stale KNOWN entry)".into()
             }
             (false, true, Some(Known::UngroupedOnly(why))) => format!("differs only in ungrouped functions: {why}"),
-            (false, false, Some(Known::Groups(why))) => format!("differs: {why}"),
+            (false, false, Some(Known::Groups(why)))
+                if o.predicted.difference(&o.kernel).all(|g| g.iter().any(|a| o.uncertain.contains(a))) =>
+            {
+                format!("differs where predicted uncertain: {why}")
+            }
             (false, _, _) => {
                 let mut msg = format!("{name}: prediction differs from the kernel's groups");
                 for g in o.kernel.difference(&o.predicted) {
