@@ -116,9 +116,11 @@ impl AcsVerdict {
 /// IOMMU asked for ACS. For a device the command line names, `__pci_config_acs` instead starts again
 /// from the firmware's value: `disable_acs_redir` clears RR CR EC there, and a `config_acs` entry
 /// (applied after it, from the same starting point) replaces its masked bits; either way the kernel's
-/// own enabling is gone.
+/// own enabling is gone. With [`Platform::acs_control_as_read`] the register is taken as the kernel left it.
 fn control_after_boot(cap: u16, firmware: u16, ctx: &Context, platform: &Platform) -> u16 {
-    if let Some((mask, flags)) = ctx.config_acs {
+    if platform.acs_control_as_read {
+        firmware
+    } else if let Some((mask, flags)) = ctx.config_acs {
         (firmware & !mask) | (flags & mask)
     } else if ctx.redir_named {
         firmware & !(acs::RR | acs::CR | acs::EC)

@@ -240,6 +240,13 @@ pub struct Platform {
     /// assumption decides a `config_acs` or `disable_acs_redir` result.
     #[serde(default)]
     pub acs_control_from_running_kernel: bool,
+    /// Take every ACS control register as the running kernel left it, without redoing its boot-time
+    /// writes: set when the registers come from a kernel that had an IOMMU on (it made groups) but whose
+    /// command line is not known (an `lspci` paste). Whatever `pci=disable_acs_redir=` or
+    /// `pci=config_acs=` did is already in the registers, and the kernel's own enabling too; redoing
+    /// the enabling without the parameters would isolate ports the kernel left open.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acs_control_as_read: bool,
     /// What reading a command line found that changes how it counts: a parameter given more than once
     /// (the kernel reads the last), a list the kernel stops reading early, a parameter this kernel ignores;
     /// and what reading an ACPI IVRS table found ([`Platform::apply_ivrs`]).
@@ -265,6 +272,7 @@ impl Default for Platform {
             config_acs: Vec::new(),
             acs_override: AcsOverride::default(),
             acs_control_from_running_kernel: false,
+            acs_control_as_read: false,
             notes: Vec::new(),
             vmd_domains: Vec::new(),
             ivrs: IvrsFacts::default(),

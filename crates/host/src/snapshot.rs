@@ -366,6 +366,9 @@ impl Snapshot {
             amd_ivrs: amd,
             lpc_rcba,
             acs_control_from_running_kernel: from_running_kernel,
+            // Registers from a kernel that made groups, with its command line unknown (a paste): they hold
+            // whatever its parameters did, which cannot be redone without them.
+            acs_control_as_read: !self.groups.is_empty() && self.kernel.cmdline.is_none(),
             ..Platform::default()
         };
         if let Some(c) = self.kernel.cmdline.as_deref() {
@@ -601,6 +604,18 @@ mod tests {
         s.acpi_tables = vec!["IVRS".into()];
         s.kernel.acpi_ivrs = Some(vec![0; 4]);
         assert!(s.platform().ivrs.untranslated.is_empty());
+    }
+
+    #[test]
+    fn acs_control_is_taken_as_read_only_from_a_kernel_with_groups_and_an_unknown_command_line() {
+        let g = KernelGroup { id: 0, kind: None, reserved_regions: vec![], devices: vec![] };
+        let mut s = Snapshot { groups: vec![g], ..Snapshot::default() };
+        assert!(s.platform().acs_control_as_read, "a paste: groups, no command line");
+        s.kernel.cmdline = Some("root=/dev/sda1".into());
+        assert!(!s.platform().acs_control_as_read, "the command line is known: its parameters are redone");
+        s.kernel.cmdline = None;
+        s.groups.clear();
+        assert!(!s.platform().acs_control_as_read, "no groups: no IOMMU asked for ACS, firmware values");
     }
 
     #[test]

@@ -7,13 +7,17 @@
 //! each port's new ACS control (once in its merge, once in the ACS section),
 //! and the two base boots (the same topology under 6.12 and 6.1) must differ in the kernel.
 //!
+//! And the `lspci -D -vvnn` text of each boot, read back with `--from-lspci`, must predict that boot's groups:
+//! a paste carries no command line, so the ACS control registers the kernel left (the parameter's work
+//! included) are taken as they read.
+//!
 //! `pcie_acs_override=` cannot be checked here: Debian's kernels do not carry the out-of-tree patch.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use iommu_lab::{for_each_parallel, iommuctl_bin, require_lab, skip_or_fail, topology, GuestSpec};
+use iommu_lab::{find_program, for_each_parallel, iommuctl_bin, require_lab, skip_or_fail, topology, GuestSpec};
 
 type Partition = BTreeSet<Vec<String>>;
 
@@ -78,7 +82,15 @@ fn what_if_predicts_the_groups_of_a_kernel_booted_with_the_parameter() {
         skip_or_fail(&format!("iommuctl binary {} not found (run scripts/test)", bin.display()));
         return;
     }
-    let script = format!(". /lab/lib.sh\nsection snapshot {} snapshot -o -\n", bin.display());
+    let Some(lspci) = find_program("lspci") else {
+        skip_or_fail("lspci not found (package pciutils; scripts/lab-setup installs it)");
+        return;
+    };
+    let script = format!(
+        ". /lab/lib.sh\nsection snapshot {} snapshot -o -\nsection vv {} -D -vvnn\n",
+        bin.display(),
+        lspci.display()
+    );
     // Boot i*2: without the parameter; i*2+1: with it.
     let boots: Vec<(usize, bool)> = (0..CASES.len()).flat_map(|i| [(i, false), (i, true)]).collect();
     let runs = for_each_parallel(&boots, |&(i, with)| {
@@ -87,6 +99,7 @@ fn what_if_predicts_the_groups_of_a_kernel_booted_with_the_parameter() {
         let mut spec = GuestSpec::new(&t)
             .run_name(&format!("whatif-{}-{}", c.topology, if with { "param" } else { "base" }))
             .binary(&bin)
+            .binary(&lspci)
             .script(&script);
         if with {
             spec = spec.kernel_arg(c.kernel_arg);
@@ -138,6 +151,26 @@ fn what_if_predicts_the_groups_of_a_kernel_booted_with_the_parameter() {
         }
         if today == kernel {
             problems.push(format!("the parameter changed nothing on the kernel ({} groups both times)", kernel.len()));
+        }
+        // Each boot's lspci -vvnn text predicts that boot's groups.
+        for (label, run, want) in [("without", base, &today), ("with", with, &kernel)] {
+            let vv = dir.path().join(format!("{label}.txt"));
+            std::fs::write(&vv, run.out("vv")).expect("write lspci text");
+            let o = std::process::Command::new(&bin)
+                .args(["--from-lspci", vv.to_str().unwrap(), "predict", "--json"])
+                .output()
+                .expect("run iommuctl");
+            match partition_of(&String::from_utf8_lossy(&o.stdout), "groups") {
+                Ok(p) if p == *want => {}
+                Ok(p) => problems.push(format!(
+                    "lspci -vvnn {label} the parameter: {} predicted groups, the kernel made {}; only in the \
+                     prediction: {:?}",
+                    p.len(),
+                    want.len(),
+                    p.difference(want).collect::<Vec<_>>()
+                )),
+                Err(e) => problems.push(format!("lspci -vvnn {label}: {e}; {}", String::from_utf8_lossy(&o.stderr))),
+            }
         }
         // diff names the parameter as the cause of what the second boot changed.
         let param = c.what_if.split('=').next().unwrap_or_default();
