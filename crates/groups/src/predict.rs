@@ -198,8 +198,14 @@ pub fn predict(t: &Topology, platform: &Platform, rules: RuleSet) -> Prediction 
     let mut evidence_of = vec![NONE; n];
     // The group of each VMD domain whose endpoint is not in the topology, once one of its functions has one.
     let mut absent_vmd_group: HashMap<u32, u32> = HashMap::new();
+    let igfx_off = intel_igfx_iommu_disabled(t, platform);
     for &d in &t.probe_order {
-        if let Some(why) = not_translated(&t.devices[d as usize], platform) {
+        let dev = &t.devices[d as usize];
+        let why = not_translated(dev, platform).or_else(|| {
+            (igfx_off && !platform.amd_ivrs && dev.vendor == 0x8086 && dev.class >> 16 == 0x03 && dev.parent.is_none())
+                .then_some("the kernel's quirk_iommu_igfx turns off DMA remapping for graphics on this chipset")
+        });
+        if let Some(why) = why {
             excluded.push((t.devices[d as usize].address, why));
             continue;
         }
@@ -271,6 +277,21 @@ fn not_translated(d: &crate::model::Device, platform: &Platform) -> Option<&'sta
     } else {
         None
     }
+}
+
+/// Intel devices whose presence makes the kernel ignore the graphics-only remapping unit (intel/iommu.c,
+/// `quirk_iommu_igfx`: Q35, G4x/GM45, QM57/QS57 and Broadwell, whose graphics DMA remapping is broken).
+const IGFX_QUIRK_IDS: &[u16] = &[
+    0x29b2, 0x2a40, 0x2e00, 0x2e10, 0x2e20, 0x2e30, 0x2e40, 0x2e90, 0x0044, 0x1606, 0x160b, 0x160e, 0x1602, 0x160a,
+    0x160d, 0x1616, 0x161b, 0x161e, 0x1612, 0x161a, 0x161d, 0x1626, 0x162b, 0x162e, 0x1622, 0x162a, 0x162d, 0x1636,
+    0x163b, 0x163e, 0x1632, 0x163a, 0x163d,
+];
+
+/// Whether `quirk_iommu_igfx` fires for a device of the topology: the kernel then ignores the remapping unit
+/// that covers only graphics devices, and the integrated GPU (an Intel display function on the root bus)
+/// is in no group. Only with an Intel IOMMU (the quirk is intel-iommu's).
+fn intel_igfx_iommu_disabled(t: &Topology, platform: &Platform) -> bool {
+    !platform.amd_ivrs && t.devices.iter().any(|d| d.vendor == 0x8086 && IGFX_QUIRK_IDS.contains(&d.device))
 }
 
 /// Each device's PCIe type after the kernel's corrections, in address order (`None` when not PCIe).

@@ -104,9 +104,15 @@ fn compare(snap: &iommu_host::Snapshot, predicted: &crate::source::Predicted, un
         out.push(format!("predicted has {{{}}}", show(k)));
         let ungrouped: Vec<PciAddress> = k.iter().copied().filter(|&a| snap.group_of(a).is_none()).collect();
         if !ungrouped.is_empty() {
+            let why = if snap.platform().amd_ivrs {
+                "on AMD the IVRS table decides, which config space does not show"
+            } else {
+                "on Intel the DMAR table decides which devices each remapping unit covers, and an integrated GPU's \
+                 graphics-only unit is ignored with intel_iommu=igfx_off or the kernel's quirk for chipsets whose \
+                 graphics remapping is broken; neither shows in config space"
+            };
             out.push(format!(
-                "  the kernel put {} in no group (not behind the IOMMU as the firmware describes it: on AMD the \
-                 IVRS table decides, which config space does not show)",
+                "  the kernel put {} in no group (not behind the IOMMU as the firmware describes it: {why})",
                 show(&ungrouped)
             ));
         }

@@ -310,6 +310,28 @@ fn amd_iommu_function_gets_no_group() {
 }
 
 #[test]
+fn broadwell_graphics_gets_no_group_by_the_igfx_quirk_and_skylake_does() {
+    // intel/iommu.c, quirk_iommu_igfx: Broadwell's 8086:1616 (among others) makes the kernel ignore the
+    // graphics-only remapping unit, so the integrated GPU on the root bus is in no group.
+    let with_gpu = |device: u16| {
+        let mut b = B::new();
+        b.add("00:02.0", None, 0x8086, device, HeaderKind::Normal, Pcie::No, AcsState::Absent, false);
+        b.0.last_mut().unwrap().class = 0x030000;
+        Topology::new(b.0.clone()).unwrap()
+    };
+    let p = predict(&with_gpu(0x1616), &Platform::default(), RuleSet::Linux6);
+    assert_eq!(p.groups.len(), 1, "the host bridge only");
+    assert_eq!(
+        p.excluded,
+        vec![(addr("00:02.0"), "the kernel's quirk_iommu_igfx turns off DMA remapping for graphics on this chipset")]
+    );
+    // Skylake's HD 530 is not in the list; on AMD the quirk is not there at all.
+    assert_eq!(predict(&with_gpu(0x1912), &Platform::default(), RuleSet::Linux6).groups.len(), 2);
+    let amd = Platform { amd_ivrs: true, ..Platform::default() };
+    assert!(predict(&with_gpu(0x1616), &amd, RuleSet::Linux6).excluded.is_empty());
+}
+
+#[test]
 fn disable_acs_redir_on_the_command_line_unisolates_the_named_port() {
     let specs = iommu_groups::DeviceSpec::disable_acs_redir_from_cmdline(
         "ro quiet pci=noats,disable_acs_redir=0000:00:01.0;pci:1b36:000d intel_iommu=on",

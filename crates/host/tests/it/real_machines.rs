@@ -16,17 +16,25 @@ use iommu_pci::PciAddress;
 enum Known {
     /// Only in functions the kernel put in no group (they are not behind the IOMMU as the firmware describes
     /// it); the groups of every other function must match.
-    #[allow(dead_code)] // No listed machine needs it today (AMD root complexes are modelled); kept so that one
-    // can be listed honestly.
     UngroupedOnly(&'static str),
     /// The groups themselves differ, and only where the prediction is uncertain.
     Groups(&'static str),
 }
 
 /// Machines allowed to differ, by file name, with the kernel fact behind the difference.
-const KNOWN: &[(&str, Known)] = &[("intel-server-dell-poweredge-r730.txt", Known::Groups(PCH_RCBA))];
+const KNOWN: &[(&str, Known)] = &[
+    ("intel-server-dell-poweredge-r730.txt", Known::Groups(PCH_RCBA)),
+    ("intel-workstation-hp-z440.txt", Known::Groups(PCH_RCBA)),
+    ("intel-desktop-hp-elitedesk-800-g2-sff.txt", Known::UngroupedOnly(IGFX_UNIT)),
+];
 
-/// Intel PCH root ports (here C610's 8d10/8d1e) count as isolated only when the LPC bridge at 1f.0 has RCBA
+/// Intel: the integrated GPU is in no group when the remapping unit that covers only graphics is ignored
+/// (`intel_iommu=igfx_off`, or `quirk_iommu_igfx` on chipsets it lists) or not in the firmware's DMAR table.
+/// Skylake's HD 530 is not in the quirk's list, and a paste carries neither the command line nor the DMAR.
+const IGFX_UNIT: &str =
+    "the iGPU's graphics-only DMAR unit was ignored or not listed (igfx_off or firmware), not in a paste";
+
+/// Intel PCH root ports (here C610's, on the R730 and the Z440) count as isolated only when the LPC bridge at 1f.0 has RCBA
 /// enabled (config 0xF0 bit 0), a register `lspci -vv` text does not show: the prediction leaves them
 /// uncertain and not isolated, where this machine's kernel isolated them (so its RCBA was on).
 const PCH_RCBA: &str =
