@@ -200,22 +200,41 @@ impl FstabEntry {
     }
 
     /// Where `spec` points in `/dev`: `UUID=x` → `/dev/disk/by-uuid/x` (likewise `LABEL`, `PARTUUID`,
-    /// `PARTLABEL`, quotes removed), a `/dev/…` path as it is; `None` for anything else (a file, `tmpfs`, a
-    /// network share).
+    /// `PARTLABEL`, quotes removed, the value encoded as udev names its links: `my data` →
+    /// `my\x20data`, a `/` → `\x2f`, so the value is always one path component), a `/dev/…` path as it is;
+    /// `None` for anything else (a file, `tmpfs`, a network share).
     pub fn dev_path(&self) -> Option<String> {
         for (tag, dir) in
             [("UUID=", "by-uuid"), ("LABEL=", "by-label"), ("PARTUUID=", "by-partuuid"), ("PARTLABEL=", "by-partlabel")]
         {
             if let Some(v) = self.spec.strip_prefix(tag) {
                 let v = v.trim_matches('"');
-                if v.is_empty() || v.contains('/') {
+                if v.is_empty() {
                     return None;
                 }
-                return Some(format!("/dev/disk/{dir}/{v}"));
+                return Some(format!("/dev/disk/{dir}/{}", udev_encode(v)));
             }
         }
         self.spec.starts_with("/dev/").then(|| self.spec.clone())
     }
+}
+
+/// A value as udev writes it into a `/dev/disk/by-*` link name (`encode_devnode_name`): ASCII letters,
+/// digits and `#+-.:=@_` stay, as do non-ASCII characters; every other byte becomes `\xNN`. `.` and `..`
+/// alone are encoded too, so the result never walks a directory.
+pub fn udev_encode(v: &str) -> String {
+    if v == "." || v == ".." {
+        return v.bytes().map(|b| format!("\\x{b:02x}")).collect();
+    }
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if c.is_ascii_alphanumeric() || "#+-.:=@_".contains(c) || !c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        }
+    }
+    out
 }
 
 /// Parses `/etc/fstab`: whitespace-separated `SPEC FILE VFSTYPE [OPTIONS [FREQ [PASSNO]]]`, `#` comments
@@ -313,8 +332,12 @@ mod tests {
         assert_eq!(f[3].dev_path(), None);
         assert!(f[4].has_option("nofail") && !f[4].has_option("fail"));
         assert_eq!(f[4].file, "/srv/my data");
+        assert_eq!(f[4].dev_path().as_deref(), Some("/dev/disk/by-label/data"));
         assert_eq!(f[5].options, "defaults");
-        assert_eq!(f[6].dev_path(), None, "a tag with a slash is not a /dev/disk name");
+        assert_eq!(f[6].dev_path().as_deref(), Some("/dev/disk/by-uuid/..\\x2f..\\x2fx"), "one path component");
+        assert_eq!(udev_encode("my data/x"), "my\\x20data\\x2fx");
+        assert_eq!(udev_encode(".."), "\\x2e\\x2e");
+        assert_eq!(udev_encode("Données"), "Données");
     }
 
     #[test]

@@ -246,3 +246,14 @@ fn an_unreadable_fstab_refuses_functions_with_storage() {
     assert!(refusals(&b)[0].contains("what the host boots from is not known"), "{b:#?}");
     assert!(refusals(&b)[0].contains("fstab"), "{b:#?}");
 }
+
+#[test]
+fn a_label_with_a_space_resolves_through_the_link_udev_names_with_an_escape() {
+    let (t, snap) = host();
+    let by = t.root().join("dev/disk/by-label");
+    fs::create_dir_all(&by).unwrap();
+    symlink("../../nvme0n1p2", by.join("root\\x20disk")).unwrap();
+    t.write("etc/fstab", "LABEL=root\\040disk / ext4 defaults 0 1\n");
+    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    assert_eq!(refusals(&b), ["persisted 0000:01:00.0 holds / per /etc/fstab (LABEL=root disk is nvme0n1p2)"]);
+}
