@@ -116,14 +116,16 @@ impl AcsVerdict {
 /// IOMMU asked for ACS. For a device the command line names, `__pci_config_acs` instead starts again
 /// from the firmware's value: `disable_acs_redir` clears RR CR EC there, and a `config_acs` entry
 /// (applied after it, from the same starting point) replaces its masked bits; either way the kernel's
-/// own enabling is gone. With [`Platform::acs_control_as_read`] the register is taken as the kernel left it.
+/// own enabling is gone. With [`Platform::acs_control_as_read`] a register no parameter names is taken as
+/// the kernel left it.
 fn control_after_boot(cap: u16, firmware: u16, ctx: &Context, platform: &Platform) -> u16 {
-    if platform.acs_control_as_read {
-        firmware
-    } else if let Some((mask, flags)) = ctx.config_acs {
+    if let Some((mask, flags)) = ctx.config_acs {
         (firmware & !mask) | (flags & mask)
     } else if ctx.redir_named {
         firmware & !(acs::RR | acs::CR | acs::EC)
+    } else if platform.acs_control_as_read {
+        // What the kernel left, parameters included; only a parameter named here (a what-if) redoes it.
+        firmware
     } else if platform.kernel_enables_acs {
         firmware | (cap & REQUIRED)
     } else {

@@ -2,6 +2,7 @@
 //! (`crates/host/tests/fixtures/lspci/`), and clear refusals where a dump cannot answer.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
@@ -196,4 +197,17 @@ fn a_vmd_laptops_paste_puts_the_vmd_domain_in_the_vmd_endpoints_group_as_its_ker
     assert_eq!(vmd_group, ["0000:00:0e.0", "10000:e0:06.0", "10000:e1:00.0"]);
     let diffs = v["differences"].as_array().expect("differences");
     assert!(diffs.iter().all(|d| !d.as_str().unwrap().contains("10000:")), "{diffs:#?}");
+}
+
+#[test]
+fn what_if_on_a_paste_with_groups_applies_the_parameter_to_the_registers_as_read() {
+    // A paste with groups takes ACS control as its kernel left it; a what-if parameter still redoes the
+    // port it names (Dell Precision 3640: the NVMe's PCH root port 00:1d.0 has ACS with SV RR CR set).
+    let paste = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host/tests/fixtures/lspci-vv/intel-desktop-dell-precision-3640-tower.txt");
+    let p = paste.to_str().unwrap();
+    let o = iommuctl(&["--from-lspci", p, "predict", "--what-if", "disable_acs_redir=0000:00:1d.0"]);
+    assert_exit(&o, 0);
+    assert_contains(&out(&o), "today 12 groups, then 11 groups");
+    assert_contains(&out(&o), "{0000:02:00.0} merges into {0000:00:1d.0 0000:02:00.0}");
 }
