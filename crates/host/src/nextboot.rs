@@ -73,6 +73,8 @@ pub fn simulate(root: &Path, snap: &Snapshot, persisted: &[Persisted]) -> NextBo
 /// [`simulate`] with what the host boots from already found.
 pub fn simulate_with(snap: &Snapshot, persisted: &[Persisted], boot: &BootStorage) -> NextBoot {
     let mut entries = Vec::new();
+    let mut persisted: Vec<&Persisted> = persisted.iter().collect();
+    persisted.sort_by_key(|p| p.address);
     for p in persisted {
         let dev = snap.device(p.address);
         let now = dev.and_then(|d| DeviceIds::from_config(&d.config));
@@ -140,11 +142,15 @@ pub fn simulate_with(snap: &Snapshot, persisted: &[Persisted], boot: &BootStorag
         });
     }
 
-    // Every function in a group a rule binds into, with the persisted address it comes with.
+    // Every function in a group a rule binds into, with the persisted address it comes with. Bridges stay
+    // on their driver (bind and persist leave them), so a bridge above the boot disk takes nothing.
+    let is_bridge = |a: PciAddress| {
+        snap.device(a).is_some_and(|d| d.config.get(0x0b) == Some(&0x06) && d.config.get(0x0a) == Some(&0x04))
+    };
     let mut taken: Vec<(PciAddress, PciAddress)> = Vec::new();
     for e in entries.iter().filter(|e| e.binds) {
         for &m in &e.group {
-            if !taken.iter().any(|(t, _)| *t == m) {
+            if (m == e.address || !is_bridge(m)) && !taken.iter().any(|(t, _)| *t == m) {
                 taken.push((m, e.address));
             }
         }
@@ -178,10 +184,14 @@ pub fn simulate_with(snap: &Snapshot, persisted: &[Persisted], boot: &BootStorag
             }
         }
         if snap.device(m).is_some_and(|d| d.boot_vga == Some(true)) {
-            let other = snap
-                .devices
-                .iter()
-                .any(|d| !taken_set.contains(&d.address) && d.config.get(0x0b) == Some(&0x03) && d.physfn.is_none());
+            // A display the console can use: a VGA-compatible (0300) or other display controller (0380), not a
+            // 3D or compute controller (0302).
+            let other = snap.devices.iter().any(|d| {
+                !taken_set.contains(&d.address)
+                    && d.config.get(0x0b) == Some(&0x03)
+                    && matches!(d.config.get(0x0a), Some(0x00 | 0x80))
+                    && d.physfn.is_none()
+            });
             if !other {
                 refusals.push(Holder {
                     device: m,

@@ -125,11 +125,22 @@ pub fn parse_udev_line(l: &str) -> Option<Persisted> {
         None => (head, None),
         Some((addr, ids)) => {
             let (v, d) = ids.split_once("\", ATTR{device}==\"0x")?;
-            let hex = |s: &str| (s.len() == 4).then(|| u16::from_str_radix(s, 16).ok()).flatten();
+            // Exactly the four lowercase hex digits iommuctl writes (from_str_radix alone takes `+10d`).
+            let hex = |s: &str| {
+                (s.len() == 4 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+                    .then(|| u16::from_str_radix(s, 16).ok())
+                    .flatten()
+            };
             (addr, Some(DeviceIds { vendor: hex(v)?, device: hex(d)? }))
         }
     };
-    Some(Persisted { address: addr.parse().ok()?, driver: DriverName::parse(drv).ok()?, ids, group: None })
+    // Only the full form iommuctl writes: udev compares KERNEL as text, so `01:00.0` would match nothing
+    // today and something once rewritten in full.
+    let address: PciAddress = addr.parse().ok()?;
+    if address.to_string() != addr {
+        return None;
+    }
+    Some(Persisted { address, driver: DriverName::parse(drv).ok()?, ids, group: None })
 }
 
 /// The comment line that records a persisted device's group.
@@ -141,8 +152,9 @@ pub fn group_line(address: PciAddress, group: &[PciAddress]) -> String {
 /// Parses a group comment line iommuctl wrote.
 pub fn parse_group_line(l: &str) -> Option<(PciAddress, Vec<PciAddress>)> {
     let (addr, members) = l.strip_prefix("# ")?.split_once(GROUP_MIDDLE)?;
-    let members: Option<Vec<PciAddress>> = members.split_whitespace().map(|m| m.parse().ok()).collect();
-    Some((addr.parse().ok()?, members.filter(|m| !m.is_empty())?))
+    let full = |s: &str| s.parse::<PciAddress>().ok().filter(|a| a.to_string() == s);
+    let members: Option<Vec<PciAddress>> = members.split_whitespace().map(full).collect();
+    Some((full(addr)?, members.filter(|m| !m.is_empty())?))
 }
 
 /// The softdep line that loads `pre` before `module`.

@@ -617,6 +617,11 @@ pub struct BootStorage {
 
 /// Finds what the host boots from below `root`: `/etc/fstab` (its tags resolved through the
 /// `/dev/disk/by-*` links, the next boot's view) and the current mounts and swap areas (this boot's).
+///
+/// What cannot be placed is `unknown`, never "nothing": a boot mount or swap area whose device is not
+/// found, a ZFS root (sysfs does not show pool members), a device on no PCI function that is not RAM- or
+/// file-backed (NVMe multipath's `nvme-subsystem` nodes). RAM-backed swap (`/dev/zram*`) and file systems
+/// without a block device (tmpfs, overlay, network) need nothing.
 pub fn boot_storage(root: &Path) -> BootStorage {
     let inv = Inventory::read(root);
     let live = is_live(root);
@@ -624,9 +629,27 @@ pub fn boot_storage(root: &Path) -> BootStorage {
     for n in inv.blocks.keys() {
         out.with_storage.extend(inv.pcis(n, 0));
     }
-    let put = |to: &mut Vec<Holder>, name: &str, what: &str| {
-        for a in inv.pcis(name, 0) {
+    // Holders for the PCI functions below `name`; a device on none is unknown unless RAM- or file-backed.
+    let put = |to: &mut Vec<Holder>, unknown: &mut Vec<String>, name: &str, what: &str| {
+        let pcis = inv.pcis(name, 0);
+        if pcis.is_empty() {
+            let canon = inv.blocks.get(name).map(|b| b.canon.to_string_lossy().into_owned()).unwrap_or_default();
+            if canon.contains("/nvme-subsystem/") {
+                unknown.push(format!("{what}: {name} is an NVMe multipath device, on no one PCI function sysfs names"));
+            }
+            return;
+        }
+        for a in pcis {
             to.push(Holder { device: a, what: what.to_string() });
+        }
+    };
+    let ram_backed = |path: &str| path.starts_with("/dev/zram");
+
+    let mounts: Vec<MountEntry> = match read_table(root, "proc/self/mountinfo", live) {
+        Ok(t) => t.map(|t| parse_mountinfo(&t)).unwrap_or_default(),
+        Err(e) => {
+            out.unknown.push(e);
+            Vec::new()
         }
     };
 
@@ -635,30 +658,48 @@ pub fn boot_storage(root: &Path) -> BootStorage {
         Ok(Some(text)) => {
             let entries = parse_fstab(&text);
             for e in &entries {
-                let boot = e.is_swap() || BOOT_MOUNTS.contains(&e.file.as_str());
-                if !boot && (e.has_option("nofail") || e.has_option("noauto")) {
+                let file = normalize_mount_point(&e.file);
+                let boot_fs = !e.is_swap() && BOOT_MOUNTS.contains(&file.as_str());
+                if e.has_option("noauto") && !boot_fs {
                     continue;
                 }
-                let Some((name, via)) = fstab_device(&inv, e, &entries) else {
-                    if boot && (e.dev_path().is_some() || e.is_swap()) {
+                // systemd does not fail the boot for a nofail entry; a boot mount stays needed regardless.
+                let waited = !boot_fs && e.has_option("nofail");
+                if waited && !e.is_swap() {
+                    continue;
+                }
+                let found = fstab_device(&inv, e, &entries).map(|(n, via)| vec![(n, via)]).or_else(|| {
+                    // A swap file no fstab entry covers (a root given by `root=`): the file system holding it now.
+                    let m = (e.is_swap() && e.spec.starts_with('/') && !e.spec.starts_with("/dev/"))
+                        .then(|| swap_file_mount(root, &e.spec, &mounts))??;
+                    let via = format!(", a file on {} ({} mounted now)", m.mount_point, m.source);
+                    Some(inv.mount_devices(m).into_iter().map(|(n, _)| (n, via.clone())).collect())
+                });
+                let Some(found) = found.filter(|f| !f.is_empty()) else {
+                    let device_backed = e.dev_path().is_some() || (e.is_swap() && e.spec.starts_with('/'));
+                    if (boot_fs || (e.is_swap() && !waited)) && device_backed && !ram_backed(&e.spec) {
                         out.unknown.push(format!(
                             "/etc/fstab names {} for {}, and no block device here is it",
                             e.spec,
-                            if e.is_swap() { "swap" } else { e.file.as_str() }
+                            if e.is_swap() { "swap" } else { file.as_str() }
                         ));
                     }
                     continue;
                 };
-                if e.is_swap() {
-                    put(&mut out.needed, &name, &format!("swap per /etc/fstab ({}{via})", e.spec));
-                } else if boot {
-                    put(&mut out.needed, &name, &format!("{} per /etc/fstab ({}{via})", e.file, e.spec));
-                } else {
-                    put(
-                        &mut out.waited_for,
-                        &name,
-                        &format!("{} per /etc/fstab ({}{via}), which the boot waits for (no nofail)", e.file, e.spec),
-                    );
+                for (name, via) in found {
+                    let (to, what) = if e.is_swap() && waited {
+                        (&mut out.waited_for, format!("swap per /etc/fstab ({}{via}), which has nofail", e.spec))
+                    } else if e.is_swap() {
+                        (&mut out.needed, format!("swap per /etc/fstab ({}{via})", e.spec))
+                    } else if boot_fs {
+                        (&mut out.needed, format!("{file} per /etc/fstab ({}{via})", e.spec))
+                    } else {
+                        (
+                            &mut out.waited_for,
+                            format!("{file} per /etc/fstab ({}{via}), which the boot waits for (no nofail)", e.spec),
+                        )
+                    };
+                    put(to, &mut out.unknown, &name, &what);
                 }
             }
         }
@@ -667,16 +708,16 @@ pub fn boot_storage(root: &Path) -> BootStorage {
     }
 
     // This boot: what is mounted and swapped on now.
-    let mounts: Vec<MountEntry> = match read_table(root, "proc/self/mountinfo", live) {
-        Ok(t) => t.map(|t| parse_mountinfo(&t)).unwrap_or_default(),
-        Err(e) => {
-            out.unknown.push(e);
-            Vec::new()
-        }
-    };
     for m in mounts.iter().filter(|m| BOOT_MOUNTS.contains(&m.mount_point.as_str())) {
-        for (name, _) in inv.mount_devices(m) {
-            put(&mut out.needed, &name, &format!("{}, mounted now from {}", m.mount_point, m.source));
+        let devices = inv.mount_devices(m);
+        if devices.is_empty() && (m.fstype == "zfs" || m.source.starts_with("/dev/")) {
+            out.unknown.push(format!(
+                "{} is mounted from {} ({}), whose disks sysfs does not show",
+                m.mount_point, m.source, m.fstype
+            ));
+        }
+        for (name, _) in devices {
+            put(&mut out.needed, &mut out.unknown, &name, &format!("{}, mounted now from {}", m.mount_point, m.source));
         }
     }
     match read_table(root, "proc/swaps", live) {
@@ -685,10 +726,13 @@ pub fn boot_storage(root: &Path) -> BootStorage {
                 if s.is_file() {
                     let Some(m) = swap_file_mount(root, s.path(), &mounts) else { continue };
                     for (name, _) in inv.mount_devices(m) {
-                        put(&mut out.needed, &name, &format!("active swap file {} on {}", s.path(), m.source));
+                        let what = format!("active swap file {} on {}", s.path(), m.source);
+                        put(&mut out.needed, &mut out.unknown, &name, &what);
                     }
                 } else if let Some(name) = inv.resolve_path(s.path()) {
-                    put(&mut out.needed, &name, &format!("active swap on {}", s.path()));
+                    put(&mut out.needed, &mut out.unknown, &name, &format!("active swap on {}", s.path()));
+                } else if !ram_backed(s.path()) {
+                    out.unknown.push(format!("active swap on {}, which no block device here is", s.path()));
                 }
             }
         }
@@ -698,7 +742,20 @@ pub fn boot_storage(root: &Path) -> BootStorage {
         v.sort_by(|a, b| (a.device, &a.what).cmp(&(b.device, &b.what)));
         v.dedup();
     }
+    out.unknown.sort();
+    out.unknown.dedup();
     out
+}
+
+/// A mount point as the kernel and systemd compare it: repeated `/` collapsed, `.` components and a
+/// trailing `/` dropped (`/boot/efi/` is `/boot/efi`).
+fn normalize_mount_point(p: &str) -> String {
+    let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    if p.starts_with('/') {
+        format!("/{}", parts.join("/"))
+    } else {
+        parts.join("/")
+    }
 }
 
 /// The block device an `/etc/fstab` entry mounts, and how it was found (`" is nvme0n1p2"`): a tag through
@@ -722,11 +779,12 @@ fn fstab_device(inv: &Inventory, e: &FstabEntry, all: &[FstabEntry]) -> Option<(
     }
     if e.is_swap() && e.spec.starts_with('/') {
         let under = |m: &&FstabEntry| {
-            !m.is_swap() && (m.file == "/" || e.spec.strip_prefix(m.file.as_str()).is_some_and(|r| r.starts_with('/')))
+            let f = normalize_mount_point(&m.file);
+            !m.is_swap() && (f == "/" || e.spec.strip_prefix(f.as_str()).is_some_and(|r| r.starts_with('/')))
         };
-        let fs = all.iter().filter(under).max_by_key(|m| m.file.len())?;
+        let fs = all.iter().filter(under).max_by_key(|m| normalize_mount_point(&m.file).len())?;
         let (name, via) = fstab_device(inv, fs, all)?;
-        return Some((name, format!(", a file on {} ({}{via})", fs.file, fs.spec)));
+        return Some((name, format!(", a file on {} ({}{via})", normalize_mount_point(&fs.file), fs.spec)));
     }
     None
 }

@@ -39,11 +39,11 @@ fn realize(t: &Topology, target: &str, extra: &str) -> Option<GuestRun> {
     let q = qemu.display();
     let script = format!(
         ". /lab/lib.sh\nB={b}\n\
-         section unbound sh -c 'eval \"{q} -L /usr/share/seabios -machine q35 -accel tcg,tb-size=16 -m 64 -nodefaults -display none -S -qmp stdio -device vfio-pci,host={target}\" < /dev/null'\n\
+         printf '%s\\n' '{{\"execute\":\"qmp_capabilities\"}}' '{{\"execute\":\"query-pci\"}}' '{{\"execute\":\"quit\"}}' > /tmp/qmp\n\
+         section unbound sh -c 'eval \"{q} -L /usr/share/seabios -machine q35 -accel tcg,tb-size=16 -m 64 -nodefaults -display none -S -qmp stdio -device vfio-pci,host={target}\" < /tmp/qmp'\n\
          section bind $B bind {target}\n\
          section args $B qemu {target} {extra}\n\
          $B qemu {target} {extra} > /tmp/args\n\
-         printf '%s\\n' '{{\"execute\":\"qmp_capabilities\"}}' '{{\"execute\":\"query-pci\"}}' '{{\"execute\":\"quit\"}}' > /tmp/qmp\n\
          section qemu sh -c 'eval \"{q} -L /usr/share/seabios -machine q35 -accel tcg,tb-size=16 -m 64 -nodefaults -display none -S -qmp stdio $(cat /tmp/args)\" < /tmp/qmp'\n\
          section restore $B restore --all\n",
         b = b.display()

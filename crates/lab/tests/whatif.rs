@@ -198,6 +198,7 @@ fn what_if_predicts_the_groups_of_a_kernel_booted_with_the_parameter() {
         }
     }
     // The two base boots: the same devices under Debian's 6.12 (case 0) and 6.1 (case 1).
+    assert_eq!((CASES[0].topology, CASES[1].topology), ("k612-everything", "everything"), "the 6.1/6.12 diff pair");
     if let (Ok(k612), Ok(k61)) = (&runs[0], &runs[2]) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (a, b) = (dir.path().join("6.1.json"), dir.path().join("6.12.json"));

@@ -102,7 +102,7 @@ fn persist_inner(cfg: &Config, root: &Path, a: &PersistArgs<'_>, out: &mut Defer
     } else {
         if let Some(b) = &boot {
             for w in warnings(b) {
-                warn(&format!("warning: {w}"));
+                warn(&sanitize(&format!("warning: {w}")));
             }
         }
         for c in &changes {

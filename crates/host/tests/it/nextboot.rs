@@ -257,3 +257,88 @@ fn a_label_with_a_space_resolves_through_the_link_udev_names_with_an_escape() {
     let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
     assert_eq!(refusals(&b), ["persisted 0000:01:00.0 holds / per /etc/fstab (LABEL=root disk is nvme0n1p2)"]);
 }
+
+#[test]
+fn a_boot_mount_point_with_a_trailing_slash_is_still_a_boot_mount() {
+    let (t, snap) = host();
+    t.write("etc/fstab", "UUID=EF-01 /boot/efi/ vfat umask=0077 0 1\n");
+    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    assert_eq!(refusals(&b), ["persisted 0000:01:00.0 holds /boot/efi per /etc/fstab (UUID=EF-01 is nvme0n1p1)"]);
+}
+
+#[test]
+fn a_zfs_root_or_a_multipath_nvme_root_is_unknown_and_refuses_functions_with_storage() {
+    let (t, snap) = host();
+    fs::remove_file(t.root().join("etc/fstab")).unwrap();
+    t.mountinfo("22 1 0:25 / / rw - zfs rpool/ROOT/debian rw,xattr\n");
+    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    assert!(
+        refusals(&b)[0].contains("/ is mounted from rpool/ROOT/debian (zfs), whose disks sysfs does not show"),
+        "{b:#?}"
+    );
+    assert!(!simulate(t.root(), &with_igpu(snap.clone()), &gpu_rules()).refused(), "a GPU has no storage");
+    // NVMe native multipath: the namespace node sits below nvme-subsystem, on no PCI function.
+    t.block("devices/virtual/nvme-subsystem/nvme-subsys1/nvme1n1", "nvme1n1", "259:9");
+    t.mountinfo("22 1 259:9 / / rw - ext4 /dev/nvme1n1 rw\n");
+    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    assert!(refusals(&b)[0].contains("nvme1n1 is an NVMe multipath device"), "{b:#?}");
+}
+
+#[test]
+fn swap_on_zram_needs_nothing_and_nofail_swap_only_warns() {
+    let (t, snap) = host();
+    t.write("etc/fstab", "/dev/zram0 none swap defaults,pri=100 0 0\n/dev/nvme0n1p3 none swap sw,nofail 0 0\n");
+    t.swaps("/dev/zram0                              partition\t8388604\t\t0\t\t100\n");
+    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    assert!(!b.refused(), "{b:#?}");
+    assert_eq!(b.waits.len(), 1, "{b:#?}");
+    assert!(b.waits[0].what.contains("swap per /etc/fstab (/dev/nvme0n1p3), which has nofail"), "{b:#?}");
+}
+
+#[test]
+fn a_swap_file_with_no_fstab_root_entry_is_placed_through_the_mounts_of_this_boot() {
+    let (t, snap) = host();
+    // The root comes from root= on the command line: fstab only has the swap file.
+    t.write("etc/fstab", "/swapfile none swap sw 0 0\n");
+    t.mountinfo("22 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw\n");
+    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    assert!(
+        refusals(&b).contains(
+            &"persisted 0000:01:00.0 holds swap per /etc/fstab (/swapfile, a file on / (/dev/nvme0n1p2 mounted now))"
+        ),
+        "{b:#?}"
+    );
+    // A second disk is not the host's: it persists.
+    t.nvme("02:00.0", "nvme1", "nvme1n1", 10, 1);
+    let mut snap2 = snap.clone();
+    let mut d = with_ids("02:00.0", NVME, 0x01);
+    d.iommu_group = Some(3);
+    snap2.devices.push(d);
+    snap2.groups.push(group(3, vec![a("02:00.0")]));
+    assert!(!simulate(t.root(), &snap2, &[rule("02:00.0", Some(NVME), &["02:00.0"])]).refused());
+}
+
+#[test]
+fn a_compute_card_is_not_a_display_left_for_the_console() {
+    let (t, snap) = host();
+    let mut s = snap.clone();
+    s.devices.push(with_ids("04:00.0", DeviceIds { vendor: 0x10de, device: 0x20b0 }, 0x03));
+    s.devices.last_mut().unwrap().config[0x0a] = 0x02; // 3D controller
+    assert!(simulate(t.root(), &s, &gpu_rules()).refused(), "a 3D controller left the boot VGA persistable");
+    s.devices.last_mut().unwrap().config[0x0a] = 0x80; // other display controller
+    assert!(!simulate(t.root(), &s, &gpu_rules()).refused());
+}
+
+#[test]
+fn a_bridge_above_the_boot_disk_in_a_persisted_group_takes_nothing() {
+    let (t, mut snap) = host();
+    // The NVMe's root port 00:01.0 shares the GPU's group; the port stays on pcieport, the disk below it
+    // in a group of its own.
+    let mut port = with_ids("00:01.0", DeviceIds { vendor: 0x8086, device: 0x1901 }, 0x06);
+    port.config[0x0a] = 0x04;
+    port.iommu_group = Some(2);
+    snap.devices.push(port);
+    snap.groups[1].devices.insert(0, a("00:01.0"));
+    let b = simulate(t.root(), &with_igpu(snap), &gpu_rules());
+    assert!(!b.refused(), "{b:#?}");
+}

@@ -157,3 +157,20 @@ fn a_planted_line_in_the_rule_is_refused_not_copied() {
     let e = plan_persist(t.path(), &[Persisted::new(a("02:00.0"), n("vfio-pci"))], &[]).unwrap_err();
     assert!(matches!(e, PersistError::Unrecognized { line: 2, .. }), "{e:?}");
 }
+
+#[test]
+fn rule_lines_iommuctl_would_not_write_byte_for_byte_are_refused() {
+    use iommu_host::persist::{parse_group_line, parse_udev_line};
+    let ok = r#"ACTION=="add", SUBSYSTEM=="pci", KERNEL=="0000:01:00.0", ATTR{vendor}=="0x10de", ATTR{device}=="0x1b80", ATTR{driver_override}="vfio-pci""#;
+    assert!(parse_udev_line(ok).is_some());
+    for bad in [
+        ok.replace("0000:01:00.0", "01:00.0"),
+        ok.replace("0x10de", "0x10DE"),
+        ok.replace("0x10de", "0x+10d"),
+        ok.replace("0x1b80", "0x1b8"),
+    ] {
+        assert_eq!(parse_udev_line(&bad), None, "{bad}");
+    }
+    assert!(parse_group_line("# 0000:01:00.0 was persisted with its IOMMU group: 0000:01:00.0 0000:01:00.1").is_some());
+    assert_eq!(parse_group_line("# 0000:01:00.0 was persisted with its IOMMU group: 01:00.1"), None);
+}
