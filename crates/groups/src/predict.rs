@@ -280,7 +280,9 @@ fn not_translated(d: &crate::model::Device, platform: &Platform) -> Option<&'sta
 }
 
 /// Intel devices whose presence makes the kernel ignore the graphics-only remapping unit (intel/iommu.c,
-/// `quirk_iommu_igfx`: Q35, G4x/GM45, QM57/QS57 and Broadwell, whose graphics DMA remapping is broken).
+/// `quirk_iommu_igfx`: Q35, G4x/GM45, QM57/QS57 and Broadwell, whose graphics DMA remapping is broken), as
+/// in Debian's 6.12.117. 0x0044 (QM57/QS57) joined this list in 2025; older kernels handle it through
+/// `quirk_calpella_no_shadow_gtt`, which reads the GGC register instead.
 const IGFX_QUIRK_IDS: &[u16] = &[
     0x29b2, 0x2a40, 0x2e00, 0x2e10, 0x2e20, 0x2e30, 0x2e40, 0x2e90, 0x0044, 0x1606, 0x160b, 0x160e, 0x1602, 0x160a,
     0x160d, 0x1616, 0x161b, 0x161e, 0x1612, 0x161a, 0x161d, 0x1626, 0x162b, 0x162e, 0x1622, 0x162a, 0x162d, 0x1636,
