@@ -60,6 +60,11 @@ fn rule(addr: &str, ids: Option<DeviceIds>, g: &[&str]) -> Persisted {
     }
 }
 
+/// The NVMe (the boot disk in [`host`]) persisted with its IDs and group.
+fn nvme_rule() -> [Persisted; 1] {
+    [rule("01:00.0", Some(NVME), &["01:00.0"])]
+}
+
 fn gpu_rules() -> Vec<Persisted> {
     vec![
         rule("02:00.0", Some(GPU), &["02:00.0", "02:00.1"]),
@@ -84,7 +89,7 @@ fn with_igpu(mut s: Snapshot) -> Snapshot {
 #[test]
 fn the_boot_disks_group_is_refused_naming_each_boot_mount_from_fstab() {
     let (t, snap) = host();
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert!(b.refused());
     let r = refusals(&b);
     assert!(r.contains(&"persisted 0000:01:00.0 holds / per /etc/fstab (UUID=abcd is nvme0n1p2)"), "{r:#?}");
@@ -176,7 +181,7 @@ fn mounts_and_swap_of_this_boot_count_without_fstab() {
     fs::remove_file(t.root().join("etc/fstab")).unwrap();
     t.mountinfo("22 1 0:2 / / rw - rootfs rootfs rw\n30 22 259:1 / /boot rw - ext4 /dev/nvme0n1p1 rw\n");
     t.swaps("/dev/nvme0n1p3                          partition\t1048572\t\t0\t\t-2\n");
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert_eq!(
         refusals(&b),
         [
@@ -187,7 +192,7 @@ fn mounts_and_swap_of_this_boot_count_without_fstab() {
     // Another mount point of this boot is bind's business, not the next boot's.
     t.mountinfo("30 1 259:1 / /srv rw - ext4 /dev/nvme0n1p1 rw\n");
     t.swaps("");
-    assert!(!simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]).refused());
+    assert!(!simulate(t.root(), &snap, &nvme_rule()).refused());
 }
 
 #[test]
@@ -196,7 +201,7 @@ fn other_fstab_file_systems_warn_unless_nofail_or_noauto() {
     let by = t.root().join("dev/disk/by-label");
     fs::create_dir_all(&by).unwrap();
     symlink("../../nvme0n1p3", by.join("data")).unwrap();
-    let p = [rule("01:00.0", Some(NVME), &["01:00.0"])];
+    let p = nvme_rule();
     for (line, waits) in [
         ("LABEL=data /srv xfs defaults 0 2\n", true),
         ("LABEL=data /srv xfs defaults,nofail 0 2\n", false),
@@ -221,7 +226,7 @@ fn other_fstab_file_systems_warn_unless_nofail_or_noauto() {
 fn an_fstab_boot_entry_that_resolves_to_nothing_refuses_functions_with_storage_only() {
     let (t, snap) = host();
     t.write("etc/fstab", "UUID=gone / ext4 defaults 0 1\n");
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert_eq!(
         refusals(&b),
         ["persisted 0000:01:00.0 has block devices, and what the host boots from is not known: /etc/fstab names \
@@ -229,7 +234,7 @@ fn an_fstab_boot_entry_that_resolves_to_nothing_refuses_functions_with_storage_o
     );
     // The tag's value is never taken for a kernel name.
     t.write("etc/fstab", "LABEL=nvme0n1p2 / ext4 defaults 0 1\n");
-    assert!(simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]).refused());
+    assert!(simulate(t.root(), &snap, &nvme_rule()).refused());
     // Functions without block devices are not refused for it.
     assert!(!simulate(t.root(), &with_igpu(snap), &gpu_rules()).refused());
 }
@@ -241,7 +246,7 @@ fn an_unreadable_fstab_refuses_functions_with_storage() {
     fs::remove_file(&f).unwrap();
     rustix::fs::mknodat(rustix::fs::CWD, &f, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0)
         .unwrap();
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert!(b.refused(), "{b:#?}");
     assert!(refusals(&b)[0].contains("what the host boots from is not known"), "{b:#?}");
     assert!(refusals(&b)[0].contains("fstab"), "{b:#?}");
@@ -254,7 +259,7 @@ fn a_label_with_a_space_resolves_through_the_link_udev_names_with_an_escape() {
     fs::create_dir_all(&by).unwrap();
     symlink("../../nvme0n1p2", by.join("root\\x20disk")).unwrap();
     t.write("etc/fstab", "LABEL=root\\040disk / ext4 defaults 0 1\n");
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert_eq!(refusals(&b), ["persisted 0000:01:00.0 holds / per /etc/fstab (LABEL=root disk is nvme0n1p2)"]);
 }
 
@@ -262,7 +267,7 @@ fn a_label_with_a_space_resolves_through_the_link_udev_names_with_an_escape() {
 fn a_boot_mount_point_with_a_trailing_slash_is_still_a_boot_mount() {
     let (t, snap) = host();
     t.write("etc/fstab", "UUID=EF-01 /boot/efi/ vfat umask=0077 0 1\n");
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert_eq!(refusals(&b), ["persisted 0000:01:00.0 holds /boot/efi per /etc/fstab (UUID=EF-01 is nvme0n1p1)"]);
 }
 
@@ -271,7 +276,7 @@ fn a_zfs_root_or_a_multipath_nvme_root_is_unknown_and_refuses_functions_with_sto
     let (t, snap) = host();
     fs::remove_file(t.root().join("etc/fstab")).unwrap();
     t.mountinfo("22 1 0:25 / / rw - zfs rpool/ROOT/debian rw,xattr\n");
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert!(
         refusals(&b)[0].contains("/ is mounted from rpool/ROOT/debian (zfs), whose disks sysfs does not show"),
         "{b:#?}"
@@ -280,7 +285,7 @@ fn a_zfs_root_or_a_multipath_nvme_root_is_unknown_and_refuses_functions_with_sto
     // NVMe native multipath: the namespace node sits below nvme-subsystem, on no PCI function.
     t.block("devices/virtual/nvme-subsystem/nvme-subsys1/nvme1n1", "nvme1n1", "259:9");
     t.mountinfo("22 1 259:9 / / rw - ext4 /dev/nvme1n1 rw\n");
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert!(refusals(&b)[0].contains("nvme1n1 is an NVMe multipath device"), "{b:#?}");
 }
 
@@ -289,7 +294,7 @@ fn swap_on_zram_needs_nothing_and_nofail_swap_only_warns() {
     let (t, snap) = host();
     t.write("etc/fstab", "/dev/zram0 none swap defaults,pri=100 0 0\n/dev/nvme0n1p3 none swap sw,nofail 0 0\n");
     t.swaps("/dev/zram0                              partition\t8388604\t\t0\t\t100\n");
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert!(!b.refused(), "{b:#?}");
     assert_eq!(b.waits.len(), 1, "{b:#?}");
     assert!(b.waits[0].what.contains("swap per /etc/fstab (/dev/nvme0n1p3), which has nofail"), "{b:#?}");
@@ -301,7 +306,7 @@ fn a_swap_file_with_no_fstab_root_entry_is_placed_through_the_mounts_of_this_boo
     // The root comes from root= on the command line: fstab only has the swap file.
     t.write("etc/fstab", "/swapfile none swap sw 0 0\n");
     t.mountinfo("22 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw\n");
-    let b = simulate(t.root(), &snap, &[rule("01:00.0", Some(NVME), &["01:00.0"])]);
+    let b = simulate(t.root(), &snap, &nvme_rule());
     assert!(
         refusals(&b).contains(
             &"persisted 0000:01:00.0 holds swap per /etc/fstab (/swapfile, a file on / (/dev/nvme0n1p2 mounted now))"
