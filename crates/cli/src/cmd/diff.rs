@@ -628,7 +628,12 @@ fn acs_changes(a: &Host, b: &Host, m: &Matching) -> (Vec<AcsChange>, Vec<PciAddr
             } else {
                 String::new()
             };
-            format!(": ACS registers changed ({}), but its verdict stays \"{}\"{why}", reg.join(", "), va.describe())
+            let because = if because.is_empty() { String::new() } else { format!("; {}", because.join("; ")) };
+            format!(
+                ": ACS registers changed ({}), but its verdict stays \"{}\"{why}{because}",
+                reg.join(", "),
+                va.describe()
+            )
         } else {
             let mut s = format!(": \"{}\" -> \"{}\"", va.describe(), vb.describe());
             if !reg.is_empty() {
