@@ -553,8 +553,9 @@ fn secondary_bus(config: &[u8]) -> Option<u8> {
     (vendor != 0xffff && matches!(config[0x0e] & 0x7f, 1 | 2)).then_some(config[0x19])
 }
 
-fn is_amd_iommu(config: &[u8]) -> bool {
-    config[0..2] == [0x22, 0x10] && config[0x0b] == 0x08 && config[0x0a] == 0x06
+/// Whether config bytes are an AMD IOMMU's own function (vendor 1022, class 0806).
+pub(crate) fn is_amd_iommu(config: &[u8]) -> bool {
+    config.get(..2) == Some(&[0x22, 0x10][..]) && config.get(0x0b) == Some(&0x08) && config.get(0x0a) == Some(&0x06)
 }
 
 /// Builds the snapshot from decoded functions: tree, virtual functions, platform facts, kernel groups.

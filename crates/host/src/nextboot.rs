@@ -70,6 +70,11 @@ pub fn simulate(root: &Path, snap: &Snapshot, persisted: &[Persisted]) -> NextBo
     simulate_with(snap, persisted, &boot_storage(root))
 }
 
+/// The members of `addr`'s kernel group now ([`Snapshot::group_of`]); itself alone when it is in none.
+pub fn group_now(snap: &Snapshot, addr: PciAddress) -> Vec<PciAddress> {
+    snap.group_of(addr).map(|g| g.devices.clone()).filter(|g| !g.is_empty()).unwrap_or_else(|| vec![addr])
+}
+
 /// [`simulate`] with what the host boots from already found.
 pub fn simulate_with(snap: &Snapshot, persisted: &[Persisted], boot: &BootStorage) -> NextBoot {
     let mut entries = Vec::new();
@@ -78,12 +83,7 @@ pub fn simulate_with(snap: &Snapshot, persisted: &[Persisted], boot: &BootStorag
     for p in persisted {
         let dev = snap.device(p.address);
         let now = dev.and_then(|d| DeviceIds::from_config(&d.config));
-        let group: Vec<PciAddress> = dev
-            .and_then(|d| d.iommu_group)
-            .and_then(|g| snap.group(g))
-            .map(|g| g.devices.clone())
-            .filter(|g| !g.is_empty())
-            .unwrap_or_else(|| vec![p.address]);
+        let group = group_now(snap, p.address);
         let mut warnings = Vec::new();
         let binds = match (dev, p.ids, now) {
             (None, _, _) => {
@@ -143,14 +143,12 @@ pub fn simulate_with(snap: &Snapshot, persisted: &[Persisted], boot: &BootStorag
     }
 
     // Every function in a group a rule binds into, with the persisted address it comes with. Bridges stay
-    // on their driver (bind and persist leave them), so a bridge above the boot disk takes nothing.
-    let is_bridge = |a: PciAddress| {
-        snap.device(a).is_some_and(|d| d.config.get(0x0b) == Some(&0x06) && d.config.get(0x0a) == Some(&0x04))
-    };
+    // on their driver (bind and persist leave them: [`Snapshot::is_bridge`]), so a bridge above the boot disk
+    // takes nothing.
     let mut taken: Vec<(PciAddress, PciAddress)> = Vec::new();
     for e in entries.iter().filter(|e| e.binds) {
         for &m in &e.group {
-            if (m == e.address || !is_bridge(m)) && !taken.iter().any(|(t, _)| *t == m) {
+            if (m == e.address || !snap.is_bridge(m)) && !taken.iter().any(|(t, _)| *t == m) {
                 taken.push((m, e.address));
             }
         }

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use iommu_fsio::{FsError, Limit};
-use iommu_pci::PciAddress;
+use iommu_pci::{ConfigInfo, PciAddress};
 use serde::Serialize;
 
 use crate::driver::DriverName;
@@ -73,11 +73,11 @@ pub struct DeviceIds {
 }
 
 impl DeviceIds {
-    /// The IDs in a configuration space's first four bytes; `None` when it is shorter or reads all ones.
+    /// The IDs of a configuration space ([`ConfigInfo::parse`]); `None` when it does not decode or reads all
+    /// ones.
     pub fn from_config(config: &[u8]) -> Option<DeviceIds> {
-        let b = config.get(..4)?;
-        let ids = DeviceIds { vendor: u16::from_le_bytes([b[0], b[1]]), device: u16::from_le_bytes([b[2], b[3]]) };
-        (ids.vendor != 0xffff).then_some(ids)
+        let c = ConfigInfo::parse(config).ok()?;
+        (c.vendor_id != 0xffff).then_some(DeviceIds { vendor: c.vendor_id, device: c.device_id })
     }
 }
 

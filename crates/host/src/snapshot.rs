@@ -417,16 +417,15 @@ impl Snapshot {
     /// (Zen 1 to Zen 4, laptops to four-socket-die EPYC servers) leave them out: Linux's `check_device`
     /// finds no IOMMU for them and they get no group. QEMU's amd-iommu sits elsewhere and covers everything.
     fn amd_root_complexes(&self) -> Vec<PciAddress> {
-        let class_of = |c: &[u8]| (c.len() >= 0x0c).then(|| (u16::from_le_bytes([c[0], c[1]]), c[0x0b], c[0x0a]));
+        let host_bridge =
+            |c: &[u8]| ConfigInfo::parse(c).is_ok_and(|c| c.vendor_id == 0x1022 && c.class >> 8 == 0x0600);
         let mut v: Vec<PciAddress> = self
             .devices
             .iter()
-            .filter(|d| d.address.device == 0 && d.address.function == 0)
-            .filter(|d| class_of(&d.config).is_some_and(|(v, b, s)| v == 0x1022 && b == 0x06 && s == 0x00))
+            .filter(|d| d.address.device == 0 && d.address.function == 0 && host_bridge(&d.config))
             .filter(|d| {
                 let iommu = PciAddress { function: 2, ..d.address };
-                self.device(iommu)
-                    .is_some_and(|i| class_of(&i.config).is_some_and(|(v, b, s)| v == 0x1022 && b == 0x08 && s == 0x06))
+                self.device(iommu).is_some_and(|i| crate::lspci::is_amd_iommu(&i.config))
             })
             .map(|d| d.address)
             .collect();

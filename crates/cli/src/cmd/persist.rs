@@ -10,7 +10,6 @@ use iommu_host::driver::DriverName;
 use iommu_host::journal::StateDir;
 use iommu_host::nextboot::{self, NextBoot};
 use iommu_host::persist::{self, DeviceIds, FileChange, Persisted};
-use iommu_host::Snapshot;
 use serde::Serialize;
 
 use crate::cmd::bind::{driver_arg, finish, read, waiting};
@@ -78,7 +77,7 @@ fn persist_inner(cfg: &Config, root: &Path, a: &PersistArgs<'_>, out: &mut Defer
                 address: d.address,
                 driver: driver.clone(),
                 ids: snap.device(d.address).and_then(|h| DeviceIds::from_config(&h.config)),
-                group: Some(group_of(&snap, d.address)),
+                group: Some(nextboot::group_now(&snap, d.address)),
             })
             .collect();
         // Host drivers: the current driver, or the original one from the journal when already bound.
@@ -129,16 +128,6 @@ fn persist_inner(cfg: &Config, root: &Path, a: &PersistArgs<'_>, out: &mut Defer
         }
     }
     Ok(Exit::Ok)
-}
-
-/// The members of `addr`'s IOMMU group now (itself alone when it has none).
-fn group_of(snap: &Snapshot, addr: iommu_pci::PciAddress) -> Vec<iommu_pci::PciAddress> {
-    snap.device(addr)
-        .and_then(|d| d.iommu_group)
-        .and_then(|g| snap.group(g))
-        .map(|g| g.devices.clone())
-        .filter(|g| !g.is_empty())
-        .unwrap_or_else(|| vec![addr])
 }
 
 /// The refusal: every function that holds what the next boot needs.

@@ -341,6 +341,7 @@ fn a_bridge_above_the_boot_disk_in_a_persisted_group_takes_nothing() {
     // in a group of its own.
     let mut port = with_ids("00:01.0", DeviceIds { vendor: 0x8086, device: 0x1901 }, 0x06);
     port.config[0x0a] = 0x04;
+    port.config[0x0e] = 0x01; // a type 1 (bridge) header
     port.iommu_group = Some(2);
     snap.devices.push(port);
     snap.groups[1].devices.insert(0, a("00:01.0"));
