@@ -247,9 +247,18 @@ pub fn plan_persist(
     devices: &[Persisted],
     host_drivers: &[DriverName],
 ) -> Result<Vec<FileChange>, PersistError> {
-    let all = merged(root, devices)?;
+    plan_files(root, &merged(root, devices)?, host_drivers)
+}
+
+/// The files for `all`, everything persisted once the change is made ([`merged`]); the softdeps already
+/// there are kept and `host_drivers`' added. Call with the state lock held.
+pub fn plan_files(
+    root: &Path,
+    all: &[Persisted],
+    host_drivers: &[DriverName],
+) -> Result<Vec<FileChange>, PersistError> {
     let mut rule = String::from(HEADER);
-    for p in &all {
+    for p in all {
         if let Some(g) = &p.group {
             rule.push_str(&group_line(p.address, g));
             rule.push('\n');

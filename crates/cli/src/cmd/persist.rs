@@ -92,7 +92,7 @@ fn persist_inner(cfg: &Config, root: &Path, a: &PersistArgs<'_>, out: &mut Defer
         if sim.refused() {
             return Err(refusal(&sim));
         }
-        let changes = persist::plan_persist(&root, &devs, &host)?;
+        let changes = persist::plan_files(&root, &all, &host)?;
         boot = Some(sim);
         changes
     };
