@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use iommu_groups::{predict, Prediction, RuleSet, Topology};
+use iommu_groups::{predict, Platform, Prediction, RuleSet, Topology};
 use iommu_host::{bind, read_host_with, Detail, HostDevice, LspciDump, Snapshot};
 use iommu_pci::{ConfigInfo, PciAddress, PciIds};
 
@@ -27,6 +27,8 @@ pub struct Source {
 pub struct Predicted {
     /// The PCI tree.
     pub topology: Topology,
+    /// The platform facts the prediction used.
+    pub platform: Platform,
     /// The prediction.
     pub prediction: Prediction,
 }
@@ -104,12 +106,13 @@ impl Source {
     /// The tree and the groups Linux would form, warning when they depend on unreadable config space.
     pub fn predict(&self) -> anyhow::Result<Predicted> {
         let topology = self.topology()?;
-        let prediction = predict(&topology, &self.snapshot.platform(), RuleSet::Linux6);
+        let platform = self.snapshot.platform();
+        let prediction = predict(&topology, &platform, RuleSet::Linux6);
         warn_uncertain(&prediction, matches!(self.origin, Origin::Lspci(_)));
         for n in &prediction.notes {
             warn(&format!("note: {}", sanitize(n)));
         }
-        Ok(Predicted { topology, prediction })
+        Ok(Predicted { topology, platform, prediction })
     }
 }
 

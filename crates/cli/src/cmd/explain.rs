@@ -97,10 +97,9 @@ pub struct SlotsReport {
 
 /// `iommuctl explain ADDR --slots`.
 pub fn slots(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
-    let snap = &src.snapshot;
     src.device(a)?;
     let predicted = src.predict()?;
-    let slots = find_slots(&predicted.topology, &snap.platform());
+    let slots = find_slots(&predicted.topology, &predicted.platform);
     let group: Vec<PciAddress> = predicted.prediction.group_of(a).map(|g| g.devices.clone()).unwrap_or_default();
     let current_slot = predicted.topology.parent_of(a).map(|d| d.address);
     // Functions of the same slot that stay with it wherever the card goes.

@@ -104,7 +104,7 @@ fn compare(snap: &iommu_host::Snapshot, predicted: &crate::source::Predicted, un
         out.push(format!("predicted has {{{}}}", show(k)));
         let ungrouped: Vec<PciAddress> = k.iter().copied().filter(|&a| snap.group_of(a).is_none()).collect();
         if !ungrouped.is_empty() {
-            let why = if snap.platform().amd_ivrs {
+            let why = if predicted.platform.amd_ivrs {
                 "on AMD the IVRS table decides, which config space does not show"
             } else {
                 "on Intel the DMAR table decides which devices each remapping unit covers, and an integrated GPU's \

@@ -51,14 +51,14 @@ pub fn run(src: &Source, a: PciAddress) -> anyhow::Result<Outcome> {
     let ids = src.ids();
     let cfgs = src.configs();
     let predicted = src.predict()?;
-    let platform = snap.platform();
+    let platform = &predicted.platform;
     let path_to_root = predicted
         .topology
         .upstream_path(a)
         .into_iter()
         .map(|b| {
             // The same test, corrected port type and command line as the prediction uses.
-            let verdict = acs_verdict(&predicted.topology, b.address, &platform).unwrap_or(AcsVerdict::Unknown);
+            let verdict = acs_verdict(&predicted.topology, b.address, platform).unwrap_or(AcsVerdict::Unknown);
             Hop {
                 address: b.address,
                 kind: kind_of(&predicted.topology, b.address).to_string(),
