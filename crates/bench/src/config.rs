@@ -164,18 +164,7 @@ pub fn config_bytes(f: &Function) -> Vec<u8> {
 }
 
 fn write_pcie(c: &mut Cfg, o: usize, f: &Function, pt: PortType) {
-    let raw: u16 = match pt {
-        PortType::Endpoint => 0,
-        PortType::LegacyEndpoint => 1,
-        PortType::RootPort => 4,
-        PortType::UpstreamPort => 5,
-        PortType::DownstreamPort => 6,
-        PortType::PcieToPciBridge => 7,
-        PortType::PciToPcieBridge => 8,
-        PortType::RcIntegratedEndpoint => 9,
-        PortType::RcEventCollector => 0xa,
-        PortType::Reserved(v) => u16::from(v),
-    };
+    let raw = u16::from(pt.raw());
     let slot = f.slot.is_some();
     c.w16(o + 2, 0x0002 | (raw << 4) | if slot { 0x0100 } else { 0 });
     let ep = matches!(pt, PortType::Endpoint | PortType::RcIntegratedEndpoint);

@@ -147,6 +147,22 @@ impl PortType {
         }
     }
 
+    /// The 4-bit type field, as [`PortType::from_raw`] reads it back.
+    pub fn raw(self) -> u8 {
+        match self {
+            Self::Endpoint => 0,
+            Self::LegacyEndpoint => 1,
+            Self::RootPort => 4,
+            Self::UpstreamPort => 5,
+            Self::DownstreamPort => 6,
+            Self::PcieToPciBridge => 7,
+            Self::PciToPcieBridge => 8,
+            Self::RcIntegratedEndpoint => 9,
+            Self::RcEventCollector => 0xa,
+            Self::Reserved(r) => r & 0xf,
+        }
+    }
+
     /// A short human name.
     pub fn describe(self) -> &'static str {
         match self {
@@ -508,6 +524,14 @@ fn extended_caps(b: &[u8]) -> Result<Vec<ExtCapability>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_type_raw_is_from_raws_inverse() {
+        for v in 0u8..16 {
+            assert_eq!(PortType::from_raw(v).raw(), v);
+        }
+        assert_eq!(PortType::Reserved(0x1c).raw(), 0xc, "four bits, whatever was kept");
+    }
     use proptest::prelude::*;
 
     /// Builds config-space bytes: a type-0 header for 8086:1234, then whatever the test adds.

@@ -443,18 +443,7 @@ pub(super) fn synthesize(f: &Facts, ctx: Context) -> Synthesized {
     let mut std_caps: Vec<(u8, usize)> = Vec::new();
     if let Some((t, slot)) = f.pcie {
         std_caps.push((cap_id::PCIE, 0x40));
-        let raw: u16 = match t {
-            PortType::Endpoint => 0,
-            PortType::LegacyEndpoint => 1,
-            PortType::RootPort => 4,
-            PortType::UpstreamPort => 5,
-            PortType::DownstreamPort => 6,
-            PortType::PcieToPciBridge => 7,
-            PortType::PciToPcieBridge => 8,
-            PortType::RcIntegratedEndpoint => 9,
-            PortType::RcEventCollector => 0xa,
-            PortType::Reserved(r) => u16::from(r & 0xf),
-        };
+        let raw = u16::from(t.raw());
         put16(&mut c, 0x42, 2 | raw << 4 | if slot { 0x100 } else { 0 });
     }
     if f.pm {
