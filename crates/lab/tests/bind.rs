@@ -4,22 +4,17 @@
 //!
 //! Needs `iommuctl` and the `vfio-group-status` example (both built by `scripts/test`).
 
-use iommu_lab::{iommuctl_bin, require_lab, skip_or_fail, topology, GuestSpec, Iommu, Topology};
+use iommu_lab::{
+    example_bin, iommuctl_bin, require_binaries, require_lab, skip_or_fail, topology, GuestSpec, Iommu, Topology,
+};
 
 fn group_status_bin() -> std::path::PathBuf {
-    iommuctl_bin().with_file_name("examples").join("vfio-group-status")
+    example_bin("vfio-group-status")
 }
 
+/// `iommuctl` and the `vfio-group-status` example are built ([`require_binaries`]).
 fn binaries_present() -> bool {
-    for b in [iommuctl_bin(), group_status_bin()] {
-        if !b.is_file() {
-            return !skip_or_fail(&format!(
-                "{} not found (run scripts/test or cargo build --release --examples)",
-                b.display()
-            ));
-        }
-    }
-    true
+    require_binaries(&[iommuctl_bin(), group_status_bin()])
 }
 
 /// Shell helpers: `drivers` prints `ADDR DRIVER` for the devices of interest, then the nvme block devices.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use iommu_lab::{
-    for_each_parallel, iommuctl_bin, require_lab, selected_topologies, skip_or_fail, GuestRun, GuestSpec, Topology,
+    for_each_parallel, iommuctl_bin, require_binaries, require_lab, selected_topologies, GuestRun, GuestSpec, Topology,
 };
 
 type Groups = BTreeMap<u32, Vec<String>>;
@@ -234,11 +234,7 @@ fn iommuctl_matches_kernel_groups() {
         return;
     }
     let bin = iommuctl_bin();
-    if !bin.is_file() {
-        skip_or_fail(&format!(
-            "iommuctl binary {} not found (run `cargo build --release` first or set IOMMUCTL_BIN)",
-            bin.display()
-        ));
+    if !require_binaries(std::slice::from_ref(&bin)) {
         return;
     }
     let b = bin.display();

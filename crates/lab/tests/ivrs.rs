@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use iommu_groups::ivrs::{self, DeviceEntry, Ivrs};
 use iommu_host::Snapshot;
-use iommu_lab::{for_each_parallel, iommuctl_bin, require_lab, skip_or_fail, topology, GuestRun, GuestSpec};
+use iommu_lab::{for_each_parallel, iommuctl_bin, require_binaries, require_lab, topology, GuestRun, GuestSpec};
 use iommu_pci::PciAddress;
 
 /// The AMD-Vi topologies, on both kernels.
@@ -243,11 +243,7 @@ fn qemu_ivrs_is_read_parsed_and_agrees_with_the_kernel() {
         return;
     }
     let bin = iommuctl_bin();
-    if !bin.is_file() {
-        skip_or_fail(&format!(
-            "iommuctl binary {} not found (run `cargo build --release -p iommuctl` first or set IOMMUCTL_BIN)",
-            bin.display()
-        ));
+    if !require_binaries(std::slice::from_ref(&bin)) {
         return;
     }
     let topologies: Vec<_> =

@@ -21,8 +21,8 @@ use std::process::Command;
 use serde_json::Value;
 
 use iommu_lab::{
-    find_program, for_each_parallel, iommuctl_bin, parse_kernel_groups, require_lab, selected_topologies, skip_or_fail,
-    GuestRun, GuestSpec, Iommu, Topology,
+    find_program, for_each_parallel, iommuctl_bin, parse_kernel_groups, require_binaries, require_lab,
+    selected_topologies, skip_or_fail, GuestRun, GuestSpec, Iommu, Topology,
 };
 
 type Partition = BTreeSet<Vec<String>>;
@@ -145,11 +145,7 @@ fn lspci_dumps_predict_the_kernels_groups() {
         return;
     }
     let bin = iommuctl_bin();
-    if !bin.is_file() {
-        skip_or_fail(&format!(
-            "iommuctl binary {} not found (run `cargo build --release -p iommuctl` first or set IOMMUCTL_BIN)",
-            bin.display()
-        ));
+    if !require_binaries(std::slice::from_ref(&bin)) {
         return;
     }
     let Some(lspci) = find_program("lspci") else {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use iommu_lab::{find_qemu, iommuctl_bin, skip_or_fail};
+use iommu_lab::{find_qemu, iommuctl_bin, require_binaries, skip_or_fail};
 
 /// A lab snapshot (the x3130 switch) moved into domain 10000, as a VMD domain would number it.
 fn vmd_snapshot(dir: &Path) -> std::path::PathBuf {
@@ -48,8 +48,7 @@ fn qemu_accepts_the_sysfsdev_form_iommuctl_prints_for_a_vmd_domain_and_rejects_h
         return;
     };
     let bin = iommuctl_bin();
-    if !bin.is_file() {
-        skip_or_fail(&format!("{} not found (run scripts/test)", bin.display()));
+    if !require_binaries(std::slice::from_ref(&bin)) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -20,25 +20,17 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use iommu_drivers::nvme::{pattern, TEST_BYTES, TEST_OFFSET};
-use iommu_lab::{iommuctl_bin, require_lab, skip_or_fail, topology::RUNDIR, GuestSpec, Iommu, Topology};
+use iommu_lab::{
+    example_bin, iommuctl_bin, require_binaries, require_lab, topology::RUNDIR, GuestSpec, Iommu, Topology,
+};
 
 const EDU: &str = "0000:01:00.0";
 const NVME: &str = "0000:02:00.0";
 const MF_EDU: &str = "0000:00:10.1";
 
-fn example(name: &str) -> PathBuf {
-    iommuctl_bin().with_file_name("examples").join(name)
-}
-
 fn binaries() -> Option<[PathBuf; 4]> {
-    let all = [iommuctl_bin(), example("edu"), example("nvme"), example("dma-bench")];
-    for b in &all {
-        if !b.is_file() {
-            skip_or_fail(&format!("{} not found (cargo build --release --workspace --examples)", b.display()));
-            return None;
-        }
-    }
-    Some(all)
+    let all = [iommuctl_bin(), example_bin("edu"), example_bin("nvme"), example_bin("dma-bench")];
+    require_binaries(&all).then_some(all)
 }
 
 fn machine() -> Topology {

@@ -17,7 +17,9 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use iommu_lab::{find_program, for_each_parallel, iommuctl_bin, require_lab, skip_or_fail, topology, GuestSpec};
+use iommu_lab::{
+    find_program, for_each_parallel, iommuctl_bin, require_binaries, require_lab, skip_or_fail, topology, GuestSpec,
+};
 
 type Partition = BTreeSet<Vec<String>>;
 
@@ -78,8 +80,7 @@ fn what_if_predicts_the_groups_of_a_kernel_booted_with_the_parameter() {
         return;
     }
     let bin = iommuctl_bin();
-    if !bin.is_file() {
-        skip_or_fail(&format!("iommuctl binary {} not found (run scripts/test)", bin.display()));
+    if !require_binaries(std::slice::from_ref(&bin)) {
         return;
     }
     let Some(lspci) = find_program("lspci") else {
